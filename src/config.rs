@@ -1,0 +1,402 @@
+//! Configuration: a TOML file, overridden by flags / environment.
+//!
+//! Every problem is reported as one line naming the offending key.
+
+use std::path::{Path, PathBuf};
+
+use percent_encoding::percent_decode_str;
+use serde::Deserialize;
+
+use crate::pattern::Pattern;
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: String,
+    pub admin_listen: String,
+    pub initial_pattern: Pattern,
+    pub source: BackendConfig,
+    pub destination: BackendConfig,
+    pub users: Vec<UserConfig>,
+    pub limits: Limits,
+    pub state_file: PathBuf,
+    pub admin_token: Option<String>,
+    pub enable_auto_promotion: bool,
+    pub promotion_quiet_period_ms: u64,
+}
+
+/// Data-path limits and timeouts.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Client connections beyond this get ERR 1040.
+    pub max_connections: usize,
+    /// Client packets larger than this get ERR 1153.
+    pub max_allowed_packet: usize,
+    /// How long to wait for a backend TCP connect + handshake.
+    pub connect_timeout_ms: u64,
+    /// On SIGTERM, how long in-flight statements may run before exit.
+    pub shutdown_timeout_ms: u64,
+    /// First back-off after a failed connect to the non-authoritative side.
+    pub secondary_backoff_min_ms: u64,
+    /// Longest back-off after repeated failures.
+    pub secondary_backoff_max_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            max_allowed_packet: 64 * 1024 * 1024,
+            connect_timeout_ms: 3000,
+            shutdown_timeout_ms: 10_000,
+            secondary_backoff_min_ms: 200,
+            secondary_backoff_max_ms: 10_000,
+        }
+    }
+}
+
+/// Where one backend database lives and how cutover logs into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    pub database: Option<String>,
+}
+
+impl BackendConfig {
+    /// Parse `mysql://user:password@host:port/database`.
+    pub fn from_url(url: &str) -> Result<Self, String> {
+        let parsed = url::Url::parse(url).map_err(|e| format!("not a URL ({e})"))?;
+        if parsed.scheme() != "mysql" && parsed.scheme() != "mariadb" {
+            return Err(format!(
+                "scheme must be mysql:// (got {}://)",
+                parsed.scheme()
+            ));
+        }
+        let host = parsed
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or("missing host")?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+        let user = decode(parsed.username());
+        if user.is_empty() {
+            return Err("missing user (mysql://USER:PASSWORD@host:port/db)".into());
+        }
+        let password = decode(parsed.password().unwrap_or(""));
+        let database = parsed
+            .path()
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .map(decode)
+            .filter(|d| !d.is_empty());
+        Ok(BackendConfig {
+            url: url.to_string(),
+            host,
+            port: parsed.port().unwrap_or(3306),
+            user,
+            password,
+            database,
+        })
+    }
+
+    /// `host:port` for connecting and for messages.
+    pub fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A login an application may use against cutover.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    #[serde(default)]
+    pub password: String,
+}
+
+/// Command-line / environment overrides (they win over the file).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub source: Option<String>,
+    pub destination: Option<String>,
+}
+
+/// A configuration problem: always names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Key { key: String, message: String },
+}
+
+fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Key {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    admin_listen: Option<String>,
+    initial_pattern: Option<String>,
+    source: Option<RawBackend>,
+    destination: Option<RawBackend>,
+    #[serde(default)]
+    users: Vec<UserConfig>,
+    max_connections: Option<usize>,
+    max_allowed_packet: Option<usize>,
+    connect_timeout_ms: Option<u64>,
+    shutdown_timeout_ms: Option<u64>,
+    secondary_backoff_min_ms: Option<u64>,
+    secondary_backoff_max_ms: Option<u64>,
+    state_file: Option<PathBuf>,
+    admin_token: Option<String>,
+    enable_auto_promotion: Option<bool>,
+    promotion_quiet_period_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    url: Option<String>,
+}
+
+impl Config {
+    /// Read `path` (missing file is allowed only when the overrides supply
+    /// both backend URLs), apply overrides, validate.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if overrides.source.is_none() {
+                    return Err(ConfigError::File {
+                        path: path.display().to_string(),
+                        message: "not found (pass --config PATH, or --source/--destination URLs)"
+                            .into(),
+                    });
+                }
+                None
+            }
+            Err(e) => {
+                return Err(ConfigError::File {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })
+            }
+        };
+        let raw: RawConfig = match text {
+            Some(t) => toml::from_str(&t).map_err(|e| ConfigError::File {
+                path: path.display().to_string(),
+                message: one_line_toml_error(&e, &t),
+            })?,
+            None => RawConfig::default(),
+        };
+        let mut cfg = Config::parse_raw(raw, overrides)?;
+        cfg.apply(overrides)?;
+        Ok(cfg)
+    }
+
+    /// Parse TOML text (no overrides).
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::File {
+            path: String::new(),
+            message: one_line_toml_error(&e, text),
+        })?;
+        Config::parse_raw(raw, &Overrides::default())
+    }
+
+    fn parse_raw(raw: RawConfig, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let defaults = Limits::default();
+        let source_url = overrides
+            .source
+            .clone()
+            .or_else(|| raw.source.and_then(|s| s.url))
+            .ok_or_else(|| key_err("source.url", "missing"))?;
+        let destination_url = overrides
+            .destination
+            .clone()
+            .or_else(|| raw.destination.and_then(|s| s.url))
+            .ok_or_else(|| key_err("destination.url", "missing"))?;
+        let source =
+            BackendConfig::from_url(&source_url).map_err(|m| key_err("source.url", m))?;
+        let destination = BackendConfig::from_url(&destination_url)
+            .map_err(|m| key_err("destination.url", m))?;
+        let initial_pattern = match raw.initial_pattern {
+            Some(p) => p
+                .parse()
+                .map_err(|e: crate::pattern::UnknownPattern| key_err("initial_pattern", e.to_string()))?,
+            None => Pattern::SrcOnly,
+        };
+        let mut users = raw.users;
+        for (i, u) in users.iter().enumerate() {
+            if u.name.is_empty() {
+                return Err(key_err(&format!("users[{i}].name"), "must not be empty"));
+            }
+        }
+        if users.is_empty() {
+            users.push(UserConfig {
+                name: source.user.clone(),
+                password: source.password.clone(),
+            });
+        }
+        let limits = Limits {
+            max_connections: raw.max_connections.unwrap_or(defaults.max_connections),
+            max_allowed_packet: raw.max_allowed_packet.unwrap_or(defaults.max_allowed_packet),
+            connect_timeout_ms: raw.connect_timeout_ms.unwrap_or(defaults.connect_timeout_ms),
+            shutdown_timeout_ms: raw.shutdown_timeout_ms.unwrap_or(defaults.shutdown_timeout_ms),
+            secondary_backoff_min_ms: raw
+                .secondary_backoff_min_ms
+                .unwrap_or(defaults.secondary_backoff_min_ms),
+            secondary_backoff_max_ms: raw
+                .secondary_backoff_max_ms
+                .unwrap_or(defaults.secondary_backoff_max_ms),
+        };
+        if limits.max_connections == 0 {
+            return Err(key_err("max_connections", "must be at least 1"));
+        }
+        if limits.max_allowed_packet < 1024 || limits.max_allowed_packet > 1 << 30 {
+            return Err(key_err("max_allowed_packet", "must be between 1024 and 1073741824"));
+        }
+        if limits.connect_timeout_ms == 0 {
+            return Err(key_err("connect_timeout_ms", "must be at least 1"));
+        }
+        if limits.secondary_backoff_min_ms > limits.secondary_backoff_max_ms {
+            return Err(key_err(
+                "secondary_backoff_min_ms",
+                "must not exceed secondary_backoff_max_ms",
+            ));
+        }
+        let cfg = Config {
+            listen: raw.listen.unwrap_or_else(|| "127.0.0.1:6033".into()),
+            admin_listen: raw.admin_listen.unwrap_or_else(|| "127.0.0.1:9033".into()),
+            initial_pattern,
+            source,
+            destination,
+            users,
+            limits,
+            state_file: raw
+                .state_file
+                .unwrap_or_else(|| PathBuf::from("./cutover-state.json")),
+            admin_token: raw.admin_token.filter(|t| !t.is_empty()),
+            enable_auto_promotion: raw.enable_auto_promotion.unwrap_or(false),
+            promotion_quiet_period_ms: raw.promotion_quiet_period_ms.unwrap_or(60_000),
+        };
+        check_addr("listen", &cfg.listen)?;
+        check_addr("admin_listen", &cfg.admin_listen)?;
+        Ok(cfg)
+    }
+
+    /// Apply flag / environment overrides.
+    pub fn apply(&mut self, o: &Overrides) -> Result<(), ConfigError> {
+        if let Some(l) = &o.listen {
+            check_addr("listen", l)?;
+            self.listen = l.clone();
+        }
+        if let Some(l) = &o.admin_listen {
+            check_addr("admin_listen", l)?;
+            self.admin_listen = l.clone();
+        }
+        if let Some(u) = &o.source {
+            self.source = BackendConfig::from_url(u).map_err(|m| key_err("source.url", m))?;
+        }
+        if let Some(u) = &o.destination {
+            self.destination =
+                BackendConfig::from_url(u).map_err(|m| key_err("destination.url", m))?;
+        }
+        Ok(())
+    }
+
+    /// Look up an application login.
+    pub fn user(&self, name: &[u8]) -> Option<&UserConfig> {
+        self.users.iter().find(|u| u.name.as_bytes() == name)
+    }
+}
+
+fn check_addr(key: &str, addr: &str) -> Result<(), ConfigError> {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(key_err(key, format!("`{addr}` is not HOST:PORT"))),
+    }
+}
+
+fn one_line_toml_error(e: &toml::de::Error, text: &str) -> String {
+    let msg = e.message().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {msg}")
+        }
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+        [source]
+        url = "mysql://app:s%40cret@127.0.0.1:3307/shop"
+        [destination]
+        url = "mysql://app:app@127.0.0.1:3308/shop"
+    "#;
+
+    #[test]
+    fn defaults_and_url_parsing() {
+        let c = Config::parse(BASE).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:6033");
+        assert_eq!(c.admin_listen, "127.0.0.1:9033");
+        assert_eq!(c.initial_pattern, Pattern::SrcOnly);
+        assert_eq!(c.source.password, "s@cret");
+        assert_eq!(c.source.port, 3307);
+        assert_eq!(c.source.database.as_deref(), Some("shop"));
+        assert_eq!(c.users, vec![UserConfig { name: "app".into(), password: "s@cret".into() }]);
+        assert_eq!(c.limits.max_connections, 1024);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::parse("[source]\nurl='mysql://a@h/db'\n").unwrap_err();
+        assert!(e.to_string().contains("destination.url"), "{e}");
+        let e = Config::parse(&format!("{BASE}\ninitial_pattern='sideways'")).unwrap_err();
+        assert!(e.to_string().contains("initial_pattern"), "{e}");
+        let e = Config::parse(&format!("lisen='x'\n{BASE}")).unwrap_err();
+        assert!(e.to_string().contains("lisen"), "{e}");
+        let e = Config::parse(&format!("listen='nope'\n{BASE}")).unwrap_err();
+        assert!(e.to_string().contains("`listen`"), "{e}");
+        let e = Config::parse("[source]\nurl='http://x'\n[destination]\nurl='mysql://a@b/c'").unwrap_err();
+        assert!(e.to_string().contains("source.url"), "{e}");
+    }
+
+    #[test]
+    fn overrides_win() {
+        let mut c = Config::parse(BASE).unwrap();
+        c.apply(&Overrides {
+            listen: Some("0.0.0.0:7000".into()),
+            source: Some("mysql://u:p@db1:3310/x".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.listen, "0.0.0.0:7000");
+        assert_eq!(c.source.host, "db1");
+        // users were defaulted from the file's source URL; overrides do not re-default them
+        assert_eq!(c.users[0].name, "app");
+    }
+}

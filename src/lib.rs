@@ -1,0 +1,11 @@
+//! cutover: a MySQL wire-protocol proxy that moves a live application from a
+//! SOURCE database to a DESTINATION database with zero downtime.
+//!
+//! Two wings joined by a narrow handle ([`pattern::PatternHandle`]):
+//! - the **data path** (`listener` → `session` → `classify`/`route` → `backend`)
+//!   speaks the MySQL protocol to applications and relays statements;
+//! - the **control plane** (scheduler, admin API, metrics, validation) swaps
+//!   the pattern and observes metrics. The data path never imports it.
+
+pub mod config;
+pub mod pattern;
