@@ -7,5 +7,6 @@
 //! - the **control plane** (scheduler, admin API, metrics, validation) swaps
 //!   the pattern and observes metrics. The data path never imports it.
 
+pub mod classify;
 pub mod config;
 pub mod pattern;

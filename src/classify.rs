@@ -1,0 +1,1 @@
+//! Statement classification (placeholder; being written).
