@@ -10,3 +10,4 @@
 pub mod classify;
 pub mod config;
 pub mod pattern;
+pub mod stats;

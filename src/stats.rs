@@ -1,0 +1,84 @@
+//! Counters the data path keeps and the control plane reads.
+//!
+//! Prometheus metrics (via the `metrics` facade) are the operator-facing
+//! view; these plain atomics exist so `/status` can report the same numbers
+//! without parsing the exporter's text. Part of the narrow handle between the
+//! wings: the data path only increments, the control plane only reads.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::pattern::Side;
+
+#[derive(Debug, Default)]
+pub struct DataPathStats {
+    /// Client connections currently open.
+    pub client_connections: AtomicI64,
+    /// Client connections accepted since start.
+    pub connections_accepted: AtomicU64,
+    /// Connections refused because of `max_connections`.
+    pub connections_refused: AtomicU64,
+    /// Statements relayed to the authoritative side.
+    pub statements: AtomicU64,
+    /// Statements mirrored to the non-authoritative side that succeeded.
+    pub double_write_success: AtomicU64,
+    /// Mirrored statements that failed (or were skipped because that side was down).
+    pub double_write_failure: AtomicU64,
+    /// Errors on the non-authoritative side, per side (index = `Side::index`).
+    pub secondary_errors: [AtomicU64; 2],
+    /// Backend connections opened, per side.
+    pub backend_connects: [AtomicU64; 2],
+    /// Backend connect failures, per side.
+    pub backend_connect_failures: [AtomicU64; 2],
+}
+
+/// A plain copy for JSON.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub client_connections: i64,
+    pub connections_accepted: u64,
+    pub connections_refused: u64,
+    pub statements: u64,
+    pub double_write_success: u64,
+    pub double_write_failure: u64,
+    pub source_secondary_errors: u64,
+    pub destination_secondary_errors: u64,
+    pub source_connects: u64,
+    pub destination_connects: u64,
+    pub source_connect_failures: u64,
+    pub destination_connect_failures: u64,
+}
+
+impl DataPathStats {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn incr(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn secondary_error(&self, side: Side) {
+        Self::incr(&self.secondary_errors[side.index()]);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            client_connections: self.client_connections.load(Ordering::Relaxed),
+            connections_accepted: r(&self.connections_accepted),
+            connections_refused: r(&self.connections_refused),
+            statements: r(&self.statements),
+            double_write_success: r(&self.double_write_success),
+            double_write_failure: r(&self.double_write_failure),
+            source_secondary_errors: r(&self.secondary_errors[0]),
+            destination_secondary_errors: r(&self.secondary_errors[1]),
+            source_connects: r(&self.backend_connects[0]),
+            destination_connects: r(&self.backend_connects[1]),
+            source_connect_failures: r(&self.backend_connect_failures[0]),
+            destination_connect_failures: r(&self.backend_connect_failures[1]),
+        }
+    }
+}
