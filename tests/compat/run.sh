@@ -13,6 +13,7 @@
 # mysql-connector-python, tests/compat/node/node_modules.
 # Prints one PASS/FAIL line per check and finally `compat: N passed, M failed`.
 set -uo pipefail
+export PYTHONDONTWRITEBYTECODE=1
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT" || exit 1
