@@ -91,6 +91,9 @@ impl Session {
             replay(&mut backend, &p, ResponseKind::Query).await?;
         }
         debug!(%side, thread_id = backend.thread_id, "backend connection ready");
+        self.shared
+            .sessions
+            .set(self.conn_id, side, Some(backend.thread_id));
         self.backends[side.index()] = Some(backend);
         Ok(())
     }
@@ -98,6 +101,7 @@ impl Session {
     pub(super) fn drop_backend(&mut self, side: Side) {
         if self.backends[side.index()].take().is_some() {
             self.stmts.forget_side(side);
+            self.shared.sessions.set(self.conn_id, side, None);
             debug!(%side, "dropped backend connection");
         }
     }

@@ -3,6 +3,7 @@
 
 mod exec;
 pub mod handshake;
+mod kill;
 pub mod prepared;
 pub mod state;
 
@@ -162,6 +163,10 @@ impl Session {
                     .await?
             }
             0x03 => {
+                if let Some(kill) = kill::parse(&payload[1..]) {
+                    self.kill(kill).await?;
+                    return Ok(Flow::Continue);
+                }
                 let c = classify::classify(&payload[1..]);
                 let remember = match (&c.use_db, c.class) {
                     (Some(db), _) => exec::Remember::Database(db.clone()),
@@ -217,10 +222,11 @@ impl Session {
         Ok(())
     }
 
-    fn statement_id(payload: &[u8]) -> Option<u32> {
-        payload
+    fn statement_id(&self, payload: &[u8]) -> Option<u32> {
+        let id = payload
             .get(1..5)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))?;
+        Some(self.stmts.resolve(id))
     }
 
     async fn unknown_statement(&mut self, id: u32, what: &str) -> Result<(), SessionError> {
@@ -241,7 +247,7 @@ impl Session {
     }
 
     async fn execute(&mut self, payload: &[u8]) -> Result<(), SessionError> {
-        let Some(id) = Self::statement_id(payload) else {
+        let Some(id) = self.statement_id(payload) else {
             return self
                 .reply_err(
                     ER_WRONG_ARGUMENTS,
@@ -265,7 +271,7 @@ impl Session {
 
     async fn long_data(&mut self, payload: &[u8]) -> Result<(), SessionError> {
         // No response is ever sent for SEND_LONG_DATA; errors surface at execute.
-        let Some(id) = Self::statement_id(payload) else {
+        let Some(id) = self.statement_id(payload) else {
             return Ok(());
         };
         let Some(class) = self.stmts.get_mut(id).map(|s| s.class) else {
@@ -280,7 +286,7 @@ impl Session {
     }
 
     async fn close_statement(&mut self, payload: &[u8]) {
-        let Some(id) = Self::statement_id(payload) else {
+        let Some(id) = self.statement_id(payload) else {
             return;
         };
         let Some(stmt) = self.stmts.remove(id) else {
@@ -300,9 +306,11 @@ impl Session {
     }
 
     async fn reset_statement(&mut self, payload: &[u8]) -> Result<(), SessionError> {
-        let Some(id) = Self::statement_id(payload).filter(|id| self.stmts.get_mut(*id).is_some())
+        let Some(id) = self
+            .statement_id(payload)
+            .filter(|id| self.stmts.get_mut(*id).is_some())
         else {
-            let id = Self::statement_id(payload).unwrap_or(0);
+            let id = self.statement_id(payload).unwrap_or(0);
             return self.unknown_statement(id, "mysqld_stmt_reset").await;
         };
         let primary = self.current_pattern().primary();
@@ -323,9 +331,11 @@ impl Session {
     }
 
     async fn fetch(&mut self, payload: &[u8]) -> Result<(), SessionError> {
-        let Some(id) = Self::statement_id(payload).filter(|id| self.stmts.get_mut(*id).is_some())
+        let Some(id) = self
+            .statement_id(payload)
+            .filter(|id| self.stmts.get_mut(*id).is_some())
         else {
-            let id = Self::statement_id(payload).unwrap_or(0);
+            let id = self.statement_id(payload).unwrap_or(0);
             return self.unknown_statement(id, "mysqld_stmt_fetch").await;
         };
         self.statement_on_primary(id, payload, ResponseKind::Rows)
@@ -354,6 +364,7 @@ impl Session {
         for side in [Side::Source, Side::Destination] {
             if let Some(b) = self.backends[side.index()].take() {
                 b.quit().await;
+                self.shared.sessions.set(self.conn_id, side, None);
             }
         }
         self.login.user = cu.user;
@@ -383,6 +394,7 @@ impl Session {
     }
 
     async fn close(mut self) {
+        self.shared.sessions.remove(self.conn_id);
         for side in [Side::Source, Side::Destination] {
             if let Some(b) = self.backends[side.index()].take() {
                 b.quit().await;

@@ -1,6 +1,8 @@
 //! Runs cutover in-process on 127.0.0.1:0 against a real MariaDB pair.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::sync::Arc;
 
 use cutover::config::Config;
