@@ -9,5 +9,6 @@
 
 pub mod classify;
 pub mod config;
+pub mod control;
 pub mod pattern;
 pub mod stats;
