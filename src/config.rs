@@ -234,14 +234,13 @@ impl Config {
             .clone()
             .or_else(|| raw.destination.and_then(|s| s.url))
             .ok_or_else(|| key_err("destination.url", "missing"))?;
-        let source =
-            BackendConfig::from_url(&source_url).map_err(|m| key_err("source.url", m))?;
-        let destination = BackendConfig::from_url(&destination_url)
-            .map_err(|m| key_err("destination.url", m))?;
+        let source = BackendConfig::from_url(&source_url).map_err(|m| key_err("source.url", m))?;
+        let destination =
+            BackendConfig::from_url(&destination_url).map_err(|m| key_err("destination.url", m))?;
         let initial_pattern = match raw.initial_pattern {
-            Some(p) => p
-                .parse()
-                .map_err(|e: crate::pattern::UnknownPattern| key_err("initial_pattern", e.to_string()))?,
+            Some(p) => p.parse().map_err(|e: crate::pattern::UnknownPattern| {
+                key_err("initial_pattern", e.to_string())
+            })?,
             None => Pattern::SrcOnly,
         };
         let mut users = raw.users;
@@ -258,9 +257,15 @@ impl Config {
         }
         let limits = Limits {
             max_connections: raw.max_connections.unwrap_or(defaults.max_connections),
-            max_allowed_packet: raw.max_allowed_packet.unwrap_or(defaults.max_allowed_packet),
-            connect_timeout_ms: raw.connect_timeout_ms.unwrap_or(defaults.connect_timeout_ms),
-            shutdown_timeout_ms: raw.shutdown_timeout_ms.unwrap_or(defaults.shutdown_timeout_ms),
+            max_allowed_packet: raw
+                .max_allowed_packet
+                .unwrap_or(defaults.max_allowed_packet),
+            connect_timeout_ms: raw
+                .connect_timeout_ms
+                .unwrap_or(defaults.connect_timeout_ms),
+            shutdown_timeout_ms: raw
+                .shutdown_timeout_ms
+                .unwrap_or(defaults.shutdown_timeout_ms),
             secondary_backoff_min_ms: raw
                 .secondary_backoff_min_ms
                 .unwrap_or(defaults.secondary_backoff_min_ms),
@@ -272,7 +277,10 @@ impl Config {
             return Err(key_err("max_connections", "must be at least 1"));
         }
         if limits.max_allowed_packet < 1024 || limits.max_allowed_packet > 1 << 30 {
-            return Err(key_err("max_allowed_packet", "must be between 1024 and 1073741824"));
+            return Err(key_err(
+                "max_allowed_packet",
+                "must be between 1024 and 1073741824",
+            ));
         }
         if limits.connect_timeout_ms == 0 {
             return Err(key_err("connect_timeout_ms", "must be at least 1"));
@@ -367,7 +375,13 @@ mod tests {
         assert_eq!(c.source.password, "s@cret");
         assert_eq!(c.source.port, 3307);
         assert_eq!(c.source.database.as_deref(), Some("shop"));
-        assert_eq!(c.users, vec![UserConfig { name: "app".into(), password: "s@cret".into() }]);
+        assert_eq!(
+            c.users,
+            vec![UserConfig {
+                name: "app".into(),
+                password: "s@cret".into()
+            }]
+        );
         assert_eq!(c.limits.max_connections, 1024);
     }
 
@@ -381,7 +395,8 @@ mod tests {
         assert!(e.to_string().contains("lisen"), "{e}");
         let e = Config::parse(&format!("listen='nope'\n{BASE}")).unwrap_err();
         assert!(e.to_string().contains("`listen`"), "{e}");
-        let e = Config::parse("[source]\nurl='http://x'\n[destination]\nurl='mysql://a@b/c'").unwrap_err();
+        let e = Config::parse("[source]\nurl='http://x'\n[destination]\nurl='mysql://a@b/c'")
+            .unwrap_err();
         assert!(e.to_string().contains("source.url"), "{e}");
     }
 

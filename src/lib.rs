@@ -7,8 +7,16 @@
 //! - the **control plane** (scheduler, admin API, metrics, validation) swaps
 //!   the pattern and observes metrics. The data path never imports it.
 
+pub mod backend;
 pub mod classify;
 pub mod config;
 pub mod control;
+pub mod error;
+pub mod listener;
 pub mod pattern;
+pub mod proxy;
+pub mod response;
+pub mod route;
+pub mod session;
 pub mod stats;
+pub mod wire;

@@ -1,1 +1,131 @@
-fn main() {}
+//! `cutover serve`: the proxy process.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+
+use cutover::config::{Config, Overrides};
+use cutover::listener::Proxy;
+use cutover::pattern::PatternHandle;
+use cutover::stats::DataPathStats;
+
+#[derive(Parser)]
+#[command(
+    name = "cutover",
+    version,
+    about = "MySQL proxy for zero-downtime database migration"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (MySQL listener + admin API).
+    Serve {
+        /// Configuration file (TOML).
+        #[arg(long, default_value = "./cutover.toml", env = "CUTOVER_CONFIG")]
+        config: PathBuf,
+        /// MySQL listener address, e.g. 127.0.0.1:6033.
+        #[arg(long, env = "CUTOVER_LISTEN")]
+        listen: Option<String>,
+        /// Admin HTTP address, e.g. 127.0.0.1:9033.
+        #[arg(long, env = "CUTOVER_ADMIN_LISTEN")]
+        admin_listen: Option<String>,
+        /// Source database URL (mysql://user:pass@host:port/db).
+        #[arg(long, env = "CUTOVER_SOURCE")]
+        source: Option<String>,
+        /// Destination database URL.
+        #[arg(long, env = "CUTOVER_DESTINATION")]
+        destination: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CUTOVER_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            admin_listen,
+            source,
+            destination,
+        } => {
+            let overrides = Overrides {
+                listen,
+                admin_listen,
+                source,
+                destination,
+            };
+            let cfg = match Config::load(&config, &overrides) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("cutover: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cutover: cannot start runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(serve(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("cutover: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let cfg = Arc::new(cfg);
+    let pattern = PatternHandle::new(cfg.initial_pattern);
+    let stats = DataPathStats::new();
+    let proxy = Proxy::bind(cfg.clone(), pattern.clone(), stats.clone())
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    proxy.probe_source().await;
+    tracing::info!(pattern = %pattern.load(), "cutover started");
+
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested; draining");
+        let _ = tx.send(true);
+    });
+    proxy.run(rx).await;
+    tracing::info!("bye");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

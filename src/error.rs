@@ -1,0 +1,80 @@
+//! Errors of the data path, each mapped to the MySQL error a client sees.
+
+use crate::pattern::Side;
+use crate::wire::{self, ErrInfo};
+
+/// Client-side error codes (libmysql's CR_*), used when the proxy itself
+/// cannot reach or lost a backend. Clients already know how to treat them.
+pub const CR_CONN_HOST_ERROR: u16 = 2003;
+pub const CR_SERVER_LOST: u16 = 2013;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// TCP connect failed or timed out.
+    #[error("cannot connect to {side} backend {addr}: {reason}")]
+    Connect {
+        side: Side,
+        addr: String,
+        reason: String,
+    },
+    /// The backend answered with an ERR packet (login or command).
+    #[error("{side} backend refused: {} ({})", .err.message, .err.code)]
+    Server { side: Side, err: ErrInfo },
+    /// The connection broke mid-conversation.
+    #[error("lost connection to {side} backend: {source}")]
+    Io { side: Side, source: std::io::Error },
+    /// The backend sent something we could not understand.
+    #[error("protocol error from {side} backend: {reason}")]
+    Protocol { side: Side, reason: String },
+    /// Back-off after recent failures: not even tried.
+    #[error("{side} backend is backing off after failures ({reason})")]
+    BackingOff { side: Side, reason: String },
+}
+
+impl BackendError {
+    pub fn side(&self) -> Side {
+        match self {
+            BackendError::Connect { side, .. }
+            | BackendError::Server { side, .. }
+            | BackendError::Io { side, .. }
+            | BackendError::Protocol { side, .. }
+            | BackendError::BackingOff { side, .. } => *side,
+        }
+    }
+
+    /// Whether the backend connection is unusable afterwards.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self, BackendError::Server { .. })
+    }
+
+    /// The ERR packet payload to send to the client for this failure.
+    /// Server errors keep their code, SQLSTATE and message verbatim.
+    pub fn to_err_payload(&self) -> Vec<u8> {
+        match self {
+            BackendError::Server { err, .. } => {
+                wire::err_payload(err.code, &err.state, &err.message)
+            }
+            BackendError::Connect { .. } | BackendError::BackingOff { .. } => {
+                wire::err_payload(CR_CONN_HOST_ERROR, "HY000", &format!("cutover: {self}"))
+            }
+            BackendError::Io { .. } | BackendError::Protocol { .. } => {
+                wire::err_payload(CR_SERVER_LOST, "HY000", &format!("cutover: {self}"))
+            }
+        }
+    }
+}
+
+/// Why a client session ended abnormally (logged; the client may already be gone).
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("client i/o: {0}")]
+    ClientIo(#[from] std::io::Error),
+    #[error("malformed packet from client: {0}")]
+    Malformed(String),
+    #[error("client packet larger than max_allowed_packet")]
+    PacketTooLarge,
+    #[error("authentication failed for user '{0}'")]
+    AccessDenied(String),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}

@@ -1,0 +1,146 @@
+//! What every session shares: configuration, the pattern handle, counters,
+//! the identity shown to clients and per-backend health (back-off).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use crate::backend::Greeting;
+use crate::config::{BackendConfig, Config};
+use crate::pattern::{PatternHandle, Side};
+use crate::session::handshake::{offered_capabilities, ServerIdentity};
+use crate::stats::DataPathStats;
+
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub pattern: PatternHandle,
+    pub stats: Arc<DataPathStats>,
+    identity: ArcSwap<ServerIdentity>,
+    pub health: [BackendHealth; 2],
+    next_conn_id: AtomicU32,
+}
+
+impl Shared {
+    pub fn new(config: Arc<Config>, pattern: PatternHandle, stats: Arc<DataPathStats>) -> Self {
+        Shared {
+            config,
+            pattern,
+            stats,
+            identity: ArcSwap::from_pointee(ServerIdentity {
+                version: "5.5.5-10.11.0-MariaDB-cutover".into(),
+                capabilities: offered_capabilities(),
+                collation: 45,
+            }),
+            health: [BackendHealth::default(), BackendHealth::default()],
+            next_conn_id: AtomicU32::new(1),
+        }
+    }
+
+    pub fn backend_config(&self, side: Side) -> &BackendConfig {
+        match side {
+            Side::Source => &self.config.source,
+            Side::Destination => &self.config.destination,
+        }
+    }
+
+    pub fn next_conn_id(&self) -> u32 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn identity(&self) -> Arc<ServerIdentity> {
+        self.identity.load_full()
+    }
+
+    /// Present the authoritative backend's version and collation to clients,
+    /// and offer only capabilities that backend has too (relayed packets are
+    /// in the backend's wire format, so both must agree).
+    pub fn learn_greeting(&self, side: Side, g: &Greeting) {
+        if side != self.pattern.load().primary() && side != Side::Source {
+            return;
+        }
+        let current = self.identity.load();
+        let caps = offered_capabilities() & g.capabilities;
+        if current.version != g.version
+            || current.capabilities != caps
+            || current.collation != g.collation
+        {
+            self.identity.store(Arc::new(ServerIdentity {
+                version: g.version.clone(),
+                capabilities: caps | mysql_common::constants::CapabilityFlags::CLIENT_LONG_PASSWORD,
+                collation: g.collation,
+            }));
+        }
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.limits.connect_timeout_ms)
+    }
+}
+
+/// Exponential back-off after connect failures, so that a dead
+/// non-authoritative backend does not add a connect timeout to every write.
+#[derive(Default)]
+pub struct BackendHealth {
+    inner: Mutex<HealthInner>,
+}
+
+#[derive(Default)]
+struct HealthInner {
+    failures: u32,
+    retry_at: Option<Instant>,
+    last_error: Option<String>,
+}
+
+impl BackendHealth {
+    /// `Err(last error)` while backing off.
+    pub fn check(&self) -> Result<(), String> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match g.retry_at {
+            Some(t) if Instant::now() < t => Err(g.last_error.clone().unwrap_or_default()),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn failed(&self, error: String, min: Duration, max: Duration) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.failures = g.failures.saturating_add(1);
+        let factor = 1u32 << g.failures.saturating_sub(1).min(16);
+        let wait = min.saturating_mul(factor).min(max);
+        g.retry_at = Some(Instant::now() + wait);
+        g.last_error = Some(error);
+    }
+
+    pub fn succeeded(&self) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if g.failures != 0 || g.retry_at.is_some() {
+            *g = HealthInner::default();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_resets() {
+        let h = BackendHealth::default();
+        assert!(h.check().is_ok());
+        h.failed(
+            "refused".into(),
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+        );
+        assert_eq!(h.check().unwrap_err(), "refused");
+        h.succeeded();
+        assert!(h.check().is_ok());
+        h.failed(
+            "x".into(),
+            Duration::from_millis(0),
+            Duration::from_millis(0),
+        );
+        assert!(h.check().is_ok());
+    }
+}

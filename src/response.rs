@@ -1,0 +1,275 @@
+//! Where a backend's response to one command ends, and what it said.
+//!
+//! One state machine, fed packet by packet, serves both the relay (packets
+//! are copied to the client as they arrive) and the mirror (packets are
+//! discarded). It never buffers a result set, so memory does not grow with
+//! result size.
+
+use crate::wire::{self, ErrInfo, OkInfo, MAX_PAYLOAD};
+
+const MORE_RESULTS: u16 = 0x0008;
+const CURSOR_EXISTS: u16 = 0x0040;
+pub const IN_TRANS: u16 = 0x0001;
+
+/// The shape of response a command produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseKind {
+    /// COM_QUERY, COM_STMT_EXECUTE: OK / ERR / result sets, maybe several.
+    Query,
+    /// COM_STMT_PREPARE: PREPARE_OK + parameter and column definitions.
+    Prepare,
+    /// COM_STMT_FETCH, COM_FIELD_LIST: rows (or definitions) up to a terminator.
+    Rows,
+    /// Exactly one packet (OK / ERR / EOF / statistics string).
+    Single,
+}
+
+/// What a finished response amounted to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// The last OK packet seen (affected rows, insert id of a write).
+    pub ok: Option<OkInfo>,
+    /// The ERR packet, if the command failed.
+    pub err: Option<ErrInfo>,
+    /// Status flags of the last OK/EOF seen (IN_TRANS etc.).
+    pub status: Option<u16>,
+    /// Result sets returned.
+    pub result_sets: u32,
+    /// For COM_STMT_PREPARE: (statement id, columns, params).
+    pub prepared: Option<(u32, u16, u16)>,
+}
+
+impl Summary {
+    pub fn is_err(&self) -> bool {
+        self.err.is_some()
+    }
+    pub fn in_trans(&self) -> Option<bool> {
+        self.status.map(|s| s & IN_TRANS != 0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    First,
+    Columns(u64),
+    ColumnsEof,
+    Rows,
+    Params(u16, u16),
+    ParamsEof(u16),
+    PrepColumns(u16),
+    PrepColumnsEof,
+    Done,
+}
+
+/// Progress after feeding one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    More,
+    Done,
+    /// The server asked for a LOCAL INFILE; the client must send the file.
+    LocalInfile,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("malformed response packet from backend ({0})")]
+pub struct Malformed(&'static str);
+
+pub struct Tracker {
+    kind: ResponseKind,
+    deprecate_eof: bool,
+    state: State,
+    continuation: bool,
+    pub summary: Summary,
+}
+
+impl Tracker {
+    pub fn new(kind: ResponseKind, deprecate_eof: bool) -> Self {
+        let state = match kind {
+            ResponseKind::Rows => State::Rows,
+            _ => State::First,
+        };
+        Tracker {
+            kind,
+            deprecate_eof,
+            state,
+            continuation: false,
+            summary: Summary::default(),
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// After a LOCAL INFILE exchange the server answers like a fresh query.
+    pub fn resume_after_infile(&mut self) {
+        self.state = State::First;
+    }
+
+    /// Feed the next packet's payload (one physical packet).
+    pub fn feed(&mut self, payload: &[u8]) -> Result<Step, Malformed> {
+        let was_continuation = self.continuation;
+        self.continuation = payload.len() == MAX_PAYLOAD;
+        if was_continuation {
+            // The tail of a split packet carries no header byte of its own.
+            return Ok(Step::More);
+        }
+        let step = self.advance(payload)?;
+        if step == Step::Done {
+            self.state = State::Done;
+        }
+        Ok(step)
+    }
+
+    fn terminator(&mut self, payload: &[u8]) -> Step {
+        let status = if self.deprecate_eof {
+            let ok = wire::parse_ok(payload);
+            if let Some(ok) = ok {
+                self.summary.ok.get_or_insert(ok);
+            }
+            ok.map(|o| o.status).unwrap_or(0)
+        } else {
+            wire::parse_eof_status(payload)
+        };
+        self.summary.status = Some(status);
+        self.summary.result_sets += 1;
+        self.after_result(status)
+    }
+
+    fn after_result(&mut self, status: u16) -> Step {
+        if status & MORE_RESULTS != 0 {
+            self.state = State::First;
+            Step::More
+        } else {
+            Step::Done
+        }
+    }
+
+    fn is_terminator(&self, payload: &[u8]) -> bool {
+        payload.first() == Some(&0xFE)
+            && if self.deprecate_eof {
+                payload.len() < MAX_PAYLOAD
+            } else {
+                payload.len() < 9
+            }
+    }
+
+    fn advance(&mut self, payload: &[u8]) -> Result<Step, Malformed> {
+        let head = *payload.first().ok_or(Malformed("empty packet"))?;
+        if head == 0xFF
+            && !matches!(
+                self.state,
+                State::Columns(_) | State::Params(..) | State::PrepColumns(_)
+            )
+        {
+            self.summary.err = Some(wire::parse_err(payload));
+            return Ok(Step::Done);
+        }
+        match self.state {
+            State::Done => Err(Malformed("packet after end of response")),
+            State::First => match (self.kind, head) {
+                (ResponseKind::Single, 0x00) | (ResponseKind::Single, 0xFE) => {
+                    if let Some(ok) = wire::parse_ok(payload) {
+                        if head == 0x00 || self.deprecate_eof {
+                            self.summary.ok = Some(ok);
+                            self.summary.status = Some(ok.status);
+                        }
+                    }
+                    if head == 0xFE && !self.deprecate_eof {
+                        self.summary.status = Some(wire::parse_eof_status(payload));
+                    }
+                    Ok(Step::Done)
+                }
+                (ResponseKind::Single, _) => Ok(Step::Done),
+                (ResponseKind::Prepare, 0x00) => {
+                    if payload.len() < 12 {
+                        return Err(Malformed("short PREPARE_OK"));
+                    }
+                    let id = u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]);
+                    let cols = u16::from_le_bytes([payload[5], payload[6]]);
+                    let params = u16::from_le_bytes([payload[7], payload[8]]);
+                    self.summary.prepared = Some((id, cols, params));
+                    self.state = State::Params(params, cols);
+                    Ok(self.prepare_next())
+                }
+                (ResponseKind::Prepare, _) => Err(Malformed("unexpected PREPARE response")),
+                (_, 0x00) => {
+                    let ok = wire::parse_ok(payload).ok_or(Malformed("bad OK packet"))?;
+                    self.summary.ok = Some(ok);
+                    self.summary.status = Some(ok.status);
+                    Ok(self.after_result(ok.status))
+                }
+                (_, 0xFB) => Ok(Step::LocalInfile),
+                _ => {
+                    let mut b = payload;
+                    let n = wire::get_lenenc_int(&mut b).ok_or(Malformed("bad column count"))?;
+                    self.state = State::Columns(n);
+                    Ok(Step::More)
+                }
+            },
+            State::Columns(n) => {
+                self.state = match n.saturating_sub(1) {
+                    0 if self.deprecate_eof => State::Rows,
+                    0 => State::ColumnsEof,
+                    left => State::Columns(left),
+                };
+                Ok(Step::More)
+            }
+            State::ColumnsEof => {
+                let status = wire::parse_eof_status(payload);
+                if status & CURSOR_EXISTS != 0 {
+                    self.summary.status = Some(status);
+                    self.summary.result_sets += 1;
+                    return Ok(Step::Done);
+                }
+                self.state = State::Rows;
+                Ok(Step::More)
+            }
+            State::Rows => {
+                if self.is_terminator(payload) {
+                    Ok(self.terminator(payload))
+                } else {
+                    Ok(Step::More)
+                }
+            }
+            State::Params(n, cols) => {
+                self.state = State::Params(n - 1, cols);
+                Ok(self.prepare_next())
+            }
+            State::ParamsEof(cols) => {
+                self.state = State::PrepColumns(cols);
+                Ok(self.prepare_next())
+            }
+            State::PrepColumns(n) => {
+                self.state = State::PrepColumns(n - 1);
+                Ok(self.prepare_next())
+            }
+            State::PrepColumnsEof => Ok(Step::Done),
+        }
+    }
+
+    /// Move through the PREPARE response's sections, skipping empty ones.
+    fn prepare_next(&mut self) -> Step {
+        loop {
+            self.state = match self.state {
+                State::Params(0, cols) if !self.deprecate_eof && self.had_params() => {
+                    State::ParamsEof(cols)
+                }
+                State::Params(0, cols) => State::PrepColumns(cols),
+                State::PrepColumns(0) if !self.deprecate_eof && self.had_columns() => {
+                    State::PrepColumnsEof
+                }
+                State::PrepColumns(0) => return Step::Done,
+                _ => return Step::More,
+            };
+        }
+    }
+
+    fn had_params(&self) -> bool {
+        self.summary.prepared.is_some_and(|(_, _, p)| p > 0)
+    }
+
+    fn had_columns(&self) -> bool {
+        self.summary.prepared.is_some_and(|(_, c, _)| c > 0)
+    }
+}

@@ -1,0 +1,308 @@
+//! The client-facing handshake: greeting, mysql_native_password
+//! verification (switching clients that default to another plugin),
+//! and COM_CHANGE_USER.
+
+use mysql_common::constants::{CapabilityFlags, StatusFlags};
+use mysql_common::io::ParseBuf;
+use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse};
+use mysql_common::proto::{MyDeserialize, MySerialize};
+use mysql_common::scramble::scramble_native;
+use rand::Rng;
+
+use crate::config::Config;
+use crate::error::SessionError;
+use crate::wire::{self, PacketIo};
+
+const NATIVE: &[u8] = b"mysql_native_password";
+pub const ER_ACCESS_DENIED: u16 = 1045;
+const ER_NOT_SUPPORTED_AUTH_MODE: u16 = 1251;
+
+/// Capabilities cutover can offer a client (before limiting them to what
+/// the backends offer). No SSL, no compression, no MariaDB extensions.
+pub fn offered_capabilities() -> CapabilityFlags {
+    CapabilityFlags::CLIENT_LONG_PASSWORD
+        | CapabilityFlags::CLIENT_FOUND_ROWS
+        | CapabilityFlags::CLIENT_LONG_FLAG
+        | CapabilityFlags::CLIENT_CONNECT_WITH_DB
+        | CapabilityFlags::CLIENT_LOCAL_FILES
+        | CapabilityFlags::CLIENT_IGNORE_SPACE
+        | CapabilityFlags::CLIENT_PROTOCOL_41
+        | CapabilityFlags::CLIENT_INTERACTIVE
+        | CapabilityFlags::CLIENT_IGNORE_SIGPIPE
+        | CapabilityFlags::CLIENT_TRANSACTIONS
+        | CapabilityFlags::CLIENT_SECURE_CONNECTION
+        | CapabilityFlags::CLIENT_MULTI_STATEMENTS
+        | CapabilityFlags::CLIENT_MULTI_RESULTS
+        | CapabilityFlags::CLIENT_PS_MULTI_RESULTS
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH
+        | CapabilityFlags::CLIENT_CONNECT_ATTRS
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+        | CapabilityFlags::CLIENT_SESSION_TRACK
+        | CapabilityFlags::CLIENT_DEPRECATE_EOF
+}
+
+/// What the server side of the greeting says about itself.
+#[derive(Debug, Clone)]
+pub struct ServerIdentity {
+    pub version: String,
+    pub capabilities: CapabilityFlags,
+    pub collation: u8,
+}
+
+/// A client that passed authentication.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub user: String,
+    pub database: Option<String>,
+    pub capabilities: CapabilityFlags,
+    pub collation: u8,
+    pub attributes: Vec<(String, String)>,
+    /// Next sequence id to answer with.
+    pub seq: u8,
+}
+
+fn new_scramble() -> [u8; 20] {
+    let mut rng = rand::thread_rng();
+    let mut s = [0u8; 20];
+    for b in &mut s {
+        // printable, never NUL: some clients treat the scramble as a C string
+        *b = rng.gen_range(0x21..0x7F);
+    }
+    s
+}
+
+/// Greet, authenticate. On failure the ERR has been sent already.
+pub async fn accept(
+    client: &mut PacketIo,
+    config: &Config,
+    identity: &ServerIdentity,
+    conn_id: u32,
+) -> Result<(Login, [u8; 20]), SessionError> {
+    let scramble = new_scramble();
+    let mut tail = scramble[8..].to_vec();
+    tail.push(0);
+    let greeting = HandshakePacket::new(
+        10,
+        identity.version.as_bytes(),
+        conn_id,
+        scramble[..8].try_into().expect("8 bytes"),
+        Some(tail),
+        identity.capabilities,
+        identity.collation,
+        StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+        Some(NATIVE),
+    );
+    let mut payload = Vec::with_capacity(128);
+    greeting.serialize(&mut payload);
+    client.send_packet(0, &payload).await?;
+
+    let Some((resp, seq)) = client.read_packet(64 * 1024).await.map_err(read_err)? else {
+        return Err(SessionError::ClientIo(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "client left during handshake",
+        )));
+    };
+    let mut seq = seq.wrapping_add(1);
+    let client_caps = CapabilityFlags::from_bits_truncate(u32::from_le_bytes(
+        resp.get(..4)
+            .and_then(|b| b.try_into().ok())
+            .unwrap_or([0; 4]),
+    ));
+    if client_caps.contains(CapabilityFlags::CLIENT_SSL) && resp.len() <= 32 {
+        let msg = "cutover does not offer TLS on its MySQL port; connect without SSL (e.g. ssl-mode=DISABLED/PREFERRED)";
+        client
+            .send_packet(
+                seq,
+                &wire::err_payload(ER_NOT_SUPPORTED_AUTH_MODE, "08004", msg),
+            )
+            .await?;
+        return Err(SessionError::Malformed("client requested TLS".into()));
+    }
+    if !client_caps.contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
+        let msg = "cutover needs a client speaking protocol 4.1 or newer";
+        client
+            .send_packet(
+                seq,
+                &wire::err_payload(ER_NOT_SUPPORTED_AUTH_MODE, "08004", msg),
+            )
+            .await?;
+        return Err(SessionError::Malformed("pre-4.1 client".into()));
+    }
+    let hs = HandshakeResponse::deserialize((), &mut ParseBuf(&resp))
+        .map_err(|e| SessionError::Malformed(format!("handshake response: {e}")))?;
+    let user = String::from_utf8_lossy(hs.user()).into_owned();
+    let native = matches!(
+        hs.auth_plugin(),
+        None | Some(AuthPlugin::MysqlNativePassword)
+    );
+    let mut auth_data = hs.scramble_buf().to_vec();
+    if !native {
+        // e.g. caching_sha2_password: ask the client to answer the native way.
+        let mut switch = Vec::with_capacity(48);
+        switch.push(0xFE);
+        switch.extend_from_slice(NATIVE);
+        switch.push(0);
+        switch.extend_from_slice(&scramble);
+        switch.push(0);
+        client.send_packet(seq, &switch).await?;
+        let Some((answer, s)) = client.read_packet(64 * 1024).await.map_err(read_err)? else {
+            return Err(SessionError::Malformed(
+                "client left during auth switch".into(),
+            ));
+        };
+        seq = s.wrapping_add(1);
+        auth_data = answer;
+    }
+    let capabilities = client_caps & identity.capabilities;
+    if !verify(config, &user, &scramble, &auth_data) {
+        deny(client, seq, &user, !auth_data.is_empty()).await?;
+        return Err(SessionError::AccessDenied(user));
+    }
+    let database = hs
+        .db_name()
+        .filter(|d| !d.is_empty() && capabilities.contains(CapabilityFlags::CLIENT_CONNECT_WITH_DB))
+        .map(|d| String::from_utf8_lossy(d).into_owned());
+    let mut attributes: Vec<(String, String)> = hs
+        .connect_attributes()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    attributes.sort();
+    Ok((
+        Login {
+            user,
+            database,
+            capabilities,
+            collation: hs.collation(),
+            attributes,
+            seq,
+        },
+        scramble,
+    ))
+}
+
+fn read_err(e: wire::ReadError) -> SessionError {
+    match e {
+        wire::ReadError::TooLarge => SessionError::PacketTooLarge,
+        wire::ReadError::Io(e) => SessionError::ClientIo(e),
+    }
+}
+
+/// mysql_native_password: the client proves it knows the password by
+/// sending SHA1(pw) XOR SHA1(scramble + SHA1(SHA1(pw))).
+pub fn verify(config: &Config, user: &str, scramble: &[u8; 20], answer: &[u8]) -> bool {
+    let Some(u) = config.user(user.as_bytes()) else {
+        return false;
+    };
+    match scramble_native(scramble, u.password.as_bytes()) {
+        None => answer.is_empty(),
+        Some(expected) => answer.len() == 20 && constant_time_eq(&expected, answer),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub async fn deny(
+    client: &mut PacketIo,
+    seq: u8,
+    user: &str,
+    with_password: bool,
+) -> std::io::Result<()> {
+    let host = client
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let msg = format!(
+        "Access denied for user '{user}'@'{host}' (using password: {})",
+        if with_password { "YES" } else { "NO" }
+    );
+    client
+        .send_packet(seq, &wire::err_payload(ER_ACCESS_DENIED, "28000", &msg))
+        .await?;
+    Ok(())
+}
+
+/// A parsed COM_CHANGE_USER.
+#[derive(Debug)]
+pub struct ChangeUser {
+    pub user: String,
+    pub auth: Vec<u8>,
+    pub database: Option<String>,
+    pub collation: Option<u8>,
+    pub plugin: Option<Vec<u8>>,
+}
+
+pub fn parse_change_user(payload: &[u8], caps: CapabilityFlags) -> Option<ChangeUser> {
+    let mut b = payload.get(1..)?;
+    let take_cstr = |b: &mut &[u8]| -> Option<Vec<u8>> {
+        let n = b.iter().position(|&c| c == 0)?;
+        let s = b[..n].to_vec();
+        *b = &b[n + 1..];
+        Some(s)
+    };
+    let user = take_cstr(&mut b)?;
+    let auth = if caps.contains(CapabilityFlags::CLIENT_SECURE_CONNECTION) {
+        let n = *b.first()? as usize;
+        let a = b.get(1..1 + n)?.to_vec();
+        b = &b[1 + n..];
+        a
+    } else {
+        take_cstr(&mut b)?
+    };
+    let db = take_cstr(&mut b).unwrap_or_default();
+    let mut collation = None;
+    let mut plugin = None;
+    if b.len() >= 2 {
+        collation = Some(b[0]);
+        b = &b[2..];
+        if caps.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH) {
+            plugin = take_cstr(&mut b).or_else(|| Some(b.to_vec()));
+        }
+    }
+    Some(ChangeUser {
+        user: String::from_utf8_lossy(&user).into_owned(),
+        auth,
+        database: (!db.is_empty()).then(|| String::from_utf8_lossy(&db).into_owned()),
+        collation,
+        plugin,
+    })
+}
+
+/// Authenticate a COM_CHANGE_USER; switches plugins like the first login.
+/// Returns the next sequence id on success; the ERR is sent on failure.
+pub async fn change_user(
+    client: &mut PacketIo,
+    config: &Config,
+    scramble: &mut [u8; 20],
+    cu: &ChangeUser,
+) -> Result<u8, SessionError> {
+    let mut seq = 1u8;
+    let mut answer = cu.auth.clone();
+    let native = cu
+        .plugin
+        .as_deref()
+        .is_none_or(|p| p == NATIVE || p.is_empty());
+    if !native {
+        *scramble = new_scramble();
+        let mut switch = vec![0xFE];
+        switch.extend_from_slice(NATIVE);
+        switch.push(0);
+        switch.extend_from_slice(&scramble[..]);
+        switch.push(0);
+        client.send_packet(seq, &switch).await?;
+        let Some((a, s)) = client.read_packet(64 * 1024).await.map_err(read_err)? else {
+            return Err(SessionError::Malformed(
+                "client left during auth switch".into(),
+            ));
+        };
+        answer = a;
+        seq = s.wrapping_add(1);
+    }
+    if !verify(config, &cu.user, scramble, &answer) {
+        deny(client, seq, &cu.user, !answer.is_empty()).await?;
+        return Err(SessionError::AccessDenied(cu.user.clone()));
+    }
+    Ok(seq)
+}

@@ -1,0 +1,398 @@
+//! MySQL packet framing and the few payload encodings the proxy writes itself.
+//!
+//! A packet is `len: u24 LE | seq: u8 | payload`. Payloads of 2^24-1 bytes or
+//! more are split; the last fragment is shorter than 2^24-1 (possibly empty).
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use mysql_common::constants::StatusFlags;
+
+/// Largest payload of one physical packet.
+pub const MAX_PAYLOAD: usize = 0xFF_FFFF;
+/// Flush the write buffer once it holds this much while relaying.
+pub const FLUSH_THRESHOLD: usize = 64 * 1024;
+
+/// One physical packet as read off the wire, header included.
+#[derive(Debug)]
+pub struct Frame {
+    pub bytes: BytesMut,
+}
+
+impl Frame {
+    pub fn seq(&self) -> u8 {
+        self.bytes[3]
+    }
+    pub fn payload(&self) -> &[u8] {
+        &self.bytes[4..]
+    }
+    pub fn payload_len(&self) -> usize {
+        self.bytes.len() - 4
+    }
+    /// A payload of exactly 2^24-1 bytes continues in the next packet.
+    pub fn continues(&self) -> bool {
+        self.payload_len() == MAX_PAYLOAD
+    }
+}
+
+/// A buffered packet connection (client or backend side).
+pub struct PacketIo {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+}
+
+impl PacketIo {
+    pub fn new(stream: TcpStream) -> Self {
+        let _ = stream.set_nodelay(true);
+        PacketIo {
+            stream,
+            rbuf: BytesMut::with_capacity(16 * 1024),
+            wbuf: Vec::with_capacity(16 * 1024),
+        }
+    }
+
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.stream.peer_addr().ok()
+    }
+
+    /// Read one physical packet. `Ok(None)` on a clean EOF before any byte.
+    pub async fn read_frame(&mut self) -> std::io::Result<Option<Frame>> {
+        while self.rbuf.len() < 4 {
+            if self.fill().await? == 0 {
+                return if self.rbuf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(truncated())
+                };
+            }
+        }
+        let len = u32::from_le_bytes([self.rbuf[0], self.rbuf[1], self.rbuf[2], 0]) as usize;
+        let total = 4 + len;
+        if self.rbuf.len() < total {
+            self.rbuf.reserve(total - self.rbuf.len());
+            while self.rbuf.len() < total {
+                if self.fill().await? == 0 {
+                    return Err(truncated());
+                }
+            }
+        }
+        Ok(Some(Frame {
+            bytes: self.rbuf.split_to(total),
+        }))
+    }
+
+    /// Read a frame, treating EOF as an error.
+    pub async fn expect_frame(&mut self) -> std::io::Result<Frame> {
+        self.read_frame().await?.ok_or_else(truncated)
+    }
+
+    /// Read one logical packet (joining split payloads), refusing payloads
+    /// larger than `limit`. Returns the payload and the last sequence id.
+    pub async fn read_packet(&mut self, limit: usize) -> Result<Option<(Vec<u8>, u8)>, ReadError> {
+        let Some(first) = self.read_frame().await? else {
+            return Ok(None);
+        };
+        let mut seq = first.seq();
+        if first.payload_len() > limit {
+            return Err(ReadError::TooLarge);
+        }
+        let mut payload = first.payload().to_vec();
+        let mut more = first.continues();
+        while more {
+            let next = self.expect_frame().await?;
+            if payload.len() + next.payload_len() > limit {
+                return Err(ReadError::TooLarge);
+            }
+            payload.extend_from_slice(next.payload());
+            seq = next.seq();
+            more = next.continues();
+        }
+        Ok(Some((payload, seq)))
+    }
+
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+            self.rbuf.reserve(16 * 1024);
+        }
+        self.stream.read_buf(&mut self.rbuf).await
+    }
+
+    /// Queue a payload with sequence ids starting at `seq`; returns the next seq.
+    pub fn queue_packet(&mut self, seq: u8, payload: &[u8]) -> u8 {
+        write_packet(&mut self.wbuf, seq, payload)
+    }
+
+    /// Queue a raw frame (header included) unchanged.
+    pub fn queue_frame(&mut self, frame: &Frame) {
+        self.wbuf.extend_from_slice(&frame.bytes);
+    }
+
+    pub fn buffered(&self) -> usize {
+        self.wbuf.len()
+    }
+
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.wbuf.is_empty() {
+            self.stream.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+            if self.wbuf.capacity() > 4 * FLUSH_THRESHOLD {
+                self.wbuf.shrink_to(FLUSH_THRESHOLD);
+            }
+        }
+        if self.rbuf.capacity() > 4 * 1024 * 1024 && self.rbuf.len() < 64 * 1024 {
+            // A huge packet passed through; give the memory back.
+            let keep = self.rbuf.split();
+            self.rbuf = BytesMut::with_capacity(16 * 1024);
+            self.rbuf.extend_from_slice(&keep);
+        }
+        Ok(())
+    }
+
+    /// Queue and flush one payload.
+    pub async fn send_packet(&mut self, seq: u8, payload: &[u8]) -> std::io::Result<u8> {
+        let next = self.queue_packet(seq, payload);
+        self.flush().await?;
+        Ok(next)
+    }
+
+    pub async fn shutdown(&mut self) {
+        let _ = self.flush().await;
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("packet larger than max_allowed_packet")]
+    TooLarge,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+fn truncated() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "connection closed mid-packet",
+    )
+}
+
+/// Append `payload` framed as packets starting at `seq`; returns the next seq.
+pub fn write_packet(out: &mut Vec<u8>, mut seq: u8, payload: &[u8]) -> u8 {
+    let mut rest = payload;
+    loop {
+        let n = rest.len().min(MAX_PAYLOAD);
+        out.extend_from_slice(&(n as u32).to_le_bytes()[..3]);
+        out.push(seq);
+        out.extend_from_slice(&rest[..n]);
+        seq = seq.wrapping_add(1);
+        rest = &rest[n..];
+        if n < MAX_PAYLOAD {
+            return seq;
+        }
+    }
+}
+
+// ---- length-encoded integers -------------------------------------------------
+
+pub fn put_lenenc_int(out: &mut Vec<u8>, v: u64) {
+    match v {
+        0..=250 => out.push(v as u8),
+        251..=0xFFFF => {
+            out.push(0xFC);
+            out.extend_from_slice(&(v as u16).to_le_bytes());
+        }
+        0x1_0000..=0xFF_FFFF => {
+            out.push(0xFD);
+            out.extend_from_slice(&(v as u32).to_le_bytes()[..3]);
+        }
+        _ => {
+            out.push(0xFE);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+}
+
+/// Read a length-encoded integer from the front of `buf`. `None` if malformed.
+pub fn get_lenenc_int(buf: &mut &[u8]) -> Option<u64> {
+    let first = *buf.first()?;
+    let (v, n) = match first {
+        0..=250 => (first as u64, 1),
+        0xFC if buf.len() >= 3 => (u16::from_le_bytes([buf[1], buf[2]]) as u64, 3),
+        0xFD if buf.len() >= 4 => (u32::from_le_bytes([buf[1], buf[2], buf[3], 0]) as u64, 4),
+        0xFE if buf.len() >= 9 => (u64::from_le_bytes(buf[1..9].try_into().ok()?), 9),
+        _ => return None,
+    };
+    buf.advance(n);
+    Some(v)
+}
+
+// ---- packets the proxy writes itself ------------------------------------------
+
+/// An ERR packet payload.
+pub fn err_payload(code: u16, state: &str, message: &str) -> Vec<u8> {
+    let mut p = Vec::with_capacity(9 + message.len());
+    p.push(0xFF);
+    p.extend_from_slice(&code.to_le_bytes());
+    p.push(b'#');
+    let mut st = [b'H', b'Y', b'0', b'0', b'0'];
+    for (d, s) in st.iter_mut().zip(state.bytes()) {
+        *d = s;
+    }
+    p.extend_from_slice(&st);
+    p.extend_from_slice(message.as_bytes());
+    p
+}
+
+/// An OK packet payload (`header` 0x00, or 0xFE for a DEPRECATE_EOF terminator).
+pub fn ok_payload(
+    header: u8,
+    affected: u64,
+    last_id: u64,
+    status: StatusFlags,
+    warnings: u16,
+) -> Vec<u8> {
+    let mut p = Vec::with_capacity(16);
+    p.push(header);
+    put_lenenc_int(&mut p, affected);
+    put_lenenc_int(&mut p, last_id);
+    p.extend_from_slice(&status.bits().to_le_bytes());
+    p.extend_from_slice(&warnings.to_le_bytes());
+    p
+}
+
+/// Parsed fields of an ERR payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrInfo {
+    pub code: u16,
+    pub state: String,
+    pub message: String,
+}
+
+pub fn parse_err(payload: &[u8]) -> ErrInfo {
+    let code = if payload.len() >= 3 {
+        u16::from_le_bytes([payload[1], payload[2]])
+    } else {
+        0
+    };
+    let rest = payload.get(3..).unwrap_or_default();
+    let (state, msg) = if rest.first() == Some(&b'#') && rest.len() >= 6 {
+        (
+            String::from_utf8_lossy(&rest[1..6]).into_owned(),
+            &rest[6..],
+        )
+    } else {
+        ("HY000".to_string(), rest)
+    };
+    ErrInfo {
+        code,
+        state,
+        message: String::from_utf8_lossy(msg).into_owned(),
+    }
+}
+
+/// Parsed fields of an OK payload (header 0x00 or 0xFE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OkInfo {
+    pub affected_rows: u64,
+    pub last_insert_id: u64,
+    pub status: u16,
+    pub warnings: u16,
+}
+
+pub fn parse_ok(payload: &[u8]) -> Option<OkInfo> {
+    let mut b = payload.get(1..)?;
+    let affected_rows = get_lenenc_int(&mut b)?;
+    let last_insert_id = get_lenenc_int(&mut b)?;
+    if b.len() < 4 {
+        // Pre-4.1 OK packets have no status; treat as autocommit.
+        return Some(OkInfo {
+            affected_rows,
+            last_insert_id,
+            status: 0x0002,
+            warnings: 0,
+        });
+    }
+    Some(OkInfo {
+        affected_rows,
+        last_insert_id,
+        status: u16::from_le_bytes([b[0], b[1]]),
+        warnings: u16::from_le_bytes([b[2], b[3]]),
+    })
+}
+
+/// Status flags of a classic EOF payload (0xFE, warnings u16, status u16).
+pub fn parse_eof_status(payload: &[u8]) -> u16 {
+    if payload.len() >= 5 {
+        u16::from_le_bytes([payload[3], payload[4]])
+    } else {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lenenc_roundtrip() {
+        for v in [
+            0u64,
+            250,
+            251,
+            0xFFFF,
+            0x1_0000,
+            0xFF_FFFF,
+            0x100_0000,
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            put_lenenc_int(&mut out, v);
+            let mut s = &out[..];
+            assert_eq!(get_lenenc_int(&mut s), Some(v));
+            assert!(s.is_empty());
+        }
+        assert_eq!(get_lenenc_int(&mut &[0xFCu8, 1][..]), None);
+        assert_eq!(get_lenenc_int(&mut &[][..]), None);
+    }
+
+    #[test]
+    fn split_large_payloads() {
+        let payload = vec![7u8; MAX_PAYLOAD + 10];
+        let mut out = Vec::new();
+        assert_eq!(write_packet(&mut out, 3, &payload), 5);
+        assert_eq!(out.len(), payload.len() + 8);
+        // exact multiple gets an empty trailer
+        let mut out = Vec::new();
+        assert_eq!(write_packet(&mut out, 0, &vec![1u8; MAX_PAYLOAD]), 2);
+        assert_eq!(&out[out.len() - 4..], &[0, 0, 0, 1]);
+    }
+
+    #[test]
+    fn err_and_ok_roundtrip() {
+        let e = parse_err(&err_payload(1045, "28000", "Access denied"));
+        assert_eq!(
+            (e.code, e.state.as_str(), e.message.as_str()),
+            (1045, "28000", "Access denied")
+        );
+        let ok = parse_ok(&ok_payload(
+            0,
+            3,
+            70000,
+            StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+            2,
+        ))
+        .unwrap();
+        assert_eq!(
+            ok,
+            OkInfo {
+                affected_rows: 3,
+                last_insert_id: 70000,
+                status: 2,
+                warnings: 2
+            }
+        );
+        assert_eq!(parse_ok(&[0x00, 0xFC]), None);
+    }
+}
