@@ -1,11 +1,12 @@
 //! Is a backend answering?
 //!
-//! [`BackendProbe`] is the one seam to the data path: until the data path
-//! provides an authenticated ping, [`TcpGreetingProbe`] connects and reads the
-//! server's initial handshake packet. It closes without logging in, which a
-//! MariaDB server counts as an aborted connect (`Aborted_connects`, and toward
-//! `max_connect_errors` for non-loopback clients until a successful login from
-//! that host resets it).
+//! [`BackendProbe`] is the one seam to the data path. The default,
+//! [`PingProbe`], calls the data path's `backend::ping` (log in with the
+//! configured credentials, COM_PING, COM_QUIT), so "up" means cutover itself
+//! can use the backend. [`TcpGreetingProbe`] only reads the server's initial
+//! handshake packet; it needs no credentials but closes without logging in,
+//! which MariaDB counts as an aborted connect (`Aborted_connects`, and toward
+//! `max_connect_errors` for non-loopback clients).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,6 +27,39 @@ pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<Duration, String>>
 /// Checks one backend; `Ok` carries the round-trip time.
 pub trait BackendProbe: Send + Sync + 'static {
     fn probe(&self, side: Side) -> ProbeFuture<'_>;
+}
+
+/// Logs in and pings through the data path's `backend::ping`.
+#[derive(Debug, Clone)]
+pub struct PingProbe {
+    source: BackendConfig,
+    destination: BackendConfig,
+    timeout: Duration,
+}
+
+impl PingProbe {
+    pub fn new(cfg: &Config) -> Self {
+        PingProbe {
+            source: cfg.source.clone(),
+            destination: cfg.destination.clone(),
+            timeout: Duration::from_millis(cfg.limits.connect_timeout_ms),
+        }
+    }
+}
+
+impl BackendProbe for PingProbe {
+    fn probe(&self, side: Side) -> ProbeFuture<'_> {
+        let cfg = match side {
+            Side::Source => &self.source,
+            Side::Destination => &self.destination,
+        };
+        Box::pin(async move {
+            crate::backend::ping(cfg, side, self.timeout)
+                .await
+                .map(|(rtt, _greeting)| rtt)
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// Connects to `host:port` and reads the MySQL initial handshake packet.

@@ -2,7 +2,8 @@
 //! API and Prometheus metrics.
 //!
 //! It reaches the data path only through [`PatternHandle`] (which it swaps),
-//! [`DataPathStats`] (which it reads) and a [`BackendProbe`].
+//! [`DataPathStats`] (which it reads) and one function, `backend::ping`,
+//! behind the [`BackendProbe`] trait.
 //!
 //! ```no_run
 //! # async fn run(cfg: cutover::config::Config) -> Result<(), Box<dyn std::error::Error>> {
@@ -36,7 +37,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-pub use health::{BackendProbe, TcpGreetingProbe};
+pub use health::{BackendProbe, PingProbe, TcpGreetingProbe};
 pub use scheduler::SchedulerError;
 pub use state_machine::State;
 pub use store::{FileStateStore, PersistedState, StateStore, StoreError};
@@ -105,7 +106,7 @@ impl ControlPlane {
         let control = ControlPlane {
             store,
             persisted,
-            probe: Arc::new(TcpGreetingProbe::new(cfg)),
+            probe: Arc::new(PingProbe::new(cfg)),
             validator: None,
             token,
             settings: scheduler::Settings {
@@ -164,7 +165,8 @@ impl ControlPlane {
         let (stop_tx, stop_rx) = watch::channel(false);
         let background = tokio::spawn(Arc::clone(&scheduler).run_background(stop_rx.clone()));
         let upkeep = tokio::spawn(metrics_upkeep(stop_rx));
-        tracing::info!(%addr, state = %scheduler.current_state().await, "admin API listening");
+        let state = scheduler.current_state().await;
+        tracing::info!(%addr, %state, "admin API listening");
         let ctx = Arc::new(admin::Ctx {
             scheduler: Arc::clone(&scheduler),
             stats,
