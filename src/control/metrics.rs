@@ -2,8 +2,10 @@
 //!
 //! The recorder is installed once per process ([`install`]); the data path
 //! records through the `metrics` macros and the control plane renders.
-//! Counters the data path already keeps as atomics ([`DataPathStats`]) are
+//! Counters the data path keeps only as atomics ([`DataPathStats`]) are
 //! published at scrape time so nothing is added to the hot path.
+//! `cutover_backend_up` is set both by the data path (on backend connects)
+//! and by the control plane's probes: it is the last observation.
 
 use std::sync::OnceLock;
 
@@ -119,12 +121,11 @@ pub fn record_validation_run() {
 /// Render the exposition text, publishing the data path's atomics first.
 pub fn render(stats: &DataPathStats) -> String {
     let handle = install();
+    // The data path records cutover_client_connections,
+    // cutover_secondary_errors_total, cutover_statements_total and the
+    // duration histogram itself; only what it keeps solely as atomics is
+    // published here.
     let s = stats.snapshot();
-    gauge!("cutover_client_connections").set(s.client_connections as f64);
-    counter!("cutover_secondary_errors_total", "backend" => "source")
-        .absolute(s.source_secondary_errors);
-    counter!("cutover_secondary_errors_total", "backend" => "destination")
-        .absolute(s.destination_secondary_errors);
     counter!("cutover_double_writes_total", "outcome" => "success")
         .absolute(s.double_write_success);
     counter!("cutover_double_writes_total", "outcome" => "failure")
