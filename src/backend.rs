@@ -251,12 +251,15 @@ impl Backend {
     /// `stmt_id` rewrites the statement id of a PREPARE_OK to the proxy's own.
     /// A LOCAL INFILE request is relayed to the client and the file relayed
     /// back; up to `infile_limit` bytes of it are kept for mirroring.
+    /// With `hold_last`, the final packets stay in the client's buffer: the
+    /// caller flushes them once the mirror has applied the statement.
     pub async fn relay(
         &mut self,
         client: &mut PacketIo,
         kind: ResponseKind,
         stmt_id: Option<u32>,
         infile_limit: usize,
+        hold_last: bool,
     ) -> Result<(Summary, Option<InfileCopy>), SessionError> {
         let mut tracker = Tracker::new(kind, self.deprecate_eof());
         let mut infile = None;
@@ -287,7 +290,9 @@ impl Backend {
                 }
             }
         }
-        client.flush().await?;
+        if !hold_last {
+            client.flush().await?;
+        }
         self.note_status(&tracker.summary);
         Ok((tracker.summary, infile))
     }

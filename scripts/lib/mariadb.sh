@@ -2,6 +2,7 @@
 # Helpers for running throw-away MariaDB instances without systemd.
 # Source this file; it defines functions only (no side effects).
 #
+#   apt_install PKG...        apt-get install, with one `apt-get update` first
 #   ensure_mariadb            install mariadb-server + mariadb-client via apt if mariadbd is missing
 #   mariadb_init DIR          create an empty datadir under DIR/data
 #   mariadb_start DIR PORT    start mariadbd on 127.0.0.1:PORT (files under DIR), wait until ready
@@ -27,17 +28,26 @@ _mariadb_root_flag() {
     if [[ $(id -u) -eq 0 ]]; then echo "--user=root"; fi
 }
 
+# apt_install PKG...: apt-get install (no recommends), running `apt-get update` once first
+# (once per process tree: APT_UPDATED is exported).
+apt_install() {
+    local sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    if [[ "${APT_UPDATED:-0}" != 1 ]]; then
+        "${sudo[@]}" apt-get update -q || return 1
+        export APT_UPDATED=1
+    fi
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends "$@"
+}
+
 ensure_mariadb() {
     if _mariadb_find_bin && command -v mariadb >/dev/null 2>&1 \
         && command -v mariadb-install-db >/dev/null 2>&1; then
         return 0
     fi
     echo "==> installing MariaDB (apt)" >&2
-    local sudo=()
-    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
-    "${sudo[@]}" apt-get update -q
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends \
-        mariadb-server mariadb-client
+    apt_install mariadb-server mariadb-client || return 1
     MARIADBD=
     _mariadb_find_bin || { echo "mariadbd still not found after install" >&2; return 1; }
 }

@@ -191,8 +191,13 @@ impl Session {
             Ok(p) => p,
             Err(u) => return self.reply_unsendable(u).await,
         };
+        // With a mirror, the client gets its answer only once the other side
+        // has applied the statement too: a client that reacts to the answer
+        // (or tells another client) cannot get ahead of the mirror, so the
+        // other side sees writes in the same causal order.
+        let hold = plan.mirror.is_some() || plan.all_connected;
         let (summary, infile) = self
-            .relay_primary(plan.primary, &payload, ResponseKind::Query)
+            .relay_primary(plan.primary, &payload, ResponseKind::Query, hold)
             .await?;
         DataPathStats::incr(&self.shared.stats.statements);
         record_statement(class, plan.primary, &summary, started);
@@ -215,6 +220,7 @@ impl Session {
             }
         }
         self.after_statement(pattern, &summary).await;
+        self.client.flush().await?;
         Ok(())
     }
 
@@ -224,6 +230,7 @@ impl Session {
         side: Side,
         payload: &[u8],
         kind: ResponseKind,
+        hold: bool,
     ) -> Result<(Summary, Option<InfileCopy>), SessionError> {
         let limit = self.shared.config.limits.max_allowed_packet;
         let Some(backend) = self.backends[side.index()].as_mut() else {
@@ -232,7 +239,11 @@ impl Session {
             ));
         };
         let result = match backend.send(payload).await {
-            Ok(()) => backend.relay(&mut self.client, kind, None, limit).await,
+            Ok(()) => {
+                backend
+                    .relay(&mut self.client, kind, None, limit, hold)
+                    .await
+            }
             Err(e) => Err(e.into()),
         };
         match result {
@@ -259,7 +270,9 @@ impl Session {
         if let Err(e) = self.ensure_backend(side).await {
             return self.reply_backend_error(e).await;
         }
-        self.relay_primary(side, payload, kind).await.map(|_| ())
+        self.relay_primary(side, payload, kind, false)
+            .await
+            .map(|_| ())
     }
 
     /// INIT_DB, SET_OPTION, RESET_CONNECTION: authoritative side, then every
@@ -275,7 +288,7 @@ impl Session {
         if let Err(e) = self.ensure_backend(side).await {
             return self.reply_backend_error(e).await;
         }
-        let (summary, _) = self.relay_primary(side, payload, kind).await?;
+        let (summary, _) = self.relay_primary(side, payload, kind, true).await?;
         if !summary.is_err() {
             let reset = matches!(remember, Remember::Reset);
             self.fan_out_kind(side, &Cmd::Raw(payload), remember, kind)
@@ -285,6 +298,7 @@ impl Session {
                 self.mirror_suspended = false;
             }
         }
+        self.client.flush().await?;
         Ok(())
     }
 
@@ -495,6 +509,7 @@ impl Session {
                         ResponseKind::Prepare,
                         Some(proxy_id),
                         limit,
+                        false,
                     )
                     .await
             }
@@ -548,7 +563,7 @@ impl Session {
             .get_mut(id)
             .and_then(|s| s.with_id(side, payload))
             .unwrap_or_default();
-        self.relay_primary(side, &p, kind).await.map(|_| ())
+        self.relay_primary(side, &p, kind, false).await.map(|_| ())
     }
 
     /// SEND_LONG_DATA (no response) to one side.
