@@ -216,11 +216,18 @@ async fn spawn_binary(config: &str, dir: &std::path::Path) -> (std::process::Chi
         .unwrap()
         .port();
     let path = dir.join("cutover.toml");
-    std::fs::write(
-        &path,
-        config.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
-    )
-    .unwrap();
+    // listen on the chosen port; admin API on any free port; state in `dir`
+    let config = config.replacen(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+        1,
+    );
+    let state = dir.join("state.json");
+    let config = format!(
+        "admin_listen = \"127.0.0.1:0\"\nstate_file = \"{}\"\n{config}",
+        state.display()
+    );
+    std::fs::write(&path, config).unwrap();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
         .args(["serve", "--config"])
         .arg(&path)
