@@ -98,7 +98,7 @@ pub fn classify_class(sql: &[u8]) -> Class {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tok<'a> {
+pub(crate) enum Tok<'a> {
     /// Unquoted identifier, keyword or number.
     Word(&'a [u8]),
     /// Quote byte and the raw text between the quotes.
@@ -110,7 +110,7 @@ enum Tok<'a> {
 }
 
 impl Tok<'_> {
-    fn is(self, kw: &[u8]) -> bool {
+    pub(crate) fn is(self, kw: &[u8]) -> bool {
         matches!(self, Tok::Word(w) if w.eq_ignore_ascii_case(kw))
     }
 }
@@ -145,15 +145,25 @@ fn find(s: &[u8], from: usize, pat: &[u8]) -> Option<usize> {
         .map(|i| i + from)
 }
 
+/// The statement lexer, shared with the mirror's rewriter (`determinism`).
 #[derive(Clone, Default)]
-struct Lexer<'a> {
+pub(crate) struct Lexer<'a> {
     s: &'a [u8],
-    pos: usize,
+    /// Byte offset just past the last token returned.
+    pub(crate) pos: usize,
     /// Inside an executable comment, whose `*/` is skipped.
     exec: bool,
 }
 
 impl<'a> Lexer<'a> {
+    pub(crate) fn new(s: &'a [u8]) -> Self {
+        Lexer {
+            s,
+            pos: 0,
+            exec: false,
+        }
+    }
+
     fn at(&self, i: usize) -> u8 {
         self.s.get(i).copied().unwrap_or(0)
     }
@@ -193,7 +203,7 @@ impl<'a> Lexer<'a> {
     }
 
     /// Next token and the byte offset where it starts.
-    fn next(&mut self) -> Option<(Tok<'a>, usize)> {
+    pub(crate) fn next(&mut self) -> Option<(Tok<'a>, usize)> {
         self.skip_trivia();
         let s = self.s;
         let start = self.pos;

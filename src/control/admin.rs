@@ -150,7 +150,8 @@ impl From<SchedulerError> for Reject {
         let status = match &e {
             SchedulerError::IllegalMove(_)
             | SchedulerError::StateChanged { .. }
-            | SchedulerError::Conflict(_) => StatusCode::CONFLICT,
+            | SchedulerError::Conflict(_)
+            | SchedulerError::DrainTimeout { .. } => StatusCode::CONFLICT,
             SchedulerError::BackendUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             SchedulerError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
             SchedulerError::ValidatorUnavailable | SchedulerError::IncrementalUnavailable => {

@@ -112,6 +112,7 @@ impl ControlPlane {
             settings: scheduler::Settings {
                 auto_promotion: cfg.enable_auto_promotion,
                 quiet_period: Duration::from_millis(cfg.promotion_quiet_period_ms),
+                drain_timeout: Duration::from_millis(cfg.switch_drain_timeout_ms),
             },
         };
         Ok((control, pattern))

@@ -48,6 +48,11 @@ pub enum SchedulerError {
     },
     #[error("the move was not made: {0}")]
     Persist(#[from] StoreError),
+    #[error("not moving to {to}: {detail}")]
+    DrainTimeout {
+        to: State,
+        detail: crate::pattern::DrainTimeout,
+    },
     #[error("validator not available: full validation is not implemented yet (issue 4)")]
     ValidatorUnavailable,
     #[error("incremental validation is not implemented yet (issue 4)")]
@@ -61,6 +66,8 @@ pub enum SchedulerError {
 pub struct Settings {
     pub auto_promotion: bool,
     pub quiet_period: Duration,
+    /// Bound on draining in-flight work when the authoritative side changes.
+    pub drain_timeout: Duration,
 }
 
 /// A finished full validation, with what auto-promotion needs to judge it.
@@ -192,8 +199,28 @@ impl Scheduler {
         });
         let excess = next.history.len().saturating_sub(MAX_HISTORY);
         next.history.drain(..excess);
+        // A change of authority drains in-flight transactions first (new
+        // ones wait at the gate) so no write applies in different orders on
+        // the two sides; the state is persisted only once the drain worked.
+        let drained = if from.pattern().primary() != to.pattern().primary() {
+            let d = self
+                .pattern
+                .drain(self.settings.drain_timeout)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(%from, %to, "switch aborted: {e}");
+                    SchedulerError::DrainTimeout { to, detail: e }
+                })?;
+            Some(d)
+        } else {
+            None
+        };
         self.save(next.clone()).await?;
-        self.pattern.swap(to.pattern());
+        match &drained {
+            Some(d) => d.swap(to.pattern()),
+            None => self.pattern.swap(to.pattern()),
+        };
+        drop(drained);
         inner.persisted = next;
         inner.entered_state_at = Instant::now();
         metrics::set_state(to);

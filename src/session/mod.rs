@@ -4,6 +4,7 @@
 mod exec;
 pub mod handshake;
 mod kill;
+mod mirror;
 pub mod prepared;
 pub mod state;
 
@@ -17,7 +18,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::backend::Backend;
 use crate::classify::{self, Class};
 use crate::error::SessionError;
-use crate::pattern::{Pattern, Side};
+use crate::pattern::{InFlight, Pattern, Side};
 use crate::proxy::Shared;
 use crate::response::ResponseKind;
 use crate::wire::{self, PacketIo, ReadError};
@@ -80,6 +81,8 @@ pub struct Session {
     stmts: Statements,
     /// The pattern a running transaction started under (kept until it ends).
     txn_pattern: Option<Pattern>,
+    /// Held while a transaction / autocommit statement runs (pattern gate).
+    unit: Option<InFlight>,
     /// The mirror side was lost or skipped inside the current transaction:
     /// do not reopen it before the transaction ends.
     mirror_suspended: bool,
@@ -107,6 +110,7 @@ impl Session {
             backends: [None, None],
             stmts: Statements::default(),
             txn_pattern: None,
+            unit: None,
             mirror_suspended: false,
         };
         let primary = session.shared.pattern.load().primary();
@@ -374,6 +378,7 @@ impl Session {
         self.state = SessionState::new(cu.database);
         self.stmts.clear();
         self.txn_pattern = None;
+        self.unit = None;
         self.mirror_suspended = false;
         let primary = self.current_pattern().primary();
         if let Err(e) = self.ensure_backend(primary).await {
