@@ -57,6 +57,8 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: watch::Rece
                 session.close().await;
             }
             Ok(None) => {}
+            // A bare TCP check (load balancer, port probe) is not worth an INFO line.
+            Err(SessionError::ClientIo(e)) => debug!("client left before logging in: {e}"),
             Err(e) => info!("login failed: {e}"),
         }
     }
