@@ -4,7 +4,8 @@
 # its variables (WORK, OUT, BIN, SRC_PORT, DST_PORT, THREADS, SECS, TABLES, TABLE_SIZE).
 #
 # 1. callgrind: counters are zeroed once the proxy is up (startup excluded), sysbench runs
-#    SECS seconds, the proxy is stopped, callgrind_annotate writes inclusive and self tables.
+#    SECS seconds, the proxy is stopped; inclusive.txt from callgrind_annotate, self.txt
+#    (exclusive cost + allocator call counts) from callgrind_self.py.
 # 2. strace -f -c on the native binary during a 5 s run: syscalls per statement.
 
 bench_events() { # total sysbench events in a run's output
@@ -30,8 +31,8 @@ bench_profile() {
     sleep 1
     [[ -s "$dir/callgrind.out" ]] || die "no callgrind output"
     callgrind_annotate --inclusive=yes "$dir/callgrind.out" >"$dir/inclusive.txt" 2>/dev/null
-    callgrind_annotate "$dir/callgrind.out" >"$dir/self.txt" 2>/dev/null
-    ir=$(awk '/PROGRAM TOTALS/ { gsub(/,/, "", $1); print $1; exit }' "$dir/self.txt")
+    python3 "$ROOT/scripts/lib/bench/callgrind_self.py" "$dir/callgrind.out" 60 >"$dir/self.txt"
+    ir=$(awk '/PROGRAM TOTALS/ { gsub(/,/, "", $1); print $1; exit }' "$dir/inclusive.txt")
     {
         echo "statements (sysbench events): $events"
         echo "instructions (Ir, counters zeroed after startup): $ir"
