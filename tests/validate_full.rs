@@ -55,7 +55,9 @@ async fn finds_every_kind_of_difference_then_fixes_them() {
         .exec("DELETE FROM items WHERE id = 7; UPDATE items SET note = NULL WHERE id = 202;")
         .await;
     // Text equal under the case-insensitive collation but not byte-equal is a difference.
-    pair.source.exec("UPDATE items SET name = 'ITEM-900' WHERE id = 900").await;
+    pair.source
+        .exec("UPDATE items SET name = 'ITEM-900' WHERE id = 900")
+        .await;
 
     let dir = tempfile::tempdir().unwrap();
     let v = validator(
@@ -98,9 +100,17 @@ async fn finds_every_kind_of_difference_then_fixes_them() {
     }
 
     // A targeted re-check finds the open event; an equal row finds nothing.
-    let again = v.recheck("items", json!({"id": 100})).await.unwrap().unwrap();
+    let again = v
+        .recheck("items", json!({"id": 100}))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(again.kind, Kind::Neq);
-    assert!(v.recheck("items", json!({"id": 101})).await.unwrap().is_none());
+    assert!(v
+        .recheck("items", json!({"id": 101}))
+        .await
+        .unwrap()
+        .is_none());
 
     // The events survive a restart of the validator (durable file).
     drop(v);
@@ -108,7 +118,11 @@ async fn finds_every_kind_of_difference_then_fixes_them() {
     assert_eq!(events(&v, EventStatus::Open), expected);
 
     let fixed = v.fix_open().await.unwrap();
-    assert_eq!((fixed.fixed, fixed.obsolete, fixed.failed), (15, 0, 0), "{fixed:?}");
+    assert_eq!(
+        (fixed.fixed, fixed.obsolete, fixed.failed),
+        (15, 0, 0),
+        "{fixed:?}"
+    );
     assert!(events(&v, EventStatus::Open).is_empty());
     let report = v.run_full_to_completion(None, false).await.unwrap();
     assert!(report.consistent(), "{report:?}");
@@ -137,7 +151,10 @@ async fn hundred_thousand_rows_ten_scattered_differences() {
     pair.source.exec("DELETE FROM big WHERE id = 31337").await;
     let dir = tempfile::tempdir().unwrap();
     let v = validator(&pair, Pattern::SrcFirst, dir.path(), "recheck_delay_ms = 0");
-    let report = v.run_full_to_completion(Some(vec!["big".into()]), false).await.unwrap();
+    let report = v
+        .run_full_to_completion(Some(vec!["big".into()]), false)
+        .await
+        .unwrap();
     assert_eq!(report.outcome, Outcome::Completed);
     let expected = sorted(vec![
         ev("big", json!({"id": 1}), Kind::TargetMissing),
@@ -176,7 +193,10 @@ async fn destination_authority_flips_direction() {
         events(&v, EventStatus::Open),
         vec![ev("t", json!({"id": 3}), Kind::TargetMissing)]
     );
-    assert_eq!(v.inconsistencies(None, 10, None)[0].direction.as_str(), "DST");
+    assert_eq!(
+        v.inconsistencies(None, 10, None)[0].direction.as_str(),
+        "DST"
+    );
     assert_eq!(report.direction.as_str(), "DST");
     // fix copies destination → source
     let f = v.fix_open().await.unwrap();

@@ -36,7 +36,10 @@ async fn since_bounds_the_scan_and_both_directions_are_checked() {
         dir.path(),
         "chunk_min_rows = 10\nchunk_max_rows = 40\nrecheck_delay_ms = 0",
     );
-    let report = v.run_incremental_to_completion(None, 100_000, false).await.unwrap();
+    let report = v
+        .run_incremental_to_completion(None, 100_000, false)
+        .await
+        .unwrap();
     assert_eq!(report.outcome, Outcome::Completed, "{report:?}");
     assert_eq!(report.passes, 2, "main pass + catch-up");
     // Rows 50 and 1000 are older than `since`: not looked at.
@@ -50,9 +53,15 @@ async fn since_bounds_the_scan_and_both_directions_are_checked() {
         ])
     );
     // With fix the same run repairs what it finds.
-    let report = v.run_incremental_to_completion(None, 100_000, true).await.unwrap();
+    let report = v
+        .run_incremental_to_completion(None, 100_000, true)
+        .await
+        .unwrap();
     assert!(report.totals.repaired >= 4, "{report:?}");
-    let report = v.run_incremental_to_completion(None, 100_000, false).await.unwrap();
+    let report = v
+        .run_incremental_to_completion(None, 100_000, false)
+        .await
+        .unwrap();
     assert_eq!(report.totals.found(), 0, "{report:?}");
     assert_eq!(v.status().incr_validation_runs, 3);
 }
@@ -84,7 +93,10 @@ async fn rows_updated_during_the_scan_are_not_skipped() {
         if checked >= 3000 {
             break;
         }
-        assert!(!runner.is_finished(), "scan ended before the writer started");
+        assert!(
+            !runner.is_finished(),
+            "scan ended before the writer started"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Update rows the scan has already passed, on the base only (a divergence
@@ -105,7 +117,10 @@ async fn rows_updated_during_the_scan_are_not_skipped() {
     }
     let still_running = !runner.is_finished();
     let report = runner.await.unwrap().unwrap();
-    assert!(still_running, "writer finished after the scan: the test proves nothing");
+    assert!(
+        still_running,
+        "writer finished after the scan: the test proves nothing"
+    );
     assert_eq!(report.outcome, Outcome::Completed);
     let found: BTreeSet<i64> = events(&v, EventStatus::Open)
         .into_iter()
@@ -115,5 +130,8 @@ async fn rows_updated_during_the_scan_are_not_skipped() {
         })
         .collect();
     let updated: BTreeSet<i64> = updated.into_iter().map(i64::from).collect();
-    assert_eq!(found, updated, "every row updated during the scan is reported");
+    assert_eq!(
+        found, updated,
+        "every row updated during the scan is reported"
+    );
 }

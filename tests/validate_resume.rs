@@ -27,7 +27,10 @@ async fn stopped_run_resumes_from_checkpoint() {
         "max_rows_per_second = 8000\nchunk_min_rows = 100\nchunk_max_rows = 500\nrecheck_delay_ms = 0",
     );
     let run = v.start_full(None, false, false).await.unwrap();
-    assert!(v.start_full(None, false, false).await.is_err(), "second concurrent run refused");
+    assert!(
+        v.start_full(None, false, false).await.is_err(),
+        "second concurrent run refused"
+    );
     loop {
         let s = v.status();
         let full = s.full.expect("run is going");
