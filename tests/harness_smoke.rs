@@ -76,3 +76,13 @@ async fn errors_carry_the_sql_and_drop_reaps() {
     );
     assert!(!dir.exists(), "tempdir not removed");
 }
+
+/// deploy/cutover.example.toml documents every key: it must stay loadable.
+#[test]
+fn example_config_parses() {
+    let text = include_str!("../deploy/cutover.example.toml");
+    let cfg = cutover::config::Config::parse(text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.listen, "127.0.0.1:6033");
+    assert_eq!(cfg.limits.max_allowed_packet, 67_108_864);
+    assert_eq!(cfg.users.len(), 1);
+}

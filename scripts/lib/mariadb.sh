@@ -153,7 +153,15 @@ free_port() {
         || echo $((20000 + RANDOM % 20000))
 }
 
-# True if something listens on 127.0.0.1:PORT.
+# True if a TCP socket listens on PORT (any address). Reads /proc/net/tcp{,6} so it does not
+# connect (a probe connection would show up as a failed login in the proxy's log).
 port_in_use() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+    local hex
+    hex=$(printf ':%04X' "$1")
+    if [[ -r /proc/net/tcp ]]; then
+        awk -v h="$hex" '$4 == "0A" && toupper(substr($2, length($2) - 4)) == h { f = 1 } END { exit !f }' \
+            /proc/net/tcp /proc/net/tcp6 2>/dev/null
+    else
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+    fi
 }
