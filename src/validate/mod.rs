@@ -459,14 +459,35 @@ impl Validator {
     }
 
     /// Start a full run in the background. Resumes the checkpoint of a
-    /// stopped or crashed run unless `restart`.
+    /// stopped or crashed run unless `restart`. Fixes when `fix` or
+    /// `[validation] auto_fix`.
     pub async fn start_full(
         &self,
         tables: Option<Vec<String>>,
         fix: bool,
         restart: bool,
     ) -> Result<RunId, ValidateError> {
+        let fix = fix || self.inner.cfg.validation.auto_fix;
+        self.start_full_exact(tables, fix, restart)
+    }
+
+    fn start_full_exact(
+        &self,
+        tables: Option<Vec<String>>,
+        fix: bool,
+        restart: bool,
+    ) -> Result<RunId, ValidateError> {
         if restart {
+            if self
+                .inner
+                .full
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .is_some_and(|s| s.running())
+            {
+                return Err(ValidateError::AlreadyRunning("full"));
+            }
             checkpoint::remove(&self.inner.data_dir);
         }
         self.spawn_run(Mode::Full, fix, move |ctx| full::run(ctx, tables))
@@ -481,12 +502,14 @@ impl Validator {
 
     /// Start incremental validation of rows whose update time is ≥
     /// `since_utime_ms`; with `interval_ms` it keeps tailing until stopped.
+    /// Fixes when `fix` or `[validation] auto_fix`.
     pub async fn start_incremental(
         &self,
         since_utime_ms: i64,
         interval_ms: Option<u64>,
         fix: bool,
     ) -> Result<RunId, ValidateError> {
+        let fix = fix || self.inner.cfg.validation.auto_fix;
         self.spawn_run(Mode::Incremental, fix, move |ctx| {
             incremental::run(ctx, None, since_utime_ms, interval_ms)
         })
@@ -498,13 +521,13 @@ impl Validator {
     }
 
     /// Run a full validation from scratch and wait for its report (for
-    /// auto-promotion, auto-migrate and the CLI).
+    /// auto-promotion, auto-migrate and the CLI). Fixes only when `fix`.
     pub async fn run_full_to_completion(
         &self,
         tables: Option<Vec<String>>,
         fix: bool,
     ) -> Result<RunReport, ValidateError> {
-        self.start_full(tables, fix, true).await?;
+        self.start_full_exact(tables, fix, true)?;
         self.wait_slot(Mode::Full)
             .await
             .ok_or(ValidateError::Config("validation task vanished".into()))
