@@ -29,6 +29,55 @@ pub struct Config {
     /// Pin statement time, AUTO_INCREMENT ids, RAND() seeds and UUID()s so
     /// mirrored writes store the same values on both sides.
     pub deterministic_mirroring: bool,
+    /// Where durable control-plane files live (validation events, checkpoints).
+    pub data_dir: PathBuf,
+    /// The `[validation]` table.
+    pub validation: ValidationConfig,
+}
+
+/// `[validation]`: the chunked validator, its throttle and the fixer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidationConfig {
+    /// Tables to validate; empty means every base table of the source database.
+    pub tables: Vec<String>,
+    /// Update-time column for incremental mode (BIGINT ms or DATETIME/TIMESTAMP).
+    pub utime_column: String,
+    /// Chunk size adapts so one chunk's checksum takes about this long.
+    pub chunk_target_ms: u64,
+    pub chunk_min_rows: u64,
+    pub chunk_max_rows: u64,
+    /// 0 = unlimited.
+    pub max_rows_per_second: u64,
+    /// Back off when a chunk's per-row latency exceeds this multiple of the baseline.
+    pub latency_backoff_factor: f64,
+    /// Repair discrepancies as they are found (full and incremental runs).
+    pub auto_fix: bool,
+    /// Differing rows are re-read after this delay before being reported
+    /// (filters writes that were in flight between the two sides).
+    pub recheck_delay_ms: u64,
+    /// Each incremental pass re-reads this much before its checkpoint
+    /// (late commits, equal timestamps).
+    pub incremental_overlap_ms: u64,
+    /// At most this many events are recorded per run (the rest are only counted).
+    pub max_events_per_run: usize,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        ValidationConfig {
+            tables: Vec::new(),
+            utime_column: "utime".into(),
+            chunk_target_ms: 500,
+            chunk_min_rows: 100,
+            chunk_max_rows: 20_000,
+            max_rows_per_second: 0,
+            latency_backoff_factor: 3.0,
+            auto_fix: false,
+            recheck_delay_ms: 200,
+            incremental_overlap_ms: 2_000,
+            max_events_per_run: 100_000,
+        }
+    }
 }
 
 /// Data-path limits and timeouts.
@@ -178,6 +227,80 @@ struct RawConfig {
     promotion_quiet_period_ms: Option<u64>,
     switch_drain_timeout_ms: Option<u64>,
     deterministic_mirroring: Option<bool>,
+    data_dir: Option<PathBuf>,
+    validation: Option<RawValidation>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawValidation {
+    tables: Option<Vec<String>>,
+    utime_column: Option<String>,
+    chunk_target_ms: Option<u64>,
+    chunk_min_rows: Option<u64>,
+    chunk_max_rows: Option<u64>,
+    max_rows_per_second: Option<u64>,
+    latency_backoff_factor: Option<f64>,
+    auto_fix: Option<bool>,
+    recheck_delay_ms: Option<u64>,
+    incremental_overlap_ms: Option<u64>,
+    max_events_per_run: Option<usize>,
+}
+
+impl RawValidation {
+    fn into_config(self) -> Result<ValidationConfig, ConfigError> {
+        let d = ValidationConfig::default();
+        let v = ValidationConfig {
+            tables: self.tables.unwrap_or(d.tables),
+            utime_column: self.utime_column.unwrap_or(d.utime_column),
+            chunk_target_ms: self.chunk_target_ms.unwrap_or(d.chunk_target_ms),
+            chunk_min_rows: self.chunk_min_rows.unwrap_or(d.chunk_min_rows),
+            chunk_max_rows: self.chunk_max_rows.unwrap_or(d.chunk_max_rows),
+            max_rows_per_second: self.max_rows_per_second.unwrap_or(d.max_rows_per_second),
+            latency_backoff_factor: self
+                .latency_backoff_factor
+                .unwrap_or(d.latency_backoff_factor),
+            auto_fix: self.auto_fix.unwrap_or(d.auto_fix),
+            recheck_delay_ms: self.recheck_delay_ms.unwrap_or(d.recheck_delay_ms),
+            incremental_overlap_ms: self
+                .incremental_overlap_ms
+                .unwrap_or(d.incremental_overlap_ms),
+            max_events_per_run: self.max_events_per_run.unwrap_or(d.max_events_per_run),
+        };
+        for (i, t) in v.tables.iter().enumerate() {
+            if t.is_empty() || t.contains('`') || t.contains('.') {
+                return Err(key_err(
+                    &format!("validation.tables[{i}]"),
+                    "must be a plain table name (no `.` or backquote)",
+                ));
+            }
+        }
+        if v.utime_column.is_empty() || v.utime_column.contains('`') {
+            return Err(key_err(
+                "validation.utime_column",
+                "must be a plain column name",
+            ));
+        }
+        if v.chunk_target_ms == 0 {
+            return Err(key_err("validation.chunk_target_ms", "must be at least 1"));
+        }
+        if v.chunk_min_rows == 0 {
+            return Err(key_err("validation.chunk_min_rows", "must be at least 1"));
+        }
+        if v.chunk_min_rows > v.chunk_max_rows {
+            return Err(key_err(
+                "validation.chunk_min_rows",
+                "must not exceed validation.chunk_max_rows",
+            ));
+        }
+        if !(v.latency_backoff_factor >= 1.0) {
+            return Err(key_err(
+                "validation.latency_backoff_factor",
+                "must be at least 1.0",
+            ));
+        }
+        Ok(v)
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -299,6 +422,20 @@ impl Config {
                 "must not exceed secondary_backoff_max_ms",
             ));
         }
+        let validation = raw.validation.unwrap_or_default().into_config()?;
+        let state_file = raw
+            .state_file
+            .unwrap_or_else(|| PathBuf::from("./cutover-state.json"));
+        let data_dir = match raw.data_dir {
+            Some(d) if d.as_os_str().is_empty() => {
+                return Err(key_err("data_dir", "must not be empty"))
+            }
+            Some(d) => d,
+            None => match state_file.parent() {
+                Some(p) if !p.as_os_str().is_empty() && p != Path::new(".") => p.to_path_buf(),
+                _ => PathBuf::from("./cutover-data"),
+            },
+        };
         let cfg = Config {
             listen: raw.listen.unwrap_or_else(|| "127.0.0.1:6033".into()),
             admin_listen: raw.admin_listen.unwrap_or_else(|| "127.0.0.1:9033".into()),
@@ -307,14 +444,14 @@ impl Config {
             destination,
             users,
             limits,
-            state_file: raw
-                .state_file
-                .unwrap_or_else(|| PathBuf::from("./cutover-state.json")),
+            state_file,
             admin_token: raw.admin_token.filter(|t| !t.is_empty()),
             enable_auto_promotion: raw.enable_auto_promotion.unwrap_or(false),
             promotion_quiet_period_ms: raw.promotion_quiet_period_ms.unwrap_or(60_000),
             switch_drain_timeout_ms: raw.switch_drain_timeout_ms.unwrap_or(2_000),
             deterministic_mirroring: raw.deterministic_mirroring.unwrap_or(true),
+            data_dir,
+            validation,
         };
         check_addr("listen", &cfg.listen)?;
         check_addr("admin_listen", &cfg.admin_listen)?;
@@ -408,6 +545,67 @@ mod tests {
         let e = Config::parse("[source]\nurl='http://x'\n[destination]\nurl='mysql://a@b/c'")
             .unwrap_err();
         assert!(e.to_string().contains("source.url"), "{e}");
+    }
+
+    #[test]
+    fn validation_defaults_and_keys() {
+        let c = Config::parse(BASE).unwrap();
+        assert_eq!(c.validation, ValidationConfig::default());
+        assert_eq!(c.data_dir, PathBuf::from("./cutover-data"));
+        let c = Config::parse(&format!(
+            "state_file = '/var/lib/cutover/state.json'\n{BASE}"
+        ))
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/cutover"));
+        let c = Config::parse(&format!(
+            "data_dir = '/d'\n{BASE}\n[validation]\ntables = ['a', 'b']\nutime_column = 'mtime'\n\
+             chunk_target_ms = 100\nchunk_min_rows = 10\nchunk_max_rows = 50\nmax_rows_per_second = 7\n\
+             latency_backoff_factor = 2.5\nauto_fix = true\nrecheck_delay_ms = 0\n\
+             incremental_overlap_ms = 10\nmax_events_per_run = 3\n"
+        ))
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/d"));
+        let v = &c.validation;
+        assert_eq!(v.tables, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(v.utime_column, "mtime");
+        assert_eq!(
+            (v.chunk_target_ms, v.chunk_min_rows, v.chunk_max_rows),
+            (100, 10, 50)
+        );
+        assert_eq!(v.max_rows_per_second, 7);
+        assert_eq!(v.latency_backoff_factor, 2.5);
+        assert!(v.auto_fix);
+        assert_eq!(
+            (
+                v.recheck_delay_ms,
+                v.incremental_overlap_ms,
+                v.max_events_per_run
+            ),
+            (0, 10, 3)
+        );
+    }
+
+    #[test]
+    fn validation_errors_name_the_key() {
+        for (extra, key) in [
+            ("chunk_size = 5", "chunk_size"),
+            ("tables = ['shop.t']", "validation.tables[0]"),
+            ("chunk_target_ms = 0", "validation.chunk_target_ms"),
+            (
+                "chunk_min_rows = 10\nchunk_max_rows = 5",
+                "validation.chunk_min_rows",
+            ),
+            (
+                "latency_backoff_factor = 0.5",
+                "validation.latency_backoff_factor",
+            ),
+            ("utime_column = ''", "validation.utime_column"),
+        ] {
+            let e = Config::parse(&format!("{BASE}\n[validation]\n{extra}\n")).unwrap_err();
+            assert!(e.to_string().contains(key), "{extra}: {e}");
+        }
+        let e = Config::parse(&format!("data_dir = ''\n{BASE}")).unwrap_err();
+        assert!(e.to_string().contains("`data_dir`"), "{e}");
     }
 
     #[test]

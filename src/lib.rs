@@ -20,4 +20,5 @@ pub mod response;
 pub mod route;
 pub mod session;
 pub mod stats;
+pub mod validate;
 pub mod wire;

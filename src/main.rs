@@ -45,6 +45,24 @@ enum Command {
         #[arg(long, env = "CUTOVER_DESTINATION")]
         destination: Option<String>,
     },
+    /// Compare source and destination (one-shot); exit 0 consistent, 1 differences remain.
+    Validate {
+        /// Configuration file (TOML).
+        #[arg(long, default_value = "./cutover.toml", env = "CUTOVER_CONFIG")]
+        config: PathBuf,
+        /// Validate only this table (repeatable).
+        #[arg(long = "table")]
+        tables: Vec<String>,
+        /// Incremental: rows whose update time (ms since the epoch) is at or after this.
+        #[arg(long)]
+        since: Option<i64>,
+        /// Repair what differs (the target is made equal to the base).
+        #[arg(long)]
+        fix: bool,
+        /// Which side is authoritative (default: the config's initial_pattern).
+        #[arg(long)]
+        pattern: Option<cutover::pattern::Pattern>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +75,21 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::Validate {
+            config,
+            tables,
+            since,
+            fix,
+            pattern,
+        } => ExitCode::from(cutover::validate::cli::main(
+            cutover::validate::cli::ValidateArgs {
+                config,
+                tables,
+                since,
+                fix,
+                pattern,
+            },
+        )),
         Command::Serve {
             config,
             listen,

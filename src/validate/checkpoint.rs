@@ -1,0 +1,61 @@
+//! Resumable full runs: `<data_dir>/full-checkpoint.json`, rewritten
+//! atomically (temp file + rename) after every chunk and removed when the run
+//! completes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use super::events::Direction;
+use super::progress::Tally;
+use super::{RunId, ValidateError};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TableCheckpoint {
+    pub done: bool,
+    /// The last key validated (JSON array in key order); None = not started.
+    pub after: Option<Json>,
+    pub tally: Tally,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Checkpoint {
+    pub run_id: RunId,
+    pub direction: Direction,
+    pub fix: bool,
+    /// The tables the run was asked for (None = all).
+    pub requested: Option<Vec<String>>,
+    pub started_at: String,
+    pub tables: BTreeMap<String, TableCheckpoint>,
+}
+
+pub fn path(dir: &Path) -> PathBuf {
+    dir.join("full-checkpoint.json")
+}
+
+pub fn load(dir: &Path) -> Option<Checkpoint> {
+    let p = path(dir);
+    let text = std::fs::read_to_string(&p).ok()?;
+    match serde_json::from_str(&text) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(file = %p.display(), "ignoring unreadable checkpoint: {e}");
+            None
+        }
+    }
+}
+
+pub fn save(dir: &Path, c: &Checkpoint) -> Result<(), ValidateError> {
+    let p = path(dir);
+    let tmp = dir.join("full-checkpoint.json.tmp");
+    let text = serde_json::to_vec_pretty(c).expect("checkpoint serializes");
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, &p))
+        .map_err(|e| ValidateError::io(&p, e))
+}
+
+pub fn remove(dir: &Path) {
+    let _ = std::fs::remove_file(path(dir));
+}

@@ -1,0 +1,158 @@
+//! One backend as the validator sees it: a small connection pool, the
+//! database name, and timed queries.
+
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::*;
+use mysql_async::{Opts, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Row, Value};
+
+use crate::config::BackendConfig;
+use crate::pattern::Side;
+
+use super::ValidateError;
+
+/// A pooled connection target. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    pub side: Side,
+    pub pool: Pool,
+    pub database: String,
+}
+
+impl Db {
+    /// Pools are small (the validator must never starve the application):
+    /// one connection per concurrent query plus one for a fixer transaction.
+    pub fn open(side: Side, cfg: &BackendConfig) -> Result<Db, ValidateError> {
+        let database = cfg.database.clone().ok_or_else(|| {
+            ValidateError::Config(format!(
+                "{}.url must name a database (mysql://user:pass@host:port/DB)",
+                side.as_str()
+            ))
+        })?;
+        let constraints = PoolConstraints::new(0, 4).expect("0 <= 4");
+        let opts = OptsBuilder::default()
+            .ip_or_hostname(cfg.host.clone())
+            .tcp_port(cfg.port)
+            .user(Some(cfg.user.clone()))
+            .pass(Some(cfg.password.clone()))
+            .db_name(Some(database.clone()))
+            .prefer_socket(false)
+            // TIMESTAMP values are compared and copied as UTC on both sides.
+            .init(vec!["SET time_zone = '+00:00'".to_string()])
+            .pool_opts(
+                PoolOpts::default()
+                    .with_constraints(constraints)
+                    .with_reset_connection(false),
+            );
+        Ok(Db {
+            side,
+            pool: Pool::new(Opts::from(opts)),
+            database,
+        })
+    }
+
+    pub fn label(&self) -> &'static str {
+        self.side.as_str()
+    }
+
+    fn wrap(&self, sql: &str, e: mysql_async::Error) -> ValidateError {
+        ValidateError::Query {
+            side: self.side,
+            sql: truncate(sql),
+            source: e,
+        }
+    }
+
+    pub async fn conn(&self) -> Result<mysql_async::Conn, ValidateError> {
+        self.pool
+            .get_conn()
+            .await
+            .map_err(|e| ValidateError::Connect {
+                side: self.side,
+                source: e,
+            })
+    }
+
+    /// A prepared query (binary protocol: typed values).
+    pub async fn rows(&self, sql: &str, params: Vec<Value>) -> Result<Vec<Row>, ValidateError> {
+        let mut c = self.conn().await?;
+        c.exec(sql, params_of(params))
+            .await
+            .map_err(|e| self.wrap(sql, e))
+    }
+
+    /// Like [`Db::rows`], also returning how long the query took.
+    pub async fn timed_rows(
+        &self,
+        sql: &str,
+        params: Vec<Value>,
+    ) -> Result<(Vec<Row>, Duration), ValidateError> {
+        let mut c = self.conn().await?;
+        let t = Instant::now();
+        let r = c
+            .exec(sql, params_of(params))
+            .await
+            .map_err(|e| self.wrap(sql, e))?;
+        Ok((r, t.elapsed()))
+    }
+
+    /// A plain text query (information_schema).
+    pub async fn text_rows(&self, sql: &str) -> Result<Vec<Row>, ValidateError> {
+        let mut c = self.conn().await?;
+        c.query(sql).await.map_err(|e| self.wrap(sql, e))
+    }
+
+    pub async fn disconnect(self) {
+        let _ = self.pool.disconnect().await;
+    }
+}
+
+pub fn params_of(v: Vec<Value>) -> Params {
+    if v.is_empty() {
+        Params::Empty
+    } else {
+        Params::Positional(v)
+    }
+}
+
+pub fn truncate(sql: &str) -> String {
+    if sql.len() <= 300 {
+        sql.to_string()
+    } else {
+        let mut end = 300;
+        while !sql.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &sql[..end])
+    }
+}
+
+/// Column `i` of a row as a string (information_schema rows).
+pub fn text(row: &Row, i: usize) -> Option<String> {
+    match row.as_ref(i)? {
+        Value::NULL => None,
+        Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        other => Some(super::keyset::value_text(other)),
+    }
+}
+
+/// Column `i` as an unsigned integer (counts, checksums).
+pub fn uint(row: &Row, i: usize) -> u64 {
+    match row.as_ref(i) {
+        Some(Value::Int(v)) => *v as u64,
+        Some(Value::UInt(v)) => *v,
+        Some(Value::Bytes(b)) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0),
+        Some(Value::Double(d)) => *d as u64,
+        _ => 0,
+    }
+}
+
+/// Every value of a row (never panics on holes).
+pub fn values(row: &Row) -> Vec<Value> {
+    (0..row.len())
+        .map(|i| row.as_ref(i).cloned().unwrap_or(Value::NULL))
+        .collect()
+}

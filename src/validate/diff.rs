@@ -1,0 +1,237 @@
+//! Row-level drill-down of a differing chunk: fetch (pk, row hash) from both
+//! sides, match by key, classify. Also the re-check of a handful of keys.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mysql_async::{Row, Value};
+use serde_json::Value as Json;
+
+use super::checksum::row_hashes;
+use super::db::{values, Db};
+use super::events::{Direction, EventStatus, Finding, Inconsistency, Kind};
+use super::keyset::{any_of, column_list, key_from_json, key_id, key_to_json, Key};
+use super::schema::{self, TableInfo};
+use super::{fix, Inner, RunCtx, RunId, ValidateError};
+
+/// Keys per `WHERE (pk = …) OR …` statement.
+pub const KEY_BATCH: usize = 200;
+
+/// One differing row.
+#[derive(Debug, Clone)]
+pub struct RowDiff {
+    pub key: Key,
+    pub kind: Kind,
+}
+
+type Hashed = Vec<(Key, Vec<u8>)>;
+
+fn split(row: &Row, npk: usize) -> (Key, Vec<u8>) {
+    let v = values(row);
+    let hash = match v.get(npk) {
+        Some(Value::Bytes(b)) => b.clone(),
+        _ => Vec::new(),
+    };
+    (v.into_iter().take(npk).collect(), hash)
+}
+
+async fn hashes(
+    db: &Db,
+    t: &TableInfo,
+    pred: &str,
+    params: Vec<Value>,
+) -> Result<Hashed, ValidateError> {
+    let rows = db.rows(&row_hashes(t, pred), params).await?;
+    Ok(rows.iter().map(|r| split(r, t.pk.len())).collect())
+}
+
+/// (pk, hash) of the rows with these keys.
+pub async fn hashes_for_keys(
+    db: &Db,
+    t: &TableInfo,
+    keys: &[Key],
+) -> Result<Hashed, ValidateError> {
+    let mut out = Vec::new();
+    for batch in keys.chunks(KEY_BATCH) {
+        let (pred, params) = any_of(&t.pk, batch);
+        out.extend(hashes(db, t, &pred, params).await?);
+    }
+    Ok(out)
+}
+
+/// Merge by key: base-only → target_missing, target-only → base_missing,
+/// both with different hashes → neq.
+pub fn compare(base: Hashed, target: Hashed) -> Vec<RowDiff> {
+    let mut t: HashMap<String, (Key, Vec<u8>)> = target
+        .into_iter()
+        .map(|(k, h)| (key_id(&k), (k, h)))
+        .collect();
+    let mut out = Vec::new();
+    for (k, h) in base {
+        match t.remove(&key_id(&k)) {
+            None => out.push(RowDiff {
+                key: k,
+                kind: Kind::TargetMissing,
+            }),
+            Some((_, th)) if th != h => out.push(RowDiff {
+                key: k,
+                kind: Kind::Neq,
+            }),
+            Some(_) => {}
+        }
+    }
+    let mut extra: Vec<RowDiff> = t
+        .into_values()
+        .map(|(k, _)| RowDiff {
+            key: k,
+            kind: Kind::BaseMissing,
+        })
+        .collect();
+    extra.sort_by_key(|d| key_id(&d.key));
+    out.extend(extra);
+    out
+}
+
+/// Drill down one chunk range on both sides concurrently.
+pub async fn diff_range(
+    base: &Db,
+    target: &Db,
+    t: &TableInfo,
+    pred: &str,
+    params: &[Value],
+) -> Result<Vec<RowDiff>, ValidateError> {
+    let (b, tg) = tokio::try_join!(
+        hashes(base, t, pred, params.to_vec()),
+        hashes(target, t, pred, params.to_vec())
+    )?;
+    Ok(compare(b, tg))
+}
+
+/// Re-read these rows on both sides; keep the ones that still differ.
+pub async fn recheck(
+    base: &Db,
+    target: &Db,
+    t: &TableInfo,
+    diffs: Vec<RowDiff>,
+) -> Result<Vec<RowDiff>, ValidateError> {
+    if diffs.is_empty() {
+        return Ok(diffs);
+    }
+    let keys: Vec<Key> = diffs.into_iter().map(|d| d.key).collect();
+    let (b, tg) = tokio::try_join!(
+        hashes_for_keys(base, t, &keys),
+        hashes_for_keys(target, t, &keys)
+    )?;
+    Ok(compare(b, tg))
+}
+
+/// What to do with a batch of differences a run found: repair them (fix
+/// enabled) or, after a short re-check that filters writes in flight between
+/// the two sides, record them as open events.
+pub async fn settle(ctx: &RunCtx, t: &TableInfo, diffs: Vec<RowDiff>) -> Result<(), ValidateError> {
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    let finding = |d: &RowDiff| Finding {
+        table: t.name.clone(),
+        pk: key_to_json(&t.pk, &d.key),
+        kind: d.kind,
+    };
+    if ctx.fix {
+        let keys: Vec<Key> = diffs.iter().map(|d| d.key.clone()).collect();
+        let mut repaired = Vec::new();
+        for batch in keys.chunks(KEY_BATCH) {
+            for (key, was) in fix::fix_keys(&ctx.base, &ctx.target, t, batch).await? {
+                if let Some(kind) = was {
+                    repaired.push(RowDiff { key, kind });
+                }
+            }
+        }
+        let n = repaired.len() as u64;
+        ctx.found(
+            &t.name,
+            repaired.iter().map(finding).collect(),
+            EventStatus::Fixed,
+        )?;
+        ctx.update(|r| {
+            if let Some(tp) = r.table_mut(&t.name) {
+                tp.tally.repaired += n;
+            }
+        });
+        return Ok(());
+    }
+    let delay = ctx.cfg.recheck_delay_ms;
+    let diffs = if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        recheck(&ctx.base, &ctx.target, t, diffs).await?
+    } else {
+        diffs
+    };
+    ctx.found(
+        &t.name,
+        diffs.iter().map(finding).collect(),
+        EventStatus::Open,
+    )
+}
+
+/// The one-row re-check behind [`super::Validator::recheck`].
+pub async fn recheck_one(
+    base: &Db,
+    target: &Db,
+    inner: &Arc<Inner>,
+    direction: Direction,
+    table: &str,
+    pk: Json,
+    run_id: RunId,
+) -> Result<Option<Inconsistency>, ValidateError> {
+    let cfg = inner.validation_cfg();
+    let (tables, skipped) =
+        schema::discover(base, target, &[table.to_string()], &cfg.utime_column).await?;
+    let Some(t) = tables.into_iter().next() else {
+        let reason = skipped
+            .into_iter()
+            .next()
+            .map(|s| s.reason)
+            .unwrap_or_default();
+        return Err(ValidateError::Table {
+            table: table.into(),
+            reason,
+        });
+    };
+    let key = key_from_json(&t.pk, &pk).ok_or_else(|| ValidateError::BadKey {
+        table: table.into(),
+        message: format!("expected {{{}}}, got {pk}", column_list(&t.pk)),
+    })?;
+    let diffs = recheck(
+        base,
+        target,
+        &t,
+        vec![RowDiff {
+            key,
+            kind: Kind::Neq,
+        }],
+    )
+    .await?;
+    let Some(d) = diffs.into_iter().next() else {
+        return Ok(None);
+    };
+    let pk = key_to_json(&t.pk, &d.key);
+    let mut events = inner.events();
+    if let Some(id) = events.open_for(&t.name, &pk) {
+        return Ok(events.get(id).cloned());
+    }
+    inner.count_discrepancies(1);
+    metrics::counter!("cutover_inconsistencies_total", "kind" => d.kind.as_str()).increment(1);
+    let new = events.record(
+        vec![Finding {
+            table: t.name.clone(),
+            pk,
+            kind: d.kind,
+        }],
+        direction,
+        run_id,
+        EventStatus::Open,
+    )?;
+    Ok(new.into_iter().next())
+}

@@ -1,0 +1,112 @@
+//! The fixer repairs open events while an application writes the same rows
+//! through cutover (src_first): the end state is consistent.
+
+mod proxy_support;
+mod support;
+mod validate_common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cutover::pattern::Pattern;
+use cutover::validate::EventStatus;
+use mysql_async::prelude::*;
+use proxy_support::TestProxy;
+use support::Pair;
+use validate_common::*;
+
+#[tokio::test]
+async fn fixer_repairs_while_a_writer_updates_the_same_rows_through_the_proxy() {
+    let pair = Pair::start().await;
+    let proxy = TestProxy::start(&pair, Pattern::SrcFirst).await;
+    let mut app = proxy.conn().await;
+    app.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL, note VARCHAR(20))")
+        .await
+        .unwrap();
+    app.query_drop("INSERT INTO t SELECT seq, seq, 'seed' FROM seq_1_to_4000")
+        .await
+        .unwrap();
+    // Divergence on the destination only: 500 rows missing, 500 changed, 5 extra.
+    pair.destination
+        .exec(
+            "DELETE FROM t WHERE id % 8 = 0;\n\
+             UPDATE t SET v = -1, note = NULL WHERE id % 8 = 1;\n\
+             INSERT INTO t VALUES (5001, 1, 'x'), (5002, 1, 'x'), (5003, 1, 'x'), (5004, 1, 'x'), (5005, 1, 'x');",
+        )
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let v = validator(&pair, Pattern::SrcFirst, dir.path(), "recheck_delay_ms = 0");
+    let report = v.run_full_to_completion(None, false).await.unwrap();
+    assert_eq!(report.totals.found(), 1005, "{report:?}");
+
+    // The writer hammers exactly the divergent rows with absolute values, in
+    // autocommit statements and in two-row transactions.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (stop, writes) = (stop.clone(), writes.clone());
+        let mut c = proxy.conn().await;
+        tokio::spawn(async move {
+            // Newest first, so the writer and the fixer (oldest first) cross.
+            let ids: Vec<i32> = (1..=4000).rev().filter(|i| i % 8 <= 1).collect();
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let id = ids[i % ids.len()];
+                let val = 10_000 + i as i32;
+                let ok = if i % 3 == 0 {
+                    let other = ids[(i + 1) % ids.len()];
+                    let r = async {
+                        c.query_drop("BEGIN").await?;
+                        c.exec_drop(
+                            "UPDATE t SET v = ?, note = 'tx' WHERE id = ?",
+                            (val, id.min(other)),
+                        )
+                        .await?;
+                        c.exec_drop(
+                            "UPDATE t SET v = ?, note = 'tx' WHERE id = ?",
+                            (val, id.max(other)),
+                        )
+                        .await?;
+                        c.query_drop("COMMIT").await
+                    }
+                    .await;
+                    if r.is_err() {
+                        let _ = c.query_drop("ROLLBACK").await;
+                    }
+                    r.is_ok()
+                } else {
+                    c.exec_drop("UPDATE t SET v = ?, note = 'auto' WHERE id = ?", (val, id))
+                        .await
+                        .is_ok()
+                };
+                if ok {
+                    writes.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 1;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let before = writes.load(Ordering::Relaxed);
+    let fixed = v.fix_open().await.unwrap();
+    let during = writes.load(Ordering::Relaxed) - before;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    eprintln!("writes before the fix: {before}, during: {during}; {fixed:?}");
+    assert!(
+        before > 0 && during > 10,
+        "writer ran before ({before}) and during ({during}) the fix"
+    );
+    assert_eq!(fixed.failed, 0, "{fixed:?}");
+    assert_eq!(fixed.fixed + fixed.obsolete, 1005, "{fixed:?}");
+    assert!(v
+        .inconsistencies(Some(EventStatus::Open), 10, None)
+        .is_empty());
+
+    let report = v.run_full_to_completion(None, false).await.unwrap();
+    assert!(report.consistent(), "{report:?}");
+    assert!(same_checksum(&pair, "t").await);
+    proxy.stop().await;
+}
