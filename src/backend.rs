@@ -1,6 +1,7 @@
 //! One authenticated connection to a backend database, pinned to one client
 //! session, plus the relay of its responses.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use mysql_common::constants::CapabilityFlags;
@@ -47,9 +48,26 @@ pub struct Backend {
     pub capabilities: CapabilityFlags,
     /// Last known IN_TRANS status of this backend session.
     pub in_trans: bool,
-    /// Commands sent with `queue_silent` whose answers are still to be read
-    /// (and dropped) before the next real response.
-    pending: u32,
+    /// Answers still to be read, in order, before the next real response:
+    /// those of `queue_silent` commands (dropped) and of `send_deferred`
+    /// commands (kept in `settled` for the session to judge).
+    expected: VecDeque<Expected>,
+    settled: Vec<(MirrorTag, Summary)>,
+}
+
+enum Expected {
+    Silent,
+    Deferred(MirrorTag),
+}
+
+/// What a deferred mirrored statement must be compared with once its answer
+/// arrives: the authoritative side's outcome and where it wrote.
+#[derive(Debug, Clone)]
+pub struct MirrorTag {
+    pub primary: Summary,
+    pub pinned: bool,
+    pub table: Option<String>,
+    pub digest: String,
 }
 
 /// Bytes of a LOCAL INFILE the client sent, kept (up to a limit) to mirror.
@@ -140,7 +158,8 @@ impl Backend {
                         thread_id: hs.connection_id(),
                         capabilities: caps,
                         in_trans: status & crate::response::IN_TRANS != 0,
-                        pending: 0,
+                        expected: VecDeque::new(),
+                        settled: Vec::new(),
                     };
                     return Ok((backend, greeting));
                 }
@@ -213,16 +232,49 @@ impl Backend {
     /// command, so it costs no round trip of its own.
     pub fn queue_silent(&mut self, payload: &[u8]) {
         self.io.queue_packet(0, payload);
-        self.pending += 1;
+        self.expected.push_back(Expected::Silent);
     }
 
-    /// Consume the answers to `queue_silent` commands (they come first).
-    async fn skip_pending(&mut self) -> Result<(), BackendError> {
-        while self.pending > 0 {
-            self.pending -= 1;
-            let s = self.read_discard(ResponseKind::Single, None).await?;
-            if let Some(err) = s.err {
-                tracing::warn!(side = %self.side, code = err.code, "pinning statement failed: {}", err.message);
+    /// Send a mirrored statement without waiting for its answer (inside a
+    /// transaction: the answer is read before anything else on this
+    /// connection, at the latest at COMMIT). Collect it with `take_settled`.
+    pub async fn send_deferred(
+        &mut self,
+        payload: &[u8],
+        tag: MirrorTag,
+    ) -> Result<(), BackendError> {
+        self.io.queue_packet(0, payload);
+        self.expected.push_back(Expected::Deferred(tag));
+        self.io.flush().await.map_err(|e| self.io_err(e))
+    }
+
+    /// Deferred statements whose answers are still outstanding.
+    pub fn deferred_outstanding(&self) -> usize {
+        self.expected
+            .iter()
+            .filter(|e| matches!(e, Expected::Deferred(_)))
+            .count()
+    }
+
+    /// Answers of deferred statements read so far.
+    pub fn take_settled(&mut self) -> Vec<(MirrorTag, Summary)> {
+        std::mem::take(&mut self.settled)
+    }
+
+    /// Read every outstanding answer (they come before any new one).
+    async fn drain_expected(&mut self) -> Result<(), BackendError> {
+        while let Some(e) = self.expected.pop_front() {
+            match e {
+                Expected::Silent => {
+                    let s = self.read_discard(ResponseKind::Single, None).await?;
+                    if let Some(err) = s.err {
+                        tracing::warn!(side = %self.side, code = err.code, "pinning statement failed: {}", err.message);
+                    }
+                }
+                Expected::Deferred(tag) => {
+                    let s = self.read_discard(ResponseKind::Query, None).await?;
+                    self.settled.push((tag, s));
+                }
             }
         }
         Ok(())
@@ -235,7 +287,7 @@ impl Backend {
         kind: ResponseKind,
         infile: Option<&InfileCopy>,
     ) -> Result<Summary, BackendError> {
-        self.skip_pending().await?;
+        self.drain_expected().await?;
         self.read_discard(kind, infile).await
     }
 
@@ -294,7 +346,7 @@ impl Backend {
         infile_limit: usize,
         hold_last: bool,
     ) -> Result<(Summary, Option<InfileCopy>), SessionError> {
-        self.skip_pending().await?;
+        self.drain_expected().await?;
         let mut tracker = Tracker::new(kind, self.deprecate_eof());
         let mut infile = None;
         let mut first = true;

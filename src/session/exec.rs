@@ -100,6 +100,14 @@ impl Session {
     }
 
     pub(super) fn drop_backend(&mut self, side: Side) {
+        self.process_settled(side);
+        let lost = self.backends[side.index()]
+            .as_ref()
+            .map_or(0, |b| b.deferred_outstanding());
+        // deferred mirrored statements whose answers will never come
+        for _ in 0..lost {
+            self.count_secondary_failure(side);
+        }
         if self.backends[side.index()].take().is_some() {
             self.stmts.forget_side(side);
             self.shared.sessions.set(self.conn_id, side, None);
@@ -259,14 +267,27 @@ impl Session {
             }
         } else {
             if let Some(side) = plan.mirror {
-                self.mirror(side, &cmd, &summary, infile.as_ref(), pinning.as_ref())
-                    .await;
+                // Plain writes inside a transaction are pipelined: nobody else
+                // can see them before COMMIT, which is mirrored synchronously.
+                let defer = class == Class::Write
+                    && self.txn_pattern.is_some()
+                    && summary.in_trans() == Some(true);
+                self.mirror(
+                    side,
+                    &cmd,
+                    &summary,
+                    infile.as_ref(),
+                    pinning.as_ref(),
+                    defer,
+                )
+                .await;
             }
             if plan.all_connected {
                 self.fan_out(plan.primary, &cmd, remember).await;
             }
         }
         self.after_statement(pattern, &summary).await;
+        self.process_settled(pattern.primary().other());
         self.client.flush().await?;
         Ok(())
     }

@@ -7,7 +7,7 @@ use tracing::{debug, warn};
 
 use super::exec::{Cmd, Unsendable};
 use super::Session;
-use crate::backend::InfileCopy;
+use crate::backend::{InfileCopy, MirrorTag};
 use crate::classify::Class;
 use crate::determinism::{self, Analysis, Pin};
 use crate::pattern::Side;
@@ -50,7 +50,12 @@ impl Session {
         })
     }
 
-    /// Mirror a successful write to the non-authoritative side.
+    /// Mirror a successful write to the non-authoritative side. With
+    /// `defer` (a plain write inside a transaction) the answer is not
+    /// awaited: the client moves on while the mirror works, and the answer
+    /// is read before anything else on that connection — at the latest at
+    /// COMMIT, which is mirrored synchronously, so nobody can see the
+    /// transaction's effects before the mirror has them too.
     pub(super) async fn mirror(
         &mut self,
         side: Side,
@@ -58,6 +63,7 @@ impl Session {
         primary: &Summary,
         infile: Option<&InfileCopy>,
         pinning: Option<&Pinning>,
+        defer: bool,
     ) {
         if self.backends[side.index()].is_none() {
             let refused = if self.mirror_suspended || self.txn_pattern.is_some() {
@@ -76,23 +82,33 @@ impl Session {
             .ok
             .map(|o| o.last_insert_id)
             .filter(|_| pinning.is_some_and(|p| !p.analysis.multi));
+        let tag = MirrorTag {
+            primary: primary.clone(),
+            pinned: pinning.is_some(),
+            table: pinning.and_then(|p| p.analysis.table.clone()),
+            digest: pinning
+                .map(|p| determinism::digest(&p.digest_source))
+                .unwrap_or_default(),
+        };
+        let defer = defer && infile.is_none();
         let outcome = match self.payload_for(cmd, side).await {
             Ok(p) => {
                 let b = self.backends[side.index()].as_mut().expect("ensured above");
                 if let Some(pin) = pinning {
                     b.queue_silent(&pin.pin.prefix(insert_id));
                 }
-                let r = match b.send(&p).await {
-                    Ok(()) => b
-                        .discard(ResponseKind::Query, infile)
-                        .await
-                        .map_err(Unsendable::Backend),
-                    Err(e) => Err(Unsendable::Backend(e)),
+                let r = if defer {
+                    b.send_deferred(&p, tag.clone()).await.map(|()| None)
+                } else {
+                    match b.send(&p).await {
+                        Ok(()) => b.discard(ResponseKind::Query, infile).await.map(Some),
+                        Err(e) => Err(e),
+                    }
                 };
                 if pinning.is_some() && r.is_ok() {
                     b.queue_silent(determinism::RESET);
                 }
-                r
+                r.map_err(Unsendable::Backend)
             }
             Err(u) => Err(u),
         };
@@ -100,28 +116,39 @@ impl Session {
             warn!(%side, "LOAD DATA LOCAL file larger than max_allowed_packet; mirror received a truncated copy");
             self.count_secondary_failure(side);
         }
-        if let Ok(s) = &outcome {
-            self.diff_outcomes(side, primary, s, pinning);
+        match outcome {
+            Ok(Some(s)) => self.judge(side, &tag, s),
+            Ok(None) => {}
+            Err(u) => self.note_secondary(side, Err(u), Some(primary)),
         }
-        self.note_secondary(side, outcome, Some(primary));
+        self.process_settled(side);
+    }
+
+    /// Judge the answers of deferred mirrored statements read so far (any
+    /// later read on that connection reads them first).
+    pub(super) fn process_settled(&mut self, side: Side) {
+        let Some(b) = self.backends[side.index()].as_mut() else {
+            return;
+        };
+        for (tag, s) in b.take_settled() {
+            self.judge(side, &tag, s);
+        }
+    }
+
+    fn judge(&mut self, side: Side, tag: &MirrorTag, mirror: Summary) {
+        self.diff_outcomes(side, tag, &mirror);
+        self.note_secondary(side, Ok(mirror), Some(&tag.primary));
     }
 
     /// Compare the mirror's outcome with the primary's: affected rows,
     /// generated ids, error vs success. A difference means the sides have
     /// diverged: counted and queued for a targeted re-check.
-    fn diff_outcomes(
-        &mut self,
-        side: Side,
-        primary: &Summary,
-        mirror: &Summary,
-        pinning: Option<&Pinning>,
-    ) {
+    fn diff_outcomes(&mut self, side: Side, tag: &MirrorTag, mirror: &Summary) {
+        let primary = &tag.primary;
         let kind = match (&primary.ok, &mirror.ok, &mirror.err) {
             (_, _, Some(_)) => Some("error"),
             (Some(p), Some(m), None) if p.affected_rows != m.affected_rows => Some("affected_rows"),
-            (Some(p), Some(m), None)
-                if p.last_insert_id != m.last_insert_id && pinning.is_some() =>
-            {
+            (Some(p), Some(m), None) if p.last_insert_id != m.last_insert_id && tag.pinned => {
                 Some("insert_id")
             }
             _ => None,
@@ -133,15 +160,13 @@ impl Session {
             .ok
             .map(|o| o.last_insert_id)
             .filter(|id| *id > 0 && primary.ok.is_some_and(|o| o.affected_rows == 1));
-        let (table, digest) = match pinning {
-            Some(p) => (
-                p.analysis.table.clone(),
-                determinism::digest(&p.digest_source),
-            ),
-            None => (None, String::new()),
-        };
-        warn!(%side, kind, table = ?table, digest = %digest, primary = ?primary.ok, mirror = ?mirror.ok, "mirror result differs from the authoritative side");
-        self.push_dirty(table, key, format!("mismatch:{kind}"), digest);
+        warn!(%side, kind, table = ?tag.table, digest = %tag.digest, primary = ?primary.ok, mirror = ?mirror.ok, "mirror result differs from the authoritative side");
+        self.push_dirty(
+            tag.table.clone(),
+            key,
+            format!("mismatch:{kind}"),
+            tag.digest.clone(),
+        );
     }
 
     /// A statement we mirror although it may not be deterministic.
