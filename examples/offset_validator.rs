@@ -20,13 +20,19 @@ fn opts(url: &str) -> OptsBuilder {
 }
 
 fn values(r: &Row) -> Vec<mysql_async::Value> {
-    (0..r.len()).map(|i| r.as_ref(i).cloned().unwrap_or(mysql_async::Value::NULL)).collect()
+    (0..r.len())
+        .map(|i| r.as_ref(i).cloned().unwrap_or(mysql_async::Value::NULL))
+        .collect()
 }
 
 /// One step of the naive algorithm at offset n; returns whether the row matched.
 async fn step(base: &mut Conn, target: &mut Conn, table: &str, pk: &str, n: u64) -> bool {
+    // Both lookups use the binary protocol so the values compare by type.
     let row: Option<Row> = base
-        .query_first(format!("SELECT * FROM `{table}` ORDER BY `{pk}` LIMIT 1 OFFSET {n}"))
+        .exec_first(
+            format!("SELECT * FROM `{table}` ORDER BY `{pk}` LIMIT 1 OFFSET ?"),
+            (n,),
+        )
         .await
         .expect("base query");
     let Some(row) = row else { return true };
@@ -48,7 +54,9 @@ async fn main() {
     let (table, pk) = (&args[3], &args[4]);
     let samples: u64 = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(200);
     let mut base = Conn::new(opts(&args[1])).await.expect("connect source");
-    let mut target = Conn::new(opts(&args[2])).await.expect("connect destination");
+    let mut target = Conn::new(opts(&args[2]))
+        .await
+        .expect("connect destination");
     let total: u64 = base
         .query_first(format!("SELECT COUNT(*) FROM `{table}`"))
         .await
@@ -65,12 +73,17 @@ async fn main() {
             }
         }
         let per_row = t.elapsed().as_secs_f64() / samples as f64;
-        println!("offset {start:>9}: {:.3} ms/row ({mismatches} mismatches in {samples})", per_row * 1e3);
+        println!(
+            "offset {start:>9}: {:.3} ms/row ({mismatches} mismatches in {samples})",
+            per_row * 1e3
+        );
         points.push((start as f64 + samples as f64 / 2.0, per_row));
     }
     // Least squares for cost(n) = a + b n.
     let k = points.len() as f64;
-    let (sx, sy) = points.iter().fold((0.0, 0.0), |(x, y), p| (x + p.0, y + p.1));
+    let (sx, sy) = points
+        .iter()
+        .fold((0.0, 0.0), |(x, y), p| (x + p.0, y + p.1));
     let (mx, my) = (sx / k, sy / k);
     let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
     let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
