@@ -47,6 +47,9 @@ pub struct Backend {
     pub capabilities: CapabilityFlags,
     /// Last known IN_TRANS status of this backend session.
     pub in_trans: bool,
+    /// Commands sent with `queue_silent` whose answers are still to be read
+    /// (and dropped) before the next real response.
+    pending: u32,
 }
 
 /// Bytes of a LOCAL INFILE the client sent, kept (up to a limit) to mirror.
@@ -137,6 +140,7 @@ impl Backend {
                         thread_id: hs.connection_id(),
                         capabilities: caps,
                         in_trans: status & crate::response::IN_TRANS != 0,
+                        pending: 0,
                     };
                     return Ok((backend, greeting));
                 }
@@ -204,9 +208,38 @@ impl Backend {
         self.io.flush().await.map_err(|e| self.io_err(e))
     }
 
+    /// Queue a command whose single-packet answer the proxy will consume
+    /// itself (pinning SETs around a mirrored write). Sent with the next
+    /// command, so it costs no round trip of its own.
+    pub fn queue_silent(&mut self, payload: &[u8]) {
+        self.io.queue_packet(0, payload);
+        self.pending += 1;
+    }
+
+    /// Consume the answers to `queue_silent` commands (they come first).
+    async fn skip_pending(&mut self) -> Result<(), BackendError> {
+        while self.pending > 0 {
+            self.pending -= 1;
+            let s = self.read_discard(ResponseKind::Single, None).await?;
+            if let Some(err) = s.err {
+                tracing::warn!(side = %self.side, code = err.code, "pinning statement failed: {}", err.message);
+            }
+        }
+        Ok(())
+    }
+
     /// Read and drop a response, returning what it amounted to. A LOCAL
     /// INFILE request is answered with `infile` (or an empty file).
     pub async fn discard(
+        &mut self,
+        kind: ResponseKind,
+        infile: Option<&InfileCopy>,
+    ) -> Result<Summary, BackendError> {
+        self.skip_pending().await?;
+        self.read_discard(kind, infile).await
+    }
+
+    async fn read_discard(
         &mut self,
         kind: ResponseKind,
         infile: Option<&InfileCopy>,
@@ -261,6 +294,7 @@ impl Backend {
         infile_limit: usize,
         hold_last: bool,
     ) -> Result<(Summary, Option<InfileCopy>), SessionError> {
+        self.skip_pending().await?;
         let mut tracker = Tracker::new(kind, self.deprecate_eof());
         let mut infile = None;
         let mut first = true;

@@ -1,44 +1,35 @@
 //! Statement classification for routing; runs on every COM_QUERY.
 //!
-//! This is a small hand-written lexer, not a SQL parser: it looks at the
-//! leading keyword(s) of each statement plus a few top-level tokens, and it
-//! allocates nothing unless a `USE db` name has to be returned. Anything it does
-//! not recognise is [`Class::Write`], so it is mirrored rather than dropped.
-//!
-//! Lexing: whitespace, `/* … */`, `-- ` (dashes then whitespace/control/end) and
-//! `# …` comments are skipped; the contents of executable comments `/*!…*/`,
-//! `/*!50100 …*/` and MariaDB `/*M!…*/` are lexed as SQL (version gates are
-//! ignored). `'…'` and `"…"` strings take backslash and doubled-quote escapes
-//! (the default sql_mode; `NO_BACKSLASH_ESCAPES` is not modelled); `` `…` ``
-//! identifiers take doubled backticks only.
+//! A small hand-written lexer, not a SQL parser: it reads the leading keywords of
+//! each statement plus a few tokens after them and allocates nothing except a
+//! `USE` name. Anything unrecognised is [`Class::Write`] (mirrored, never dropped).
+//! Skipped: whitespace, `/* … */`, `-- ` (then whitespace/control/EOF), `# …`.
+//! Executable comments `/*!…*/`, `/*!50100 …*/`, `/*M!…*/` are lexed as SQL
+//! (version ignored). `'…'`/`"…"` take backslash and doubled-quote escapes
+//! (`NO_BACKSLASH_ESCAPES` is not modelled); `` `…` `` only doubled backticks.
 //!
 //! Decisions where the routing brief left a choice:
-//! - Multi-statements combine by priority `Write > Ddl > Transaction >
-//!   SessionState > Read`; `tx` is that of the last transaction-control
-//!   statement and only when the combined class is `Transaction`; `use_db` is
-//!   the last `USE` in the payload whatever the combined class is.
-//! - Empty segments (`;;`, trailing `;`, only comments) are not statements. A
-//!   payload without any statement is `Write` with `statements == 0`.
-//! - Stored-program bodies keep their inner `;`: `CREATE PROCEDURE/FUNCTION/
-//!   TRIGGER/EVENT/PACKAGE …`, `ALTER EVENT …`, `BEGIN NOT ATOMIC …` and MariaDB
-//!   top-level `IF/CASE/WHILE/LOOP/REPEAT/FOR/label:` count as one statement
-//!   (BEGIN/IF/CASE/LOOP/WHILE/REPEAT/FOR … END nesting is tracked).
-//! - `CHECK TABLE` is `Write` (with ANALYZE/OPTIMIZE/REPAIR); `CHECKSUM TABLE`
-//!   is `Read`. `EXPLAIN …` is `Read`; `EXPLAIN ANALYZE x` and MariaDB
-//!   `ANALYZE x` execute `x`: `Read` if `x` is `Read`, otherwise `Write`.
-//! - `SELECT … INTO` anything but OUTFILE/DUMPFILE is `SessionState`. A SELECT
-//!   with `:=` is `SessionState`; one calling GET_LOCK, RELEASE_LOCK,
-//!   RELEASE_ALL_LOCKS, NEXTVAL, SETVAL, `NEXT VALUE FOR s` or `s.nextval` is
-//!   `Write` (checked at any parenthesis depth). Stored functions with side
-//!   effects cannot be seen and stay `Read`.
-//! - `WITH …` is `Write` if UPDATE (not after FOR), DELETE, or INSERT/REPLACE
-//!   (not followed by `(`, i.e. not the string functions) appears anywhere.
-//! - MariaDB `SET STATEMENT … FOR x` is classified as `x`. `SET GLOBAL x`,
-//!   `SET ROLE`, `SET DEFAULT ROLE` are `SessionState`; `SET [GLOBAL|SESSION|
-//!   LOCAL] TRANSACTION` is `Transaction(Other)`.
-//! - `COMMIT … AND CHAIN` is still `Commit`; `BEGIN WORK <garbage>` is `Write`.
-//! - `USE` accepts a bare, backticked or double-quoted (ANSI_QUOTES) name;
-//!   `USE` without one is `Write`. Non-UTF-8 names are converted lossily.
+//! - Multi-statements combine by priority Write > Ddl > Transaction >
+//!   SessionState > Read; `tx` is the last transaction statement's, and only when
+//!   the result is `Transaction`; `use_db` is the last `USE` whatever the class.
+//! - Empty segments (`;;`, trailing `;`, comments) are not statements; a payload
+//!   with none is `Write` with `statements == 0`.
+//! - Stored-program bodies keep inner `;`: `CREATE/ALTER PROCEDURE|FUNCTION|
+//!   TRIGGER|EVENT|PACKAGE`, `BEGIN NOT ATOMIC`, MariaDB top-level `IF/CASE/
+//!   WHILE/LOOP/REPEAT/FOR/label:` are one statement (block nesting is tracked).
+//! - `CHECK TABLE` is Write (like ANALYZE/OPTIMIZE/REPAIR TABLE), `CHECKSUM
+//!   TABLE` Read. `EXPLAIN x` is Read; `EXPLAIN ANALYZE x` and MariaDB `ANALYZE x`
+//!   run `x`: Read if `x` is Read, else Write.
+//! - SELECT/VALUES/TABLE/WITH, at any paren depth: `INTO OUTFILE|DUMPFILE` →
+//!   Write, other `INTO` or `:=` → SessionState, GET_LOCK/RELEASE_LOCK/
+//!   RELEASE_ALL_LOCKS/NEXTVAL/SETVAL `(`, `NEXT VALUE FOR`, `s.nextval` → Write.
+//!   WITH is Write on UPDATE (not after FOR), DELETE, or INSERT/REPLACE not
+//!   followed by `(` (the string functions). Stored functions are invisible.
+//! - `SET STATEMENT … FOR x` is classified as `x`; `SET GLOBAL x`, `SET [DEFAULT]
+//!   ROLE` are SessionState; `SET [GLOBAL|SESSION|LOCAL] TRANSACTION` is
+//!   Transaction(Other). `COMMIT AND CHAIN` is Commit; `BEGIN WORK junk` Write.
+//! - `USE` takes a bare, backticked or double-quoted name (else Write); non-UTF-8
+//!   names are converted lossily.
 
 /// What kind of statement this is, for routing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -107,7 +98,7 @@ pub fn classify_class(sql: &[u8]) -> Class {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tok<'a> {
+pub(crate) enum Tok<'a> {
     /// Unquoted identifier, keyword or number.
     Word(&'a [u8]),
     /// Quote byte and the raw text between the quotes.
@@ -119,7 +110,7 @@ enum Tok<'a> {
 }
 
 impl Tok<'_> {
-    fn is(self, kw: &[u8]) -> bool {
+    pub(crate) fn is(self, kw: &[u8]) -> bool {
         matches!(self, Tok::Word(w) if w.eq_ignore_ascii_case(kw))
     }
 }
@@ -154,15 +145,25 @@ fn find(s: &[u8], from: usize, pat: &[u8]) -> Option<usize> {
         .map(|i| i + from)
 }
 
-#[derive(Clone)]
-struct Lexer<'a> {
+/// The statement lexer, shared with the mirror's rewriter (`determinism`).
+#[derive(Clone, Default)]
+pub(crate) struct Lexer<'a> {
     s: &'a [u8],
-    pos: usize,
+    /// Byte offset just past the last token returned.
+    pub(crate) pos: usize,
     /// Inside an executable comment, whose `*/` is skipped.
     exec: bool,
 }
 
 impl<'a> Lexer<'a> {
+    pub(crate) fn new(s: &'a [u8]) -> Self {
+        Lexer {
+            s,
+            pos: 0,
+            exec: false,
+        }
+    }
+
     fn at(&self, i: usize) -> u8 {
         self.s.get(i).copied().unwrap_or(0)
     }
@@ -202,7 +203,7 @@ impl<'a> Lexer<'a> {
     }
 
     /// Next token and the byte offset where it starts.
-    fn next(&mut self) -> Option<(Tok<'a>, usize)> {
+    pub(crate) fn next(&mut self) -> Option<(Tok<'a>, usize)> {
         self.skip_trivia();
         let s = self.s;
         let start = self.pos;
@@ -217,20 +218,16 @@ impl<'a> Lexer<'a> {
                 Tok::Assign
             }
             b'\'' | b'"' | b'`' => {
+                // Stop at the closing quote; skip `\x` (not in backticks) and doubled quotes.
                 let mut i = start + 1;
-                let end = loop {
-                    if i >= s.len() {
-                        break s.len();
-                    } else if s[i] == b'\\' && c != b'`' {
-                        i += 2;
-                    } else if s[i] == c && self.at(i + 1) == c {
-                        i += 2;
-                    } else if s[i] == c {
-                        break i;
+                while i < s.len() && !(s[i] == c && self.at(i + 1) != c) {
+                    i += if s[i] == c || (s[i] == b'\\' && c != b'`') {
+                        2
                     } else {
-                        i += 1;
-                    }
-                };
+                        1
+                    };
+                }
+                let end = i.min(s.len());
                 self.pos = (end + 1).min(s.len());
                 Tok::Quoted(c, &s[start + 1..end])
             }
@@ -248,23 +245,28 @@ impl<'a> Lexer<'a> {
     }
 }
 
-/// The tokens of one statement (those starting before `end`).
+/// The tokens of one statement: those starting before `end`, or with
+/// `end == usize::MAX` those before the next `;` (whose offset becomes `end`).
 #[derive(Clone)]
 struct Toks<'a> {
     lx: Lexer<'a>,
     end: usize,
+    done: bool,
 }
 
 impl<'a> Iterator for Toks<'a> {
     type Item = Tok<'a>;
     fn next(&mut self) -> Option<Tok<'a>> {
-        match self.lx.next() {
-            Some((t, p)) if p < self.end => Some(t),
-            _ => {
-                self.end = 0;
-                None
-            }
+        if self.done {
+            return None;
         }
+        match self.lx.next() {
+            Some((Tok::Semi, p)) if self.end == usize::MAX => self.end = p,
+            Some((t, p)) if p < self.end => return Some(t),
+            _ => {}
+        }
+        self.done = true;
+        None
     }
 }
 
@@ -283,8 +285,7 @@ const RANK: [u8; 5] = [0, 4, 3, 2, 1];
 fn run(sql: &[u8]) -> (Class, Option<TxKind>, Option<Tok<'_>>, usize) {
     let mut lx = Lexer {
         s: sql,
-        pos: 0,
-        exec: false,
+        ..Lexer::default()
     };
     let (mut class, mut tx, mut db, mut n) = (Class::Read, None, None, 0);
     loop {
@@ -292,10 +293,23 @@ fn run(sql: &[u8]) -> (Class, Option<TxKind>, Option<Tok<'_>>, usize) {
         match lx.next() {
             None => break,
             Some((Tok::Semi, _)) => continue,
-            Some(_) => lx = start.clone(),
+            Some(_) => {}
         }
-        let end = stmt_end(&mut lx, starts_compound(start.clone()));
-        let (c, t, d) = stmt_class(Toks { lx: start, end }, 0);
+        // One pass for plain statements; stored-program bodies are measured first.
+        let compound = starts_compound(start.clone());
+        let end = if compound {
+            stmt_end(start.clone())
+        } else {
+            usize::MAX
+        };
+        let mut toks = Toks {
+            lx: start,
+            end,
+            done: false,
+        };
+        let (c, t, d) = stmt_class(&mut toks, 0);
+        while toks.next().is_some() {}
+        lx = toks.lx;
         n += 1;
         if RANK[c as usize] > RANK[class as usize] {
             class = c;
@@ -395,15 +409,14 @@ impl Blocks {
     }
 }
 
-/// Advance `lx` past the statement starting at its position (and its `;`);
-/// return the offset where the statement ends.
-fn stmt_end(lx: &mut Lexer<'_>, compound: bool) -> usize {
+/// Offset where the compound statement starting at `lx` ends (its `;` or EOF).
+fn stmt_end(mut lx: Lexer<'_>) -> usize {
     let mut blocks = Blocks { depth: 0, expr: 0 };
     let mut prev = None;
     while let Some((t, pos)) = lx.next() {
         match t {
             Tok::Semi if blocks.depth == 0 => return pos,
-            Tok::Word(w) if compound => blocks.word(w, prev),
+            Tok::Word(w) => blocks.word(w, prev),
             _ => {}
         }
         prev = Some(t);
@@ -411,7 +424,7 @@ fn stmt_end(lx: &mut Lexer<'_>, compound: bool) -> usize {
     lx.s.len()
 }
 
-fn stmt_class<'a>(mut t: Toks<'a>, depth: u8) -> Res<'a> {
+fn stmt_class<'a>(t: &mut Toks<'a>, depth: u8) -> Res<'a> {
     use Class::*;
     use TxKind::*;
     let tx = |k| (Transaction, Some(k), None);
@@ -475,7 +488,7 @@ fn stmt_class<'a>(mut t: Toks<'a>, depth: u8) -> Res<'a> {
 }
 
 /// `EXPLAIN ANALYZE x` / `ANALYZE x` run `x`: Read if `x` reads, else Write.
-fn executed(mut t: Toks<'_>, depth: u8) -> Class {
+fn executed(t: &mut Toks<'_>, depth: u8) -> Class {
     let format = [&b"FORMAT"[..], b"JSON", b"TREE", b"TRADITIONAL"];
     while is_any(t.peek(), &format) || t.peek() == Some(Tok::Punct(b'=')) {
         t.next();
@@ -486,7 +499,7 @@ fn executed(mut t: Toks<'_>, depth: u8) -> Class {
     }
 }
 
-fn set_class<'a>(mut t: Toks<'a>, depth: u8) -> Res<'a> {
+fn set_class<'a>(t: &mut Toks<'a>, depth: u8) -> Res<'a> {
     use Class::*;
     let w = match t.next() {
         None => return (Write, None, None),
@@ -518,7 +531,7 @@ fn set_class<'a>(mut t: Toks<'a>, depth: u8) -> Res<'a> {
 
 /// SELECT / VALUES / TABLE / WITH: look for INTO, `:=`, side-effect functions,
 /// and (for WITH) data-changing statements.
-fn select_scan(mut t: Toks<'_>, with: bool) -> Class {
+fn select_scan(t: &mut Toks<'_>, with: bool) -> Class {
     let mut session = false;
     let (mut p1, mut p2) = (None, None);
     while let Some(tok) = t.next() {
@@ -783,47 +796,34 @@ mod tests {
     #[rustfmt::skip]
     #[test]
     fn never_panics() {
-        let prefixes: &[&[u8]] = &[
-            b"", b"SELECT ", b"/*!", b"/*M!", b"'", b"`", b"--", b"USE ", b"SET ",
-            b"CREATE PROCEDURE p() BEGIN ",
-        ];
-        for b in 0..=255u8 {
-            for pre in prefixes {
-                let v = [pre, &[b][..]].concat();
-                assert_eq!(classify_class(&v), classify(&v).class);
-            }
-            for b2 in 0..=255u8 {
-                let r = classify(&[b, b2]);
-                assert_eq!(r.tx.is_some(), r.class == Transaction);
-            }
-        }
-        let alphabet: &[&[u8]] = &[
-            b"SELECT ", b"BEGIN ", b"END ", b"IF ", b"CASE ", b"SET ", b"USE ", b"INTO ", b"(",
-            b")", b";", b"'", b"\"", b"`", b"\\", b"/*", b"*/", b"/*!", b"/*M!", b"--", b"#",
-            b"\n", b":", b"=", b"@", b"WITH ", b"CREATE PROCEDURE ", b"ANALYZE ", b"FOR ",
-            b"STATEMENT ", b"\xff", b"\x00", b"x",
-        ];
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut rnd = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
-        for _ in 0..20_000 {
-            let mut v = Vec::new();
-            for _ in 0..rnd() % 40 {
-                let r = rnd();
-                if r % 4 == 0 {
-                    v.push((r >> 8) as u8);
-                } else {
-                    v.extend_from_slice(alphabet[(r >> 8) as usize % alphabet.len()]);
-                }
-            }
-            let r = classify(&v);
-            assert_eq!(classify_class(&v), r.class);
+        let ok = |v: &[u8]| {
+            let r = classify(v);
+            assert_eq!(classify_class(v), r.class);
             assert_eq!(r.tx.is_some(), r.class == Transaction);
             assert!(r.use_db.is_none() || r.class != Read);
+        };
+        let pieces: &[&[u8]] = &[
+            b"", b"SELECT ", b"BEGIN ", b"END ", b"IF ", b"CASE ", b"SET ", b"USE ", b"INTO ",
+            b"(", b")", b";", b"'", b"\"", b"`", b"\\", b"/*", b"*/", b"/*!", b"/*M!", b"--",
+            b"#", b"\n", b":", b"=", b"@", b"WITH ", b"CREATE PROCEDURE p() BEGIN ", b"ANALYZE ",
+            b"FOR ", b"STATEMENT ", b"\xff", b"\x00", b"x",
+        ];
+        for b in 0..=255u8 {
+            (0..=255u8).for_each(|b2| ok(&[b, b2]));
+            pieces.iter().for_each(|p| ok(&[p, &[b][..]].concat()));
+        }
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..20_000 {
+            let mut v = Vec::new();
+            for _ in 0..seed % 40 {
+                seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17;
+                match seed % 4 {
+                    0 => v.push((seed >> 8) as u8),
+                    _ => v.extend_from_slice(pieces[(seed >> 8) as usize % pieces.len()]),
+                }
+            }
+            ok(&v);
+            seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17;
         }
         assert_eq!(c(&"ANALYZE ".repeat(100_000)).class, Write);
         assert_eq!(c(&format!("{}SELECT 1", "SET STATEMENT a=1 FOR ".repeat(1000))).class, Write);

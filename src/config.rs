@@ -23,6 +23,12 @@ pub struct Config {
     pub admin_token: Option<String>,
     pub enable_auto_promotion: bool,
     pub promotion_quiet_period_ms: u64,
+    /// How long a switch of the authoritative side waits for in-flight
+    /// transactions before it is aborted.
+    pub switch_drain_timeout_ms: u64,
+    /// Pin statement time, AUTO_INCREMENT ids, RAND() seeds and UUID()s so
+    /// mirrored writes store the same values on both sides.
+    pub deterministic_mirroring: bool,
     /// Where durable control-plane files live (validation events, checkpoints).
     pub data_dir: PathBuf,
     /// The `[validation]` table.
@@ -219,6 +225,8 @@ struct RawConfig {
     admin_token: Option<String>,
     enable_auto_promotion: Option<bool>,
     promotion_quiet_period_ms: Option<u64>,
+    switch_drain_timeout_ms: Option<u64>,
+    deterministic_mirroring: Option<bool>,
     data_dir: Option<PathBuf>,
     validation: Option<RawValidation>,
 }
@@ -440,6 +448,8 @@ impl Config {
             admin_token: raw.admin_token.filter(|t| !t.is_empty()),
             enable_auto_promotion: raw.enable_auto_promotion.unwrap_or(false),
             promotion_quiet_period_ms: raw.promotion_quiet_period_ms.unwrap_or(60_000),
+            switch_drain_timeout_ms: raw.switch_drain_timeout_ms.unwrap_or(2_000),
+            deterministic_mirroring: raw.deterministic_mirroring.unwrap_or(true),
             data_dir,
             validation,
         };

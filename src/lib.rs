@@ -10,6 +10,8 @@
 pub mod backend;
 pub mod classify;
 pub mod config;
+pub mod control;
+pub mod determinism;
 pub mod error;
 pub mod listener;
 pub mod pattern;

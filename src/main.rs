@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
 use cutover::config::{Config, Overrides};
+use cutover::control::ControlPlane;
 use cutover::listener::Proxy;
 use cutover::pattern::PatternHandle;
 use cutover::stats::DataPathStats;
@@ -129,21 +130,38 @@ fn main() -> ExitCode {
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
-    let pattern = PatternHandle::new(cfg.initial_pattern);
+    // The persisted migration state (if any) decides the starting pattern.
+    let (control, initial) = ControlPlane::load(&cfg)?;
+    let pattern = PatternHandle::new(initial);
     let stats = DataPathStats::new();
     let proxy = Proxy::bind(cfg.clone(), pattern.clone(), stats.clone())
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let admin = tokio::net::TcpListener::bind(&cfg.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin_listen)", cfg.admin_listen))?;
     proxy.probe_source().await;
-    tracing::info!(pattern = %pattern.load(), "cutover started");
+    tracing::info!(pattern = %pattern.load(), state = ?control.state(), admin = %cfg.admin_listen, "cutover started");
 
     let (tx, rx) = watch::channel(false);
+    let mut admin_stop = rx.clone();
+    let admin_task =
+        tokio::spawn(
+            control.serve(admin, pattern.clone(), stats.clone(), async move {
+                let _ = admin_stop.wait_for(|stop| *stop).await;
+            }),
+        );
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutdown requested; draining");
         let _ = tx.send(true);
     });
     proxy.run(rx).await;
+    match admin_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("admin API stopped with an error: {e}"),
+        Err(e) => tracing::warn!("admin API task failed: {e}"),
+    }
     tracing::info!("bye");
     Ok(())
 }

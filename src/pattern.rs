@@ -6,10 +6,13 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
+use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 /// Which backend a statement concerns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -128,31 +131,131 @@ impl FromStr for Pattern {
     }
 }
 
-/// Shared, atomically swappable current pattern.
+/// Shared, atomically swappable current pattern, with a drain gate.
 ///
-/// Cloning is cheap (an `Arc`). Sessions call [`PatternHandle::load`] at the
-/// start of each transaction or autocommit statement and keep the snapshot
-/// until that transaction ends.
+/// Cloning is cheap (an `Arc`). Sessions call [`PatternHandle::enter`] at
+/// the start of each transaction or autocommit statement and keep the
+/// returned [`InFlight`] (and the pattern snapshot) until it ends. A switch
+/// that changes the authoritative side calls [`PatternHandle::drain`]: new
+/// units wait at the gate (the lock is fair), in-flight ones finish, then
+/// the pattern is swapped and the waiters continue under the new one. No
+/// write can therefore apply in one order on one side and another order on
+/// the other across an authority change.
 #[derive(Clone)]
 pub struct PatternHandle {
-    inner: Arc<ArcSwap<Pattern>>,
+    inner: Arc<HandleInner>,
+}
+
+struct HandleInner {
+    current: ArcSwap<Pattern>,
+    gate: Arc<RwLock<()>>,
+    in_flight: AtomicUsize,
+}
+
+/// Held by a session while a transaction / autocommit statement runs.
+pub struct InFlight {
+    _guard: OwnedRwLockReadGuard<()>,
+    handle: PatternHandle,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.handle.inner.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The gate is closed and nothing is in flight: swap now, then drop to
+/// let the waiting statements continue.
+pub struct Drained {
+    _guard: OwnedRwLockWriteGuard<()>,
+    handle: PatternHandle,
+    started: Instant,
+}
+
+impl Drained {
+    pub fn swap(&self, next: Pattern) -> Pattern {
+        self.handle.swap(next)
+    }
+}
+
+impl fmt::Debug for Drained {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Drained")
+            .field("pattern", &self.handle.load())
+            .finish()
+    }
+}
+
+impl Drop for Drained {
+    fn drop(&mut self) {
+        metrics::histogram!("cutover_switch_pause_seconds")
+            .record(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// In-flight work did not finish before the drain deadline; nothing changed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{in_flight} transaction(s)/statement(s) still in flight after {waited_ms} ms; switch aborted, pattern unchanged")]
+pub struct DrainTimeout {
+    pub in_flight: usize,
+    pub waited_ms: u64,
 }
 
 impl PatternHandle {
     pub fn new(initial: Pattern) -> Self {
         PatternHandle {
-            inner: Arc::new(ArcSwap::from_pointee(initial)),
+            inner: Arc::new(HandleInner {
+                current: ArcSwap::from_pointee(initial),
+                gate: Arc::new(RwLock::new(())),
+                in_flight: AtomicUsize::new(0),
+            }),
         }
     }
 
     /// The current pattern.
     pub fn load(&self) -> Pattern {
-        **self.inner.load()
+        **self.inner.current.load()
     }
 
-    /// Replace the pattern; returns the previous one.
+    /// Replace the pattern at once (no drain); returns the previous one.
     pub fn swap(&self, next: Pattern) -> Pattern {
-        *self.inner.swap(Arc::new(next))
+        *self.inner.current.swap(Arc::new(next))
+    }
+
+    /// Start a unit of work: waits while a drain is in progress, then
+    /// returns the pattern to use until the unit ends.
+    pub async fn enter(&self) -> (Pattern, InFlight) {
+        let guard = self.inner.gate.clone().read_owned().await;
+        self.inner.in_flight.fetch_add(1, Ordering::Relaxed);
+        let pattern = self.load();
+        (
+            pattern,
+            InFlight {
+                _guard: guard,
+                handle: self.clone(),
+            },
+        )
+    }
+
+    /// Units currently in flight.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Close the gate and wait (up to `timeout`) for in-flight units.
+    pub async fn drain(&self, timeout: Duration) -> Result<Drained, DrainTimeout> {
+        let started = Instant::now();
+        match tokio::time::timeout(timeout, self.inner.gate.clone().write_owned()).await {
+            Ok(guard) => Ok(Drained {
+                _guard: guard,
+                handle: self.clone(),
+                started,
+            }),
+            Err(_) => Err(DrainTimeout {
+                in_flight: self.in_flight(),
+                waited_ms: started.elapsed().as_millis() as u64,
+            }),
+        }
     }
 }
 
@@ -182,6 +285,37 @@ mod tests {
             assert_eq!(p.as_str().parse::<Pattern>().unwrap(), p);
         }
         assert!("src-only".parse::<Pattern>().is_err());
+    }
+
+    #[tokio::test]
+    async fn drain_waits_for_in_flight_and_blocks_newcomers() {
+        let h = PatternHandle::new(Pattern::SrcFirst);
+        let (p, unit) = h.enter().await;
+        assert_eq!(p, Pattern::SrcFirst);
+        assert_eq!(h.in_flight(), 1);
+        // in flight: the drain times out and nothing changes
+        let e = h.drain(Duration::from_millis(50)).await.unwrap_err();
+        assert_eq!(e.in_flight, 1);
+        assert_eq!(h.load(), Pattern::SrcFirst);
+        let (p, second) = h.enter().await; // the gate re-opened
+        assert_eq!(p, Pattern::SrcFirst);
+        drop(second);
+        // finish the unit while a drain waits: the drain succeeds, a newcomer waits for the swap
+        let h2 = h.clone();
+        let drainer = tokio::spawn(async move {
+            let d = h2.drain(Duration::from_secs(5)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            d.swap(Pattern::DstFirst);
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(unit);
+        let (p, _unit) = h.enter().await;
+        assert_eq!(
+            p,
+            Pattern::DstFirst,
+            "the newcomer ran under the new pattern"
+        );
+        drainer.await.unwrap();
     }
 
     #[test]

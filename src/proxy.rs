@@ -1,6 +1,7 @@
 //! What every session shares: configuration, the pattern handle, counters,
 //! the identity shown to clients and per-backend health (back-off).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,6 +20,8 @@ pub struct Shared {
     pub stats: Arc<DataPathStats>,
     identity: ArcSwap<ServerIdentity>,
     pub health: [BackendHealth; 2],
+    /// Client connection id → its backend thread ids (for KILL).
+    pub sessions: SessionRegistry,
     next_conn_id: AtomicU32,
 }
 
@@ -34,6 +37,7 @@ impl Shared {
                 collation: 45,
             }),
             health: [BackendHealth::default(), BackendHealth::default()],
+            sessions: SessionRegistry::default(),
             next_conn_id: AtomicU32::new(1),
         }
     }
@@ -76,6 +80,37 @@ impl Shared {
 
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.config.limits.connect_timeout_ms)
+    }
+}
+
+/// Which backend threads serve each client connection. Clients learn only
+/// cutover's connection id (from the greeting) and send `KILL <that id>`;
+/// this maps it to the right backend threads instead of killing whatever
+/// backend thread happens to carry the same number.
+#[derive(Default)]
+pub struct SessionRegistry {
+    map: Mutex<HashMap<u32, [Option<u32>; 2]>>,
+}
+
+impl SessionRegistry {
+    pub fn set(&self, conn_id: u32, side: Side, thread: Option<u32>) {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(conn_id).or_default()[side.index()] = thread;
+    }
+
+    pub fn remove(&self, conn_id: u32) {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&conn_id);
+    }
+
+    pub fn threads(&self, conn_id: u32) -> Option<[Option<u32>; 2]> {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&conn_id)
+            .copied()
     }
 }
 

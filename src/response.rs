@@ -273,3 +273,126 @@ impl Tracker {
         self.summary.prepared.is_some_and(|(_, c, _)| c > 0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::ok_payload;
+    use mysql_common::constants::StatusFlags;
+
+    fn feed_all(t: &mut Tracker, packets: &[Vec<u8>]) -> Vec<Step> {
+        packets.iter().map(|p| t.feed(p).unwrap()).collect()
+    }
+
+    fn col() -> Vec<u8> {
+        let mut p = vec![3, b'd', b'e', b'f'];
+        p.extend_from_slice(&[0; 20]);
+        p
+    }
+
+    fn eof(status: u16) -> Vec<u8> {
+        let mut p = vec![0xFE, 0, 0];
+        p.extend_from_slice(&status.to_le_bytes());
+        p
+    }
+
+    #[test]
+    fn classic_result_set_then_more_results() {
+        let mut t = Tracker::new(ResponseKind::Query, false);
+        let steps = feed_all(
+            &mut t,
+            &[
+                vec![2],
+                col(),
+                col(),
+                eof(0),
+                vec![1, b'1', 0xFB],
+                eof(MORE_RESULTS | IN_TRANS),
+            ],
+        );
+        assert!(steps.iter().all(|s| *s == Step::More));
+        let ok = ok_payload(0, 1, 0, StatusFlags::SERVER_STATUS_AUTOCOMMIT, 0);
+        assert_eq!(t.feed(&ok).unwrap(), Step::Done);
+        assert_eq!(t.summary.result_sets, 1);
+        assert_eq!(t.summary.in_trans(), Some(false));
+        assert!(t.feed(&ok).is_err(), "nothing may follow the end");
+    }
+
+    #[test]
+    fn deprecate_eof_result_set_ends_with_an_ok_terminator() {
+        let mut t = Tracker::new(ResponseKind::Query, true);
+        assert_eq!(t.feed(&[1]).unwrap(), Step::More);
+        assert_eq!(t.feed(&col()).unwrap(), Step::More);
+        assert_eq!(t.feed(&[1, b'x']).unwrap(), Step::More);
+        let term = ok_payload(0xFE, 0, 0, StatusFlags::SERVER_STATUS_IN_TRANS, 0);
+        assert_eq!(t.feed(&term).unwrap(), Step::Done);
+        assert_eq!(t.summary.in_trans(), Some(true));
+    }
+
+    #[test]
+    fn errors_local_infile_and_split_rows() {
+        let mut t = Tracker::new(ResponseKind::Query, true);
+        assert_eq!(
+            t.feed(&crate::wire::err_payload(1146, "42S02", "no"))
+                .unwrap(),
+            Step::Done
+        );
+        assert_eq!(t.summary.err.as_ref().map(|e| e.code), Some(1146));
+
+        let mut t = Tracker::new(ResponseKind::Query, true);
+        assert_eq!(t.feed(b"\xFBfile.csv").unwrap(), Step::LocalInfile);
+        t.resume_after_infile();
+        assert_eq!(
+            t.feed(&ok_payload(0, 3, 0, StatusFlags::empty(), 0))
+                .unwrap(),
+            Step::Done
+        );
+        assert_eq!(t.summary.ok.map(|o| o.affected_rows), Some(3));
+
+        // a row of exactly 2^24-1 bytes continues in the next packet, whose
+        // first byte (0xFE here) must not be taken for a terminator
+        let mut t = Tracker::new(ResponseKind::Query, true);
+        t.feed(&[1]).unwrap();
+        t.feed(&col()).unwrap();
+        let big = vec![0xFCu8; MAX_PAYLOAD];
+        assert_eq!(t.feed(&big).unwrap(), Step::More);
+        assert_eq!(t.feed(&[0xFE, 0, 0]).unwrap(), Step::More);
+        assert_eq!(
+            t.feed(&ok_payload(0xFE, 0, 0, StatusFlags::empty(), 0))
+                .unwrap(),
+            Step::Done
+        );
+    }
+
+    #[test]
+    fn prepare_sections_in_both_framings() {
+        let prep_ok = |cols: u16, params: u16| {
+            let mut p = vec![0, 7, 0, 0, 0];
+            p.extend_from_slice(&cols.to_le_bytes());
+            p.extend_from_slice(&params.to_le_bytes());
+            p.extend_from_slice(&[0, 0, 0]);
+            p
+        };
+        let mut t = Tracker::new(ResponseKind::Prepare, false);
+        let steps = feed_all(&mut t, &[prep_ok(1, 2), col(), col(), eof(0), col()]);
+        assert!(steps.iter().all(|s| *s == Step::More));
+        assert_eq!(t.feed(&eof(0)).unwrap(), Step::Done);
+        assert_eq!(t.summary.prepared, Some((7, 1, 2)));
+
+        let mut t = Tracker::new(ResponseKind::Prepare, true);
+        assert_eq!(t.feed(&prep_ok(0, 1)).unwrap(), Step::More);
+        assert_eq!(t.feed(&col()).unwrap(), Step::Done);
+        let mut t = Tracker::new(ResponseKind::Prepare, false);
+        assert_eq!(t.feed(&prep_ok(0, 0)).unwrap(), Step::Done);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let mut t = Tracker::new(ResponseKind::Query, true);
+        assert!(t.feed(&[]).is_err());
+        let mut t = Tracker::new(ResponseKind::Query, true);
+        assert!(t.feed(&[0xFC]).is_err());
+        let mut t = Tracker::new(ResponseKind::Prepare, true);
+        assert!(t.feed(&[0, 1]).is_err());
+    }
+}

@@ -5,8 +5,9 @@
 //! without parsing the exporter's text. Part of the narrow handle between the
 //! wings: the data path only increments, the control plane only reads.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -32,6 +33,63 @@ pub struct DataPathStats {
     pub backend_connects: [AtomicU64; 2],
     /// Backend connect failures, per side.
     pub backend_connect_failures: [AtomicU64; 2],
+    /// Mirrored statements whose outcome differed from the primary's.
+    pub mirror_mismatches: AtomicU64,
+    /// Mirrored statements that could not be made deterministic.
+    pub unsafe_statements: AtomicU64,
+    /// Where the sides may have diverged, for the validator to re-check.
+    pub dirty: DirtyQueue,
+}
+
+/// A place the two sides may now differ (a mirrored statement's outcome
+/// differed, or it could not be made deterministic).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DirtyRecord {
+    /// Target table as written in the statement (may be schema-qualified).
+    pub table: Option<String>,
+    /// The AUTO_INCREMENT key, when the statement inserted one row.
+    pub key: Option<u64>,
+    pub reason: String,
+    /// Digest of the statement text (see logs).
+    pub digest: String,
+    pub at_ms: u64,
+}
+
+/// Bounded queue of dirty records; the oldest are dropped (and counted)
+/// when nobody drains it.
+#[derive(Debug, Default)]
+pub struct DirtyQueue {
+    queue: Mutex<VecDeque<DirtyRecord>>,
+    pub dropped: AtomicU64,
+}
+
+impl DirtyQueue {
+    pub const CAPACITY: usize = 10_000;
+
+    pub fn push(&self, r: DirtyRecord) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() >= Self::CAPACITY {
+            q.pop_front();
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        q.push_back(r);
+    }
+
+    pub fn drain(&self) -> Vec<DirtyRecord> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// A plain copy for JSON.
@@ -49,6 +107,8 @@ pub struct StatsSnapshot {
     pub destination_connects: u64,
     pub source_connect_failures: u64,
     pub destination_connect_failures: u64,
+    pub mirror_mismatches: u64,
+    pub unsafe_statements: u64,
 }
 
 impl DataPathStats {
@@ -79,6 +139,8 @@ impl DataPathStats {
             destination_connects: r(&self.backend_connects[1]),
             source_connect_failures: r(&self.backend_connect_failures[0]),
             destination_connect_failures: r(&self.backend_connect_failures[1]),
+            mirror_mismatches: r(&self.mirror_mismatches),
+            unsafe_statements: r(&self.unsafe_statements),
         }
     }
 }

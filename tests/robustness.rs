@@ -10,57 +10,14 @@ use std::time::{Duration, Instant};
 use cutover::pattern::Pattern;
 use cutover::wire::PacketIo;
 use mysql_async::prelude::*;
-use mysql_common::constants::CapabilityFlags;
-use mysql_common::io::ParseBuf;
-use mysql_common::packets::HandshakePacket;
-use mysql_common::proto::MyDeserialize;
-use mysql_common::scramble::{scramble_native, scramble_sha256};
+use mysql_common::scramble::scramble_native;
+use proxy_support::raw::{self, command, err_code};
 use proxy_support::{config_text, server_code, TestProxy};
 use support::Pair;
 use tokio::net::TcpStream;
 
-/// A hand-rolled client: log in announcing `plugin`, return the connection.
 async fn raw_login(port: u16, plugin: &str, password: &str) -> (PacketIo, Vec<u8>) {
-    let mut io = PacketIo::new(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
-    let greeting = io.expect_frame().await.unwrap();
-    let hs = HandshakePacket::deserialize((), &mut ParseBuf(greeting.payload())).unwrap();
-    let nonce = hs.nonce();
-    let caps = CapabilityFlags::CLIENT_PROTOCOL_41
-        | CapabilityFlags::CLIENT_SECURE_CONNECTION
-        | CapabilityFlags::CLIENT_PLUGIN_AUTH
-        | CapabilityFlags::CLIENT_DEPRECATE_EOF
-        | CapabilityFlags::CLIENT_LONG_PASSWORD;
-    let auth: Vec<u8> = if plugin == "caching_sha2_password" {
-        scramble_sha256(&nonce, password.as_bytes())
-            .unwrap()
-            .to_vec()
-    } else {
-        scramble_native(&nonce, password.as_bytes())
-            .unwrap()
-            .to_vec()
-    };
-    let mut p = caps.bits().to_le_bytes().to_vec();
-    p.extend_from_slice(&(1u32 << 24).to_le_bytes());
-    p.push(45);
-    p.extend_from_slice(&[0; 23]);
-    p.extend_from_slice(b"app\0");
-    p.push(auth.len() as u8);
-    p.extend_from_slice(&auth);
-    p.extend_from_slice(plugin.as_bytes());
-    p.push(0);
-    io.send_packet(1, &p).await.unwrap();
-    let reply = io.expect_frame().await.unwrap();
-    (io, reply.payload().to_vec())
-}
-
-async fn command(io: &mut PacketIo, payload: &[u8]) -> Vec<u8> {
-    io.send_packet(0, payload).await.unwrap();
-    io.expect_frame().await.unwrap().payload().to_vec()
-}
-
-fn err_code(p: &[u8]) -> u16 {
-    assert_eq!(p[0], 0xFF, "expected ERR, got {p:?}");
-    u16::from_le_bytes([p[1], p[2]])
+    raw::login(port, raw::default_caps(), plugin, password).await
 }
 
 #[tokio::test]
@@ -259,11 +216,18 @@ async fn spawn_binary(config: &str, dir: &std::path::Path) -> (std::process::Chi
         .unwrap()
         .port();
     let path = dir.join("cutover.toml");
-    std::fs::write(
-        &path,
-        config.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
-    )
-    .unwrap();
+    // listen on the chosen port; admin API on any free port; state in `dir`
+    let config = config.replacen(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+        1,
+    );
+    let state = dir.join("state.json");
+    let config = format!(
+        "admin_listen = \"127.0.0.1:0\"\nstate_file = \"{}\"\n{config}",
+        state.display()
+    );
+    std::fs::write(&path, config).unwrap();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
         .args(["serve", "--config"])
         .arg(&path)

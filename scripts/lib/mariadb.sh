@@ -95,7 +95,7 @@ mariadb_start() {
     # shellcheck disable=SC2086
     "$MARIADBD" --no-defaults --datadir="$dir/data" --port="$port" --bind-address=127.0.0.1 \
         --socket="$dir/mysqld.sock" --pid-file="$dir/mariadbd.pid" --log-error="$dir/error.log" \
-        --tmpdir="$dir/tmp" --skip-name-resolve --skip-log-bin --innodb-buffer-pool-size=64M \
+        --tmpdir="$dir/tmp" --skip-name-resolve --max-connections=1000 --skip-log-bin --innodb-buffer-pool-size=64M \
         --innodb-log-file-size=16M --performance-schema=OFF --innodb-flush-log-at-trx-commit=2 \
         --init-file="$dir/init.sql" $root_flag \
         </dev/null >>"$dir/error.log" 2>&1 &

@@ -10,6 +10,7 @@ use super::prepared::Statement;
 use super::{Session, ER_WRONG_ARGUMENTS};
 use crate::backend::{Backend, ConnectParams, InfileCopy};
 use crate::classify::{Class, TxKind};
+use crate::determinism;
 use crate::error::{BackendError, SessionError};
 use crate::pattern::{Pattern, Side};
 use crate::response::{ResponseKind, Summary};
@@ -19,7 +20,7 @@ use crate::stats::DataPathStats;
 const ER_LOCK_DEADLOCK: u16 = 1213;
 
 /// The command being run.
-pub(super) enum Cmd<'a> {
+pub(crate) enum Cmd<'a> {
     /// Sent to every backend unchanged (COM_QUERY, COM_INIT_DB, …).
     Raw(&'a [u8]),
     /// COM_STMT_EXECUTE: statement id rewritten per backend.
@@ -36,7 +37,7 @@ pub(super) enum Remember {
 }
 
 /// Why a command could not be sent to a backend.
-enum Unsendable {
+pub(super) enum Unsendable {
     Backend(BackendError),
     Malformed,
 }
@@ -91,6 +92,9 @@ impl Session {
             replay(&mut backend, &p, ResponseKind::Query).await?;
         }
         debug!(%side, thread_id = backend.thread_id, "backend connection ready");
+        self.shared
+            .sessions
+            .set(self.conn_id, side, Some(backend.thread_id));
         self.backends[side.index()] = Some(backend);
         Ok(())
     }
@@ -98,6 +102,7 @@ impl Session {
     pub(super) fn drop_backend(&mut self, side: Side) {
         if self.backends[side.index()].take().is_some() {
             self.stmts.forget_side(side);
+            self.shared.sessions.set(self.conn_id, side, None);
             debug!(%side, "dropped backend connection");
         }
     }
@@ -131,7 +136,7 @@ impl Session {
     }
 
     /// The bytes to send to `side` for this command.
-    async fn payload_for<'a>(
+    pub(super) async fn payload_for<'a>(
         &mut self,
         cmd: &Cmd<'a>,
         side: Side,
@@ -174,6 +179,9 @@ impl Session {
     }
 
     /// Run one statement: authoritative side, then mirror / session fan-out.
+    /// Outside a transaction this starts a unit of work at the pattern gate
+    /// (waiting while a switch drains); the unit ends when no transaction is
+    /// open afterwards, whichever way the statement went.
     pub(super) async fn statement(
         &mut self,
         cmd: Cmd<'_>,
@@ -181,16 +189,50 @@ impl Session {
         tx: Option<TxKind>,
         remember: Remember,
     ) -> Result<(), SessionError> {
-        let pattern = self.current_pattern();
+        let pattern = match self.txn_pattern {
+            Some(p) => p,
+            None => {
+                let (p, unit) = self.shared.pattern.enter().await;
+                self.unit = Some(unit);
+                p
+            }
+        };
+        let result = self.run_statement(pattern, cmd, class, tx, remember).await;
+        if self.txn_pattern.is_none() {
+            self.unit = None;
+        }
+        result
+    }
+
+    async fn run_statement(
+        &mut self,
+        pattern: Pattern,
+        cmd: Cmd<'_>,
+        class: Class,
+        tx: Option<TxKind>,
+        remember: Remember,
+    ) -> Result<(), SessionError> {
         let plan = route::plan(pattern, class);
         let started = Instant::now();
         if let Err(e) = self.ensure_backend(plan.primary).await {
             return self.reply_backend_error(e).await;
         }
+        let pinning = self.pinning(&plan, class, &cmd);
+        let rewritten = pinning.as_ref().and_then(|p| p.analysis.rewritten.clone());
+        let cmd = match (&cmd, &rewritten) {
+            (Cmd::Raw(_), Some(text)) => Cmd::Raw(text),
+            _ => cmd,
+        };
+        if let Some(p) = &pinning {
+            self.flag_unsafe(p);
+        }
         let payload = match self.payload_for(&cmd, plan.primary).await {
             Ok(p) => p,
             Err(u) => return self.reply_unsendable(u).await,
         };
+        if let (Some(p), Some(b)) = (&pinning, self.backends[plan.primary.index()].as_mut()) {
+            b.queue_silent(&p.pin.prefix(None));
+        }
         // With a mirror, the client gets its answer only once the other side
         // has applied the statement too: a client that reacts to the answer
         // (or tells another client) cannot get ahead of the mirror, so the
@@ -199,6 +241,9 @@ impl Session {
         let (summary, infile) = self
             .relay_primary(plan.primary, &payload, ResponseKind::Query, hold)
             .await?;
+        if let (Some(_), Some(b)) = (&pinning, self.backends[plan.primary.index()].as_mut()) {
+            b.queue_silent(determinism::RESET);
+        }
         DataPathStats::incr(&self.shared.stats.statements);
         record_statement(class, plan.primary, &summary, started);
 
@@ -213,7 +258,8 @@ impl Session {
             }
         } else {
             if let Some(side) = plan.mirror {
-                self.mirror(side, &cmd, &summary, infile.as_ref()).await;
+                self.mirror(side, &cmd, &summary, infile.as_ref(), pinning.as_ref())
+                    .await;
             }
             if plan.all_connected {
                 self.fan_out(plan.primary, &cmd, remember).await;
@@ -295,6 +341,7 @@ impl Session {
                 .await;
             if reset {
                 self.txn_pattern = None;
+                self.unit = None;
                 self.mirror_suspended = false;
             }
         }
@@ -347,98 +394,6 @@ impl Session {
         self.note_secondary(other, outcome, None);
     }
 
-    /// Mirror a successful write to the non-authoritative side.
-    async fn mirror(
-        &mut self,
-        side: Side,
-        cmd: &Cmd<'_>,
-        primary: &Summary,
-        infile: Option<&InfileCopy>,
-    ) {
-        if self.backends[side.index()].is_none() {
-            let refused = if self.mirror_suspended || self.txn_pattern.is_some() {
-                Some("connection lost inside the current transaction".to_string())
-            } else if let Err(e) = self.shared.health[side.index()].check() {
-                Some(format!("backing off: {e}"))
-            } else {
-                self.ensure_backend(side).await.err().map(|e| e.to_string())
-            };
-            if let Some(reason) = refused {
-                self.skip_mirror(side, &reason);
-                return;
-            }
-        }
-        let outcome = match self.payload_for(cmd, side).await {
-            Ok(p) => {
-                let b = self.backends[side.index()].as_mut().expect("ensured above");
-                match b.send(&p).await {
-                    Ok(()) => b
-                        .discard(ResponseKind::Query, infile)
-                        .await
-                        .map_err(Unsendable::Backend),
-                    Err(e) => Err(Unsendable::Backend(e)),
-                }
-            }
-            Err(u) => Err(u),
-        };
-        if infile.is_some_and(|f| f.truncated) {
-            warn!(%side, "LOAD DATA LOCAL file larger than max_allowed_packet; mirror received a truncated copy");
-            self.count_secondary_failure(side);
-        }
-        self.note_secondary(side, outcome, Some(primary));
-    }
-
-    fn skip_mirror(&mut self, side: Side, reason: &str) {
-        debug!(%side, reason, "mirror skipped");
-        self.count_secondary_failure(side);
-        self.mirror_suspended = true;
-    }
-
-    fn count_secondary_failure(&self, side: Side) {
-        let stats = &self.shared.stats;
-        DataPathStats::incr(&stats.double_write_failure);
-        stats.secondary_error(side);
-        metrics::counter!("cutover_secondary_errors_total", "backend" => side.as_str())
-            .increment(1);
-    }
-
-    /// Count and log what happened on a non-authoritative backend.
-    fn note_secondary(
-        &mut self,
-        side: Side,
-        outcome: Result<Summary, Unsendable>,
-        primary: Option<&Summary>,
-    ) {
-        match outcome {
-            Ok(s) => {
-                if let Some(err) = &s.err {
-                    warn!(%side, code = err.code, message = %err.message, "mirrored statement failed");
-                    self.count_secondary_failure(side);
-                } else {
-                    if primary.is_some() {
-                        DataPathStats::incr(&self.shared.stats.double_write_success);
-                    }
-                    let affected = |s: &Summary| s.ok.map(|o| o.affected_rows);
-                    if let Some(p) = primary.filter(|p| affected(p) != affected(&s)) {
-                        debug!(%side, primary = ?affected(p), mirror = ?affected(&s), "affected rows differ");
-                        metrics::counter!("cutover_mirror_mismatches_total", "kind" => "affected_rows").increment(1);
-                    }
-                }
-            }
-            Err(Unsendable::Backend(e)) => {
-                warn!(%side, "mirror backend failed: {e}");
-                self.count_secondary_failure(side);
-                if e.is_fatal() {
-                    self.drop_backend(side);
-                    if self.txn_pattern.is_some() {
-                        self.mirror_suspended = true;
-                    }
-                }
-            }
-            Err(Unsendable::Malformed) => self.count_secondary_failure(side),
-        }
-    }
-
     /// Transaction bookkeeping after a statement on `pattern`'s primary.
     async fn after_statement(&mut self, pattern: Pattern, summary: &Summary) {
         let in_trans = match summary.in_trans() {
@@ -467,23 +422,6 @@ impl Session {
             // side following (e.g. it failed there): do not leave it open.
             self.rollback_others(pattern.primary()).await;
         }
-    }
-
-    async fn rollback_others(&mut self, primary: Side) {
-        let other = primary.other();
-        let Some(b) = self.backends[other.index()].as_mut() else {
-            return;
-        };
-        if !b.in_trans {
-            return;
-        }
-        warn!(side = %other, "rolling back a transaction left open on the non-authoritative side");
-        let outcome = b
-            .run(b"\x03ROLLBACK", ResponseKind::Query)
-            .await
-            .map_err(Unsendable::Backend);
-        self.count_secondary_failure(other);
-        self.note_secondary(other, outcome, None);
     }
 
     pub(super) async fn prepare_statement(

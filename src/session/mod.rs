@@ -3,6 +3,8 @@
 
 mod exec;
 pub mod handshake;
+mod kill;
+mod mirror;
 pub mod prepared;
 pub mod state;
 
@@ -16,7 +18,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::backend::Backend;
 use crate::classify::{self, Class};
 use crate::error::SessionError;
-use crate::pattern::{Pattern, Side};
+use crate::pattern::{InFlight, Pattern, Side};
 use crate::proxy::Shared;
 use crate::response::ResponseKind;
 use crate::wire::{self, PacketIo, ReadError};
@@ -55,6 +57,8 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: watch::Rece
                 session.close().await;
             }
             Ok(None) => {}
+            // A bare TCP check (load balancer, port probe) is not worth an INFO line.
+            Err(SessionError::ClientIo(e)) => debug!("client left before logging in: {e}"),
             Err(e) => info!("login failed: {e}"),
         }
     }
@@ -79,6 +83,8 @@ pub struct Session {
     stmts: Statements,
     /// The pattern a running transaction started under (kept until it ends).
     txn_pattern: Option<Pattern>,
+    /// Held while a transaction / autocommit statement runs (pattern gate).
+    unit: Option<InFlight>,
     /// The mirror side was lost or skipped inside the current transaction:
     /// do not reopen it before the transaction ends.
     mirror_suspended: bool,
@@ -106,6 +112,7 @@ impl Session {
             backends: [None, None],
             stmts: Statements::default(),
             txn_pattern: None,
+            unit: None,
             mirror_suspended: false,
         };
         let primary = session.shared.pattern.load().primary();
@@ -162,6 +169,10 @@ impl Session {
                     .await?
             }
             0x03 => {
+                if let Some(kill) = kill::parse(&payload[1..]) {
+                    self.kill(kill).await?;
+                    return Ok(Flow::Continue);
+                }
                 let c = classify::classify(&payload[1..]);
                 let remember = match (&c.use_db, c.class) {
                     (Some(db), _) => exec::Remember::Database(db.clone()),
@@ -217,10 +228,11 @@ impl Session {
         Ok(())
     }
 
-    fn statement_id(payload: &[u8]) -> Option<u32> {
-        payload
+    fn statement_id(&self, payload: &[u8]) -> Option<u32> {
+        let id = payload
             .get(1..5)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))?;
+        Some(self.stmts.resolve(id))
     }
 
     async fn unknown_statement(&mut self, id: u32, what: &str) -> Result<(), SessionError> {
@@ -241,7 +253,7 @@ impl Session {
     }
 
     async fn execute(&mut self, payload: &[u8]) -> Result<(), SessionError> {
-        let Some(id) = Self::statement_id(payload) else {
+        let Some(id) = self.statement_id(payload) else {
             return self
                 .reply_err(
                     ER_WRONG_ARGUMENTS,
@@ -265,7 +277,7 @@ impl Session {
 
     async fn long_data(&mut self, payload: &[u8]) -> Result<(), SessionError> {
         // No response is ever sent for SEND_LONG_DATA; errors surface at execute.
-        let Some(id) = Self::statement_id(payload) else {
+        let Some(id) = self.statement_id(payload) else {
             return Ok(());
         };
         let Some(class) = self.stmts.get_mut(id).map(|s| s.class) else {
@@ -280,7 +292,7 @@ impl Session {
     }
 
     async fn close_statement(&mut self, payload: &[u8]) {
-        let Some(id) = Self::statement_id(payload) else {
+        let Some(id) = self.statement_id(payload) else {
             return;
         };
         let Some(stmt) = self.stmts.remove(id) else {
@@ -300,9 +312,11 @@ impl Session {
     }
 
     async fn reset_statement(&mut self, payload: &[u8]) -> Result<(), SessionError> {
-        let Some(id) = Self::statement_id(payload).filter(|id| self.stmts.get_mut(*id).is_some())
+        let Some(id) = self
+            .statement_id(payload)
+            .filter(|id| self.stmts.get_mut(*id).is_some())
         else {
-            let id = Self::statement_id(payload).unwrap_or(0);
+            let id = self.statement_id(payload).unwrap_or(0);
             return self.unknown_statement(id, "mysqld_stmt_reset").await;
         };
         let primary = self.current_pattern().primary();
@@ -323,9 +337,11 @@ impl Session {
     }
 
     async fn fetch(&mut self, payload: &[u8]) -> Result<(), SessionError> {
-        let Some(id) = Self::statement_id(payload).filter(|id| self.stmts.get_mut(*id).is_some())
+        let Some(id) = self
+            .statement_id(payload)
+            .filter(|id| self.stmts.get_mut(*id).is_some())
         else {
-            let id = Self::statement_id(payload).unwrap_or(0);
+            let id = self.statement_id(payload).unwrap_or(0);
             return self.unknown_statement(id, "mysqld_stmt_fetch").await;
         };
         self.statement_on_primary(id, payload, ResponseKind::Rows)
@@ -354,6 +370,7 @@ impl Session {
         for side in [Side::Source, Side::Destination] {
             if let Some(b) = self.backends[side.index()].take() {
                 b.quit().await;
+                self.shared.sessions.set(self.conn_id, side, None);
             }
         }
         self.login.user = cu.user;
@@ -363,6 +380,7 @@ impl Session {
         self.state = SessionState::new(cu.database);
         self.stmts.clear();
         self.txn_pattern = None;
+        self.unit = None;
         self.mirror_suspended = false;
         let primary = self.current_pattern().primary();
         if let Err(e) = self.ensure_backend(primary).await {
@@ -383,6 +401,7 @@ impl Session {
     }
 
     async fn close(mut self) {
+        self.shared.sessions.remove(self.conn_id);
         for side in [Side::Source, Side::Destination] {
             if let Some(b) = self.backends[side.index()].take() {
                 b.quit().await;

@@ -92,6 +92,7 @@ impl Statement {
 #[derive(Debug, Default)]
 pub struct Statements {
     next_id: u32,
+    last_id: u32,
     map: HashMap<u32, Statement>,
 }
 
@@ -107,6 +108,7 @@ impl Statements {
             }
         }
         self.map.insert(self.next_id, stmt);
+        self.last_id = self.next_id;
         Some(self.next_id)
     }
 
@@ -119,6 +121,16 @@ impl Statements {
             if !self.map.contains_key(&id) {
                 return id;
             }
+        }
+    }
+
+    /// MariaDB clients may address "the statement prepared last" as id
+    /// 0xFFFFFFFF (pipelined prepare + execute).
+    pub fn resolve(&self, id: u32) -> u32 {
+        if id == u32::MAX {
+            self.last_id
+        } else {
+            id
         }
     }
 

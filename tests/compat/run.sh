@@ -201,6 +201,26 @@ TOML
         continue
     fi
     record PASS "PASS compat/$pattern: cutover serve listens"
+    # The admin API reports the pattern the data path runs with.
+    if got=$("$PY" - "$ADMIN" <<'PY' 2>&1
+import json, sys, time, urllib.request
+url = f"http://127.0.0.1:{sys.argv[1]}/status"
+for attempt in range(50):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            print(json.load(r).get("current_pattern"))
+            break
+    except OSError as e:
+        err = e
+        time.sleep(0.1)
+else:
+    sys.exit(f"GET {url}: {err}")
+PY
+    ) && [[ "$got" == "$pattern" ]]; then
+        record PASS "PASS compat/$pattern: admin GET /status current_pattern is $pattern"
+    else
+        record FAIL "FAIL compat/$pattern: admin GET /status current_pattern: got [$got], expected [$pattern]"
+    fi
 
     export COMPAT_PATTERN=$pattern COMPAT_PROXY_PORT=$LISTEN COMPAT_SOURCE_PORT=$SRC_PORT \
         COMPAT_DEST_PORT=$DST_PORT COMPAT_HOST=127.0.0.1

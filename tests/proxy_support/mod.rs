@@ -1,6 +1,8 @@
 //! Runs cutover in-process on 127.0.0.1:0 against a real MariaDB pair.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::sync::Arc;
 
 use cutover::config::Config;
@@ -41,10 +43,17 @@ impl TestProxy {
     }
 
     pub async fn from_config(cfg: Config) -> TestProxy {
-        let cfg = Arc::new(cfg);
         let pattern = PatternHandle::new(cfg.initial_pattern);
-        let stats = DataPathStats::new();
-        let proxy = Proxy::bind(cfg, pattern.clone(), stats.clone())
+        Self::attach(cfg, pattern, DataPathStats::new()).await
+    }
+
+    /// A proxy sharing the pattern handle and counters of a control plane.
+    pub async fn attach(
+        cfg: Config,
+        pattern: PatternHandle,
+        stats: Arc<DataPathStats>,
+    ) -> TestProxy {
+        let proxy = Proxy::bind(Arc::new(cfg), pattern.clone(), stats.clone())
             .await
             .expect("bind");
         let port = proxy.local_addr().port();

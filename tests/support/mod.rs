@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -24,10 +25,11 @@ pub const MARIADBD: &str = "/usr/sbin/mariadbd";
 const NOT_INSTALLED: &str = "MariaDB not installed: run scripts/test (it installs it)";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Server flags besides the per-instance paths and port (see shared/notes/environment.md).
-const SERVER_FLAGS: [&str; 8] = [
+const SERVER_FLAGS: [&str; 9] = [
     "--no-defaults",
     "--bind-address=127.0.0.1",
     "--skip-name-resolve",
+    "--max-connections=1000",
     "--skip-log-bin",
     "--innodb-buffer-pool-size=64M",
     "--innodb-log-file-size=16M",
@@ -40,15 +42,18 @@ pub const INIT_SQL: &str = "CREATE USER IF NOT EXISTS 'app'@'%' IDENTIFIED BY 'a
 GRANT ALL ON *.* TO 'app'@'%' WITH GRANT OPTION;\n\
 CREATE DATABASE IF NOT EXISTS shop;\n";
 
-/// Supervisor: runs mariadbd, kills it when our stdin reaches EOF, exits with its status.
-/// (Background jobs get stdin from /dev/null, so the pipe is kept on fd 3.)
-const SUPERVISOR: &str = r#"exec 3<&0
+/// Supervisor (`sh -c SUPERVISOR sh DIR mariadbd ARGS...`): runs mariadbd and SIGKILLs it
+/// when a line arrives on stdin or stdin reaches EOF; on EOF without a `keep` line (the test
+/// process died) it also removes DIR. Exits with mariadbd's status. (Background jobs get
+/// stdin from /dev/null, so the pipe is kept on fd 3.)
+const SUPERVISOR: &str = r#"dir=$1; shift; exec 3<&0
 "$@" 3<&- & pid=$!
-(read _ignored <&3; kill -9 $pid 2>/dev/null) &
+(read cmd <&3; [ "$cmd" = keep ] || : >"$dir/.orphaned"; kill -9 $pid 2>/dev/null) &
 reader=$!
 exec 3<&-
 wait $pid; st=$?
 kill $reader 2>/dev/null
+[ -e "$dir/.orphaned" ] && rm -rf "$dir"
 exit $st"#;
 
 /// One running (or killed) MariaDB server with its own datadir.
@@ -199,8 +204,9 @@ impl MariaDb {
 
     /// SIGKILL the server (like a crash) and reap it. No-op if not running.
     pub fn kill(&mut self) {
-        if let Some((mut child, stdin)) = self.child.take() {
-            drop(stdin); // supervisor sees EOF and SIGKILLs mariadbd
+        if let Some((mut child, mut stdin)) = self.child.take() {
+            let _ = stdin.write_all(b"keep\n"); // supervisor SIGKILLs mariadbd
+            drop(stdin);
             let _ = child.wait();
         }
     }
@@ -232,7 +238,9 @@ impl MariaDb {
             .open(&log_path)
             .unwrap();
         let mut cmd = Command::new("/bin/sh");
-        cmd.args(["-c", SUPERVISOR, "sh", MARIADBD])
+        cmd.args(["-c", SUPERVISOR, "sh"])
+            .arg(d)
+            .arg(MARIADBD)
             .args(SERVER_FLAGS);
         for (k, v) in [
             ("datadir", d.join("data")),

@@ -1,0 +1,231 @@
+//! Micro-benchmarks of the per-statement hot path: classification, routing,
+//! packet framing, the response relay state machine and the prepared-statement
+//! EXECUTE rewrite. `cargo bench --bench hot_path` (criterion, no plots).
+//!
+//! These are not tests: nothing here asserts timings.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+use cutover::classify::{self, Class};
+use cutover::pattern::{Pattern, Side};
+use cutover::response::{ResponseKind, Step, Tracker};
+use cutover::route;
+use cutover::session::prepared::Statement;
+use cutover::wire;
+
+const POINT_SELECT: &str = "SELECT c FROM sbtest1 WHERE id=4711";
+const UPSERT: &str =
+    "INSERT INTO orders (id, customer_id, total, note) VALUES (17, 42, 99.95, 'first order') \
+     ON DUPLICATE KEY UPDATE total = VALUES(total), note = VALUES(note)";
+const JOIN3: &str = "SELECT o.id, c.name, SUM(i.qty * i.price) AS amount FROM orders o \
+     JOIN customers c ON c.id = o.customer_id JOIN order_items i ON i.order_id = o.id \
+     WHERE o.created_at > '2024-01-01' AND c.country = 'DE' GROUP BY o.id, c.name \
+     ORDER BY amount DESC LIMIT 10";
+const BEGIN: &str = "BEGIN";
+const SET_NAMES: &str = "SET NAMES utf8mb4 COLLATE utf8mb4_unicode_ci";
+const COMMENTED: &str =
+    "/* app=checkout,route=/cart */ SELECT id, total FROM orders WHERE customer_id = 42";
+
+fn bench_classify(c: &mut Criterion) {
+    let mut g = c.benchmark_group("classify");
+    for (name, sql) in [
+        ("point_select", POINT_SELECT),
+        ("upsert", UPSERT),
+        ("join3", JOIN3),
+        ("begin", BEGIN),
+        ("set_names", SET_NAMES),
+        ("commented_select", COMMENTED),
+    ] {
+        g.throughput(Throughput::Bytes(sql.len() as u64));
+        g.bench_function(name, |b| {
+            b.iter(|| classify::classify(black_box(sql.as_bytes())))
+        });
+    }
+    g.bench_function("class_only/point_select", |b| {
+        b.iter(|| classify::classify_class(black_box(POINT_SELECT.as_bytes())))
+    });
+    g.finish();
+}
+
+fn bench_route(c: &mut Criterion) {
+    let classes = [
+        Class::Read,
+        Class::Write,
+        Class::Ddl,
+        Class::Transaction,
+        Class::SessionState,
+    ];
+    c.bench_function("route/plan_all_20", |b| {
+        b.iter(|| {
+            for p in Pattern::ALL {
+                for cl in classes {
+                    black_box(route::plan(black_box(p), black_box(cl)));
+                }
+            }
+        })
+    });
+}
+
+fn bench_framing(c: &mut Criterion) {
+    let mut g = c.benchmark_group("write_packet");
+    for (name, len) in [("small_48B", 48usize), ("1MiB", 1 << 20)] {
+        let payload = vec![0x5Au8; len];
+        let mut out = Vec::with_capacity(len + 64);
+        g.throughput(Throughput::Bytes(len as u64));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                out.clear();
+                black_box(wire::write_packet(&mut out, 1, black_box(&payload)));
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("lenenc");
+    let values = [7u64, 250, 251, 65_535, 70_000, 16_777_216, u64::MAX / 3];
+    let mut buf = Vec::with_capacity(64);
+    g.bench_function("put_7_values", |b| {
+        b.iter(|| {
+            buf.clear();
+            for v in values {
+                wire::put_lenenc_int(&mut buf, black_box(v));
+            }
+            black_box(buf.len());
+        })
+    });
+    let mut encoded = Vec::new();
+    for v in values {
+        wire::put_lenenc_int(&mut encoded, v);
+    }
+    g.bench_function("get_7_values", |b| {
+        b.iter(|| {
+            let mut s: &[u8] = black_box(&encoded);
+            while let Some(v) = wire::get_lenenc_int(&mut s) {
+                black_box(v);
+            }
+        })
+    });
+    let ok = [0x00u8, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00];
+    g.bench_function("parse_ok", |b| b.iter(|| wire::parse_ok(black_box(&ok))));
+    g.finish();
+}
+
+fn lenenc_str(out: &mut Vec<u8>, s: &[u8]) {
+    wire::put_lenenc_int(out, s.len() as u64);
+    out.extend_from_slice(s);
+}
+
+fn column_def(name: &str, ty: u8) -> Vec<u8> {
+    let mut p = Vec::new();
+    for s in ["def", "sbtest", "sbtest1", "sbtest1", name, name] {
+        lenenc_str(&mut p, s.as_bytes());
+    }
+    p.push(0x0c);
+    p.extend_from_slice(&45u16.to_le_bytes()); // charset
+    p.extend_from_slice(&480u32.to_le_bytes()); // length
+    p.push(ty);
+    p.extend_from_slice(&0u16.to_le_bytes()); // flags
+    p.push(0); // decimals
+    p.extend_from_slice(&[0, 0]);
+    p
+}
+
+/// Payloads of a text-protocol result: 3 columns (id, k, c), `rows` rows, terminator.
+fn result_set(rows: usize, deprecate_eof: bool) -> Vec<Vec<u8>> {
+    let mut packets = vec![vec![3u8]];
+    packets.push(column_def("id", 3));
+    packets.push(column_def("k", 3));
+    packets.push(column_def("c", 254));
+    if !deprecate_eof {
+        packets.push(vec![0xFE, 0, 0, 0x02, 0]);
+    }
+    let c = "83868641912-28773972837-60736120486-75162659906-27563526494-20381887404-41576422241-93426793964-56405065102-33518432330";
+    for i in 0..rows {
+        let mut r = Vec::with_capacity(160);
+        lenenc_str(&mut r, (i + 1).to_string().as_bytes());
+        lenenc_str(&mut r, (5000 + i * 7).to_string().as_bytes());
+        lenenc_str(&mut r, c.as_bytes());
+        packets.push(r);
+    }
+    if deprecate_eof {
+        packets.push(vec![0xFE, 0, 0, 0x02, 0, 0, 0]);
+    } else {
+        packets.push(vec![0xFE, 0, 0, 0x02, 0]);
+    }
+    packets
+}
+
+fn bench_tracker(c: &mut Criterion) {
+    let mut g = c.benchmark_group("tracker_100_rows");
+    for (name, deprecate_eof) in [("deprecate_eof", true), ("classic_eof", false)] {
+        let packets = result_set(100, deprecate_eof);
+        g.throughput(Throughput::Elements(packets.len() as u64));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut t = Tracker::new(ResponseKind::Query, deprecate_eof);
+                for p in &packets {
+                    if t.feed(black_box(p)).unwrap() == Step::Done {
+                        break;
+                    }
+                }
+                assert!(t.is_done());
+                black_box(t.summary.result_sets)
+            })
+        });
+    }
+    // Relay as the proxy does it: feed each packet and copy it, re-framed, into
+    // an output buffer.
+    let packets = result_set(100, true);
+    let mut out = Vec::with_capacity(32 * 1024);
+    g.bench_function("feed_and_reframe", |b| {
+        b.iter(|| {
+            out.clear();
+            let mut t = Tracker::new(ResponseKind::Query, true);
+            let mut seq = 1u8;
+            for p in &packets {
+                seq = wire::write_packet(&mut out, seq, p);
+                if t.feed(black_box(p)).unwrap() == Step::Done {
+                    break;
+                }
+            }
+            black_box(out.len())
+        })
+    });
+    let ok = [0x00u8, 0x01, 0x00, 0x02, 0x00, 0x00, 0x00];
+    g.bench_function("single_ok", |b| {
+        b.iter(|| {
+            let mut t = Tracker::new(ResponseKind::Query, true);
+            black_box(t.feed(black_box(&ok)).unwrap())
+        })
+    });
+    g.finish();
+}
+
+fn bench_execute(c: &mut Criterion) {
+    // COM_STMT_EXECUTE of sysbench's point select: 1 INT parameter, types bound.
+    let mut exec = vec![0x17u8];
+    exec.extend_from_slice(&1u32.to_le_bytes()); // proxy statement id
+    exec.push(0); // flags
+    exec.extend_from_slice(&1u32.to_le_bytes()); // iteration count
+    exec.push(0); // null bitmap (1 param)
+    exec.push(1); // new params bound
+    exec.extend_from_slice(&[3, 0]); // MYSQL_TYPE_LONG
+    exec.extend_from_slice(&4711u32.to_le_bytes());
+    let mut stmt = Statement::new(POINT_SELECT.as_bytes().to_vec(), Class::Read, 1);
+    stmt.set_id(Side::Source, 99);
+    c.bench_function("prepared/execute_for", |b| {
+        b.iter(|| black_box(stmt.execute_for(Side::Source, black_box(&exec))))
+    });
+}
+
+criterion_group!(
+    benches,
+    bench_classify,
+    bench_route,
+    bench_framing,
+    bench_tracker,
+    bench_execute
+);
+criterion_main!(benches);

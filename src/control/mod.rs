@@ -1,0 +1,218 @@
+//! The control plane: state machine, scheduler, persisted state, admin HTTP
+//! API and Prometheus metrics.
+//!
+//! It reaches the data path only through [`PatternHandle`] (which it swaps),
+//! [`DataPathStats`] (which it reads) and one function, `backend::ping`,
+//! behind the [`BackendProbe`] trait.
+//!
+//! ```no_run
+//! # async fn run(cfg: cutover::config::Config) -> Result<(), Box<dyn std::error::Error>> {
+//! use cutover::control::ControlPlane;
+//! use cutover::pattern::PatternHandle;
+//! use cutover::stats::DataPathStats;
+//!
+//! let (control, pattern) = ControlPlane::load(&cfg)?;    // refuses a corrupt state file
+//! let handle = PatternHandle::new(pattern);               // the data path starts with it
+//! let stats = DataPathStats::new();
+//! let listener = tokio::net::TcpListener::bind(&cfg.admin_listen).await?;
+//! control.serve(listener, handle, stats, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod admin;
+pub mod automation;
+pub mod health;
+pub mod metrics;
+pub mod scheduler;
+pub mod state_machine;
+pub mod status;
+pub mod store;
+pub mod validator;
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use health::{BackendProbe, PingProbe, TcpGreetingProbe};
+pub use scheduler::SchedulerError;
+pub use state_machine::State;
+pub use store::{FileStateStore, PersistedState, StateStore, StoreError};
+pub use validator::{CancelToken, ValidationReport, Validator};
+
+use crate::config::Config;
+use crate::pattern::{Pattern, PatternHandle};
+use crate::stats::DataPathStats;
+
+/// Why the control plane could not start or keep serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("admin API on {addr} is not loopback-only; set `admin_token` or bind admin_listen to 127.0.0.1")]
+    InsecureAdmin { addr: String },
+    #[error("admin listener: {0}")]
+    Listener(#[source] std::io::Error),
+}
+
+/// The operator's side of cutover, loaded and ready to serve.
+pub struct ControlPlane {
+    store: Arc<dyn StateStore>,
+    persisted: PersistedState,
+    probe: Arc<dyn BackendProbe>,
+    validator: Option<Arc<dyn Validator>>,
+    token: Option<String>,
+    settings: scheduler::Settings,
+}
+
+impl ControlPlane {
+    /// Load persisted state (or `initial_pattern` on a fresh install),
+    /// returning the pattern the data path must start with.
+    ///
+    /// Refuses to start when the state file exists but cannot be read, or
+    /// when `admin_listen` is not loopback and no `admin_token` is set. A
+    /// fresh state is written at once, so an unwritable path fails here.
+    pub fn load(cfg: &Config) -> Result<(Self, Pattern), ControlError> {
+        Self::load_with_store(cfg, Arc::new(FileStateStore::new(&cfg.state_file)))
+    }
+
+    /// [`ControlPlane::load`] with another [`StateStore`].
+    pub fn load_with_store(
+        cfg: &Config,
+        store: Arc<dyn StateStore>,
+    ) -> Result<(Self, Pattern), ControlError> {
+        let token = cfg.admin_token.clone().filter(|t| !t.is_empty());
+        if token.is_none() && !is_loopback_addr(&cfg.admin_listen) {
+            return Err(ControlError::InsecureAdmin {
+                addr: cfg.admin_listen.clone(),
+            });
+        }
+        let persisted = match store.load()? {
+            Some(p) => {
+                tracing::info!(store = %store.describe(), state = %p.state, "loaded persisted state");
+                p
+            }
+            None => {
+                let fresh = PersistedState::fresh(State::fresh(cfg.initial_pattern));
+                store.save(&fresh)?;
+                tracing::info!(store = %store.describe(), state = %fresh.state, "fresh install");
+                fresh
+            }
+        };
+        let pattern = persisted.state.pattern();
+        let control = ControlPlane {
+            store,
+            persisted,
+            probe: Arc::new(PingProbe::new(cfg)),
+            validator: None,
+            token,
+            settings: scheduler::Settings {
+                auto_promotion: cfg.enable_auto_promotion,
+                quiet_period: Duration::from_millis(cfg.promotion_quiet_period_ms),
+                drain_timeout: Duration::from_millis(cfg.switch_drain_timeout_ms),
+            },
+        };
+        Ok((control, pattern))
+    }
+
+    /// Replace the backend health probe (the data path's authenticated ping, or a test's).
+    pub fn with_probe(mut self, probe: Arc<dyn BackendProbe>) -> Self {
+        self.probe = probe;
+        self
+    }
+
+    /// Plug in a validator: enables `/full/*`, auto-promotion and auto-migrate past `src_first`.
+    pub fn with_validator(mut self, validator: Arc<dyn Validator>) -> Self {
+        self.validator = Some(validator);
+        self
+    }
+
+    /// The state loaded (or freshly created).
+    pub fn state(&self) -> State {
+        self.persisted.state
+    }
+
+    /// Serve the admin API on `listener` until `shutdown` resolves.
+    ///
+    /// `pattern` is the data path's handle (created from the pattern
+    /// [`ControlPlane::load`] returned; corrected with a warning if it
+    /// differs); `stats` the data path's counters.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        pattern: PatternHandle,
+        stats: Arc<DataPathStats>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ControlError> {
+        let addr = listener.local_addr().map_err(ControlError::Listener)?;
+        if self.token.is_none() && !addr.ip().is_loopback() {
+            return Err(ControlError::InsecureAdmin {
+                addr: addr.to_string(),
+            });
+        }
+        metrics::install();
+        let scheduler = Arc::new(scheduler::Scheduler::new(
+            self.persisted,
+            pattern,
+            self.store,
+            health::HealthMonitor::new(self.probe),
+            self.validator,
+            Arc::clone(&stats),
+            self.settings,
+        ));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let background = tokio::spawn(Arc::clone(&scheduler).run_background(stop_rx.clone()));
+        let upkeep = tokio::spawn(metrics_upkeep(stop_rx));
+        let state = scheduler.current_state().await;
+        tracing::info!(%addr, %state, "admin API listening");
+        let ctx = Arc::new(admin::Ctx {
+            scheduler: Arc::clone(&scheduler),
+            stats,
+            token: self.token,
+        });
+        admin::serve(listener, ctx, shutdown).await;
+        stop_tx.send_replace(true);
+        scheduler.shutdown().await;
+        let _ = background.await;
+        let _ = upkeep.await;
+        tracing::info!("admin API stopped");
+        Ok(())
+    }
+}
+
+async fn metrics_upkeep(mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => metrics::upkeep(),
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// `HOST:PORT` whose host is `localhost` or a loopback IP.
+pub fn is_loopback_addr(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_addresses() {
+        assert!(is_loopback_addr("127.0.0.1:9033"));
+        assert!(is_loopback_addr("127.0.0.2:9033"));
+        assert!(is_loopback_addr("localhost:9033"));
+        assert!(is_loopback_addr("[::1]:9033"));
+        assert!(!is_loopback_addr("0.0.0.0:9033"));
+        assert!(!is_loopback_addr("[::]:9033"));
+        assert!(!is_loopback_addr("admin.example:9033"));
+        assert!(!is_loopback_addr("10.0.0.5:9033"));
+    }
+}
