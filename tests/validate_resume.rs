@@ -127,7 +127,9 @@ async fn run_that_failed_when_a_backend_crashed_resumes_after_restart() {
     let mut pair = Pair::start().await;
     let fill = "CREATE TABLE t (id INT PRIMARY KEY, v INT); INSERT INTO t SELECT seq, seq FROM seq_1_to_20000;";
     tokio::join!(pair.source.exec(fill), pair.destination.exec(fill));
-    pair.destination.exec("UPDATE t SET v = 0 WHERE id = 19000").await;
+    pair.destination
+        .exec("UPDATE t SET v = 0 WHERE id = 19000")
+        .await;
     let dir = tempfile::tempdir().unwrap();
     let v = validator(
         &pair,
@@ -162,4 +164,42 @@ async fn run_that_failed_when_a_backend_crashed_resumes_after_restart() {
         events(&v, EventStatus::Open),
         vec![ev("t", json!({"id": 19000}), Kind::Neq)]
     );
+}
+
+#[tokio::test]
+async fn control_plane_seam_runs_and_cancels_full_validations() {
+    use cutover::control::validator::cancel_pair;
+    use cutover::control::Validator as Seam;
+    let pair = Pair::start().await;
+    let fill = "CREATE TABLE t (id INT PRIMARY KEY, v INT); INSERT INTO t SELECT seq, seq FROM seq_1_to_20000;";
+    tokio::join!(pair.source.exec(fill), pair.destination.exec(fill));
+    let dir = tempfile::tempdir().unwrap();
+    let v = validator(&pair, Pattern::SrcFirst, dir.path(), "recheck_delay_ms = 0");
+    let (_keep, token) = cancel_pair();
+    let r = v.run_full(None, token).await.unwrap();
+    assert_eq!(
+        (r.tables_checked, r.rows_checked, r.discrepancies),
+        (1, 20_000, 0)
+    );
+    pair.destination.exec("DELETE FROM t WHERE id = 7").await;
+    let (_keep, token) = cancel_pair();
+    assert_eq!(v.run_full(None, token).await.unwrap().discrepancies, 1);
+
+    // Cancelled mid-run: returns Err soon, the run is stopped.
+    let slow = validator(
+        &pair,
+        Pattern::SrcFirst,
+        dir.path(),
+        "max_rows_per_second = 2000\nchunk_max_rows = 200\nrecheck_delay_ms = 0",
+    );
+    let (cancel, token) = cancel_pair();
+    let run = tokio::spawn({
+        let slow = slow.clone();
+        async move { slow.run_full(None, token).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cancel.cancel();
+    let err = run.await.unwrap().unwrap_err();
+    assert!(err.contains("cancelled"), "{err}");
+    assert_eq!(slow.status().last_full.unwrap().outcome, Outcome::Stopped);
 }

@@ -24,6 +24,7 @@ mod incremental;
 pub mod keyset;
 pub mod progress;
 pub mod schema;
+mod seam;
 mod throttle;
 
 use std::path::{Path, PathBuf};
