@@ -205,7 +205,9 @@ async fn destination_authority_flips_direction() {
     assert_eq!(n, vec![50]);
 
     // Beyond max_events_per_run, differences are counted but not recorded.
-    pair.source.exec("DELETE FROM t WHERE id BETWEEN 10 AND 14").await;
+    pair.source
+        .exec("DELETE FROM t WHERE id BETWEEN 10 AND 14")
+        .await;
     let dir = tempfile::tempdir().unwrap();
     let capped = validator(
         &pair,
