@@ -133,6 +133,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     // The persisted migration state (if any) decides the starting pattern.
     let (control, initial) = ControlPlane::load(&cfg)?;
     let pattern = PatternHandle::new(initial);
+    let validator = cutover::validate::Validator::new(cfg.clone(), pattern.clone())
+        .context("cannot open the validation event store (data_dir)")?;
+    let control = control.with_validation(Arc::new(validator));
     let stats = DataPathStats::new();
     let proxy = Proxy::bind(cfg.clone(), pattern.clone(), stats.clone())
         .await

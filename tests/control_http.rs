@@ -345,7 +345,7 @@ async fn bad_requests_unknown_paths_and_wrong_methods() {
 }
 
 #[tokio::test]
-async fn validator_routes_answer_501_until_the_validator_exists() {
+async fn validation_routes_answer_501_without_a_validator() {
     let pair = Pair::start().await;
     let dir = tempfile::tempdir().unwrap();
     let admin = admin_for(&pair, &dir, "").await;
@@ -358,11 +358,12 @@ async fn validator_routes_answer_501_until_the_validator_exists() {
             r#"{"utime": 1700000000000, "interval": 1000}"#,
         ),
         ("/incr/stop", ""),
+        ("/fix", ""),
     ] {
         let r = admin.post(path, body).await;
         assert_eq!(r.status, 501, "{path}: {}", r.body);
         assert!(
-            r.error().contains("not implemented yet"),
+            r.error().contains("validator not available"),
             "{path}: {}",
             r.body
         );

@@ -196,7 +196,7 @@ async fn control_with_proxy(pair: &Pair, dir: &std::path::Path, extra: &str) -> 
         &dir.join("state.json"),
         extra,
     );
-    let admin = Admin::start(&cfg).await;
+    let admin = Admin::start_with_validation(&cfg).await;
     let mut proxy_cfg = cfg.clone();
     proxy_cfg.listen = "127.0.0.1:0".into();
     let proxy = TestProxy::attach(proxy_cfg, admin.pattern.clone(), admin.stats.clone()).await;
@@ -302,4 +302,101 @@ async fn a_switch_aborts_when_a_transaction_does_not_finish_in_time() {
     assert_eq!((src.len(), dst.len()), (1, 1));
     proxy.stop().await;
     admin.stop().await;
+}
+
+/// The acceptance scenario of the integrity issue: the destination starts
+/// with the schema only; 8 writers run through the proxy while the pattern
+/// walks src_only → src_first → (backfill with the validator's fixer) →
+/// dst_first → src_first → dst_first; then a full validation finds 0
+/// discrepancies, the sides are equal row for row, and the walk ends in
+/// dst_only. No client statement fails.
+async fn acceptance_walk(deterministic: bool) -> (u64, Vec<String>, Vec<String>) {
+    let pair = Pair::start().await;
+    pair.source.exec(TABLE).await;
+    pair.destination.exec(TABLE).await; // schema only
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!("deterministic_mirroring = {deterministic}\n[validation]\ntables = [\"m\"]\nrecheck_delay_ms = 50\nauto_fix = true");
+    let (admin, proxy) = control_with_proxy(&pair, dir.path(), &extra).await;
+    let post = |path: &'static str| {
+        let admin = &admin;
+        async move {
+            let r = admin.post(path, "").await;
+            assert_eq!(r.status, 200, "{path}: {}", r.body);
+        }
+    };
+    post("/src_only").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (writers, ops) = run_writers(proxy.opts(), 8, stop.clone()).await;
+    tokio::time::sleep(Duration::from_millis(600)).await; // rows only the source has
+    post("/src_first").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // backfill: a full run with fixing (auto_fix) copies what double-writing missed
+    full_validation(&admin).await;
+    let fixed = admin.post("/fix", "").await;
+    assert_eq!(fixed.status, 200, "{}", fixed.body);
+    for step in ["/dst_first", "/src_first", "/dst_first"] {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        post(step).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.expect("no client statement failed during the walk");
+    }
+    assert!(ops.load(Ordering::Relaxed) > 50);
+    // final verdict: a full validation in dst_first (what it finds is counted
+    // before it is repaired)
+    let status = full_validation(&admin).await;
+    let found = status["validation_detail"]["last_full"]["totals"].clone();
+    let discrepancies = ["target_missing", "base_missing", "neq"]
+        .iter()
+        .map(|k| found[k].as_u64().unwrap_or(0))
+        .sum::<u64>();
+    if discrepancies == 0 {
+        post("/dst_only").await;
+        assert_eq!(proxy.pattern.load(), Pattern::DstOnly);
+    }
+    let (src, dst) = (dump(&pair.source).await, dump(&pair.destination).await);
+    proxy.stop().await;
+    admin.stop().await;
+    (discrepancies, src, dst)
+}
+
+/// Start a full validation and wait for its report (a new run id).
+async fn full_validation(admin: &Admin) -> serde_json::Value {
+    let before =
+        admin.get("/status").await.json()["validation_detail"]["last_full"]["run_id"].clone();
+    let r = admin.post("/full/start", "").await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    for _ in 0..600 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let s = admin.get("/status").await.json();
+        let last = &s["validation_detail"]["last_full"];
+        if s["validation_detail"]["full"].is_null() && !last.is_null() && last["run_id"] != before {
+            assert_eq!(last["outcome"], "completed", "{last}");
+            return s;
+        }
+    }
+    panic!("full validation did not finish in 60 s");
+}
+
+#[tokio::test]
+async fn acceptance_walk_ends_consistent_in_dst_only() {
+    let (discrepancies, src, dst) = acceptance_walk(true).await;
+    assert_eq!(discrepancies, 0, "validation found differences");
+    assert!(src.len() > 50);
+    if src != dst {
+        let first = src.iter().zip(&dst).find(|(a, b)| a != b);
+        panic!(
+            "sides differ ({} vs {} rows); first difference: {first:?}",
+            src.len(),
+            dst.len()
+        );
+    }
+}
+
+#[tokio::test]
+async fn acceptance_walk_without_pinning_is_caught_by_the_validator() {
+    let (discrepancies, _, _) = acceptance_walk(false).await;
+    assert!(discrepancies > 0, "the validator must see the divergence");
 }

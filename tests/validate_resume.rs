@@ -168,13 +168,20 @@ async fn run_that_failed_when_a_backend_crashed_resumes_after_restart() {
 
 #[tokio::test]
 async fn control_plane_seam_runs_and_cancels_full_validations() {
+    use cutover::control::validation::ValidatorAdapter;
     use cutover::control::validator::cancel_pair;
-    use cutover::control::Validator as Seam;
+    use cutover::control::Validator as _;
+    use std::sync::Arc;
     let pair = Pair::start().await;
     let fill = "CREATE TABLE t (id INT PRIMARY KEY, v INT); INSERT INTO t SELECT seq, seq FROM seq_1_to_20000;";
     tokio::join!(pair.source.exec(fill), pair.destination.exec(fill));
     let dir = tempfile::tempdir().unwrap();
-    let v = validator(&pair, Pattern::SrcFirst, dir.path(), "recheck_delay_ms = 0");
+    let v = ValidatorAdapter(Arc::new(validator(
+        &pair,
+        Pattern::SrcFirst,
+        dir.path(),
+        "recheck_delay_ms = 0",
+    )));
     let (_keep, token) = cancel_pair();
     let r = v.run_full(None, token).await.unwrap();
     assert_eq!(
@@ -194,7 +201,7 @@ async fn control_plane_seam_runs_and_cancels_full_validations() {
     );
     let (cancel, token) = cancel_pair();
     let run = tokio::spawn({
-        let slow = slow.clone();
+        let slow = ValidatorAdapter(Arc::new(slow.clone()));
         async move { slow.run_full(None, token).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -57,6 +57,8 @@ pub enum Route {
     Health,
     Metrics,
     OpenApi,
+    Inconsistencies,
+    Fix,
 }
 
 /// Every route: path, method, what it does. The OpenAPI document lists the same.
@@ -77,12 +79,15 @@ pub const ROUTES: &[(&str, &str, Route)] = &[
     ("/health", "GET", Route::Health),
     ("/metrics", "GET", Route::Metrics),
     ("/openapi.json", "GET", Route::OpenApi),
+    ("/inconsistencies", "GET", Route::Inconsistencies),
+    ("/fix", "POST", Route::Fix),
 ];
 
 pub(super) struct Ctx {
     pub scheduler: Arc<Scheduler>,
     pub stats: Arc<DataPathStats>,
     pub token: Option<String>,
+    pub validation: Option<Arc<crate::validate::Validator>>,
 }
 
 /// Accept and serve admin connections until `shutdown` resolves, then drain.
@@ -210,6 +215,9 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Resp, Reject> {
             Reject(StatusCode::NOT_FOUND, format!("no route {path}"))
         });
     };
+    if route == Route::Inconsistencies {
+        return inconsistencies(req.uri().query(), ctx);
+    }
     let query = parse_query(req.uri().query(), matches!(route, Route::Move(_)))?;
     let body = if method == "POST" {
         read_body(req).await?
@@ -247,12 +255,27 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Resp, Reject> {
             if b.interval == 0 {
                 return Err(bad_request("field `interval`: must be at least 1 (ms)"));
             }
-            Err(SchedulerError::IncrementalUnavailable.into())
+            let v = validation(ctx)?;
+            let since =
+                i64::try_from(b.utime).map_err(|_| bad_request("field `utime`: too large"))?;
+            v.start_incremental(since, Some(b.interval), false)
+                .await
+                .map_err(validation_error)?;
+            Ok(json_response(StatusCode::ACCEPTED, &v.status()))
         }
         Route::IncrStop => {
             parse_body::<NoBody>(&body)?;
-            Err(SchedulerError::IncrementalUnavailable.into())
+            let v = validation(ctx)?;
+            v.stop_incremental().await.map_err(validation_error)?;
+            Ok(json_response(StatusCode::OK, &v.status()))
         }
+        Route::Fix => {
+            parse_body::<NoBody>(&body)?;
+            let v = validation(ctx)?;
+            let report = v.fix_open().await.map_err(validation_error)?;
+            Ok(json_response(StatusCode::OK, &report))
+        }
+        Route::Inconsistencies => unreachable!("answered before the body is read"),
         Route::AutoMigrate => {
             let b: AutoMigrateBody = parse_body(&body)?;
             let wait = b.step_wait_ms.unwrap_or(DEFAULT_STEP_WAIT_MS);
@@ -272,7 +295,17 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Resp, Reject> {
                 &s.status().await.auto_migrate,
             ))
         }
-        Route::Status => Ok(json_response(StatusCode::OK, &s.status().await)),
+        Route::Status => {
+            let mut status = serde_json::to_value(s.status().await).unwrap_or_default();
+            if let (Some(v), Some(obj)) = (&ctx.validation, status.as_object_mut()) {
+                // per-table progress (rows checked, estimate, percent, ETA) and run summaries
+                obj.insert(
+                    "validation_detail".into(),
+                    serde_json::to_value(v.status()).unwrap_or_default(),
+                );
+            }
+            Ok(json_response(StatusCode::OK, &status))
+        }
         Route::Stats => Ok(json_response(StatusCode::OK, &s.migration_stats().await)),
         Route::Health => {
             let state = s.current_state().await;
@@ -325,6 +358,61 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 struct Query {
     force: bool,
+}
+
+fn validation(ctx: &Ctx) -> Result<&Arc<crate::validate::Validator>, Reject> {
+    ctx.validation.as_ref().ok_or_else(|| {
+        Reject(
+            StatusCode::NOT_IMPLEMENTED,
+            "validator not available: no validator is configured in this process".into(),
+        )
+    })
+}
+
+fn validation_error(e: crate::validate::ValidateError) -> Reject {
+    let msg = e.to_string();
+    let status = if msg.contains("already running") {
+        StatusCode::CONFLICT
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Reject(status, msg)
+}
+
+/// `GET /inconsistencies?status=open|fixed|obsolete&limit=N&after=ID`
+fn inconsistencies(q: Option<&str>, ctx: &Ctx) -> Result<Resp, Reject> {
+    let v = validation(ctx)?;
+    let (mut status, mut limit, mut after) = (None, 100usize, None);
+    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, val) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "status" => {
+                status = Some(val.parse().map_err(|_| {
+                    bad_request(format!(
+                        "query parameter `status`: expected open, fixed or obsolete, got `{val}`"
+                    ))
+                })?)
+            }
+            "limit" => {
+                limit = val
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=10_000).contains(n))
+                    .ok_or_else(|| bad_request("query parameter `limit`: expected 1..10000"))?
+            }
+            "after" => {
+                after =
+                    Some(val.parse().map_err(|_| {
+                        bad_request("query parameter `after`: expected an event id")
+                    })?)
+            }
+            _ => return Err(bad_request(format!("unknown query parameter `{k}`"))),
+        }
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &v.inconsistencies(status, limit, after),
+    ))
 }
 
 fn parse_query(q: Option<&str>, is_move: bool) -> Result<Query, Reject> {

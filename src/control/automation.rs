@@ -310,7 +310,7 @@ impl Scheduler {
         }
         match self.run_full(cancel).await {
             Err(SchedulerError::ValidatorUnavailable) => Err(format!(
-                "validator not available: full validation is not implemented yet (issue 4); \
+                "validator not available: no validator is configured in this process; \
                  auto-migrate stopped in {state} and will not move further"
             )),
             Err(e) => Err(e.to_string()),

@@ -27,6 +27,7 @@ pub mod scheduler;
 pub mod state_machine;
 pub mod status;
 pub mod store;
+pub mod validation;
 pub mod validator;
 
 use std::future::Future;
@@ -64,6 +65,7 @@ pub struct ControlPlane {
     persisted: PersistedState,
     probe: Arc<dyn BackendProbe>,
     validator: Option<Arc<dyn Validator>>,
+    validation: Option<Arc<crate::validate::Validator>>,
     token: Option<String>,
     settings: scheduler::Settings,
 }
@@ -108,6 +110,7 @@ impl ControlPlane {
             persisted,
             probe: Arc::new(PingProbe::new(cfg)),
             validator: None,
+            validation: None,
             token,
             settings: scheduler::Settings {
                 auto_promotion: cfg.enable_auto_promotion,
@@ -121,6 +124,15 @@ impl ControlPlane {
     /// Replace the backend health probe (the data path's authenticated ping, or a test's).
     pub fn with_probe(mut self, probe: Arc<dyn BackendProbe>) -> Self {
         self.probe = probe;
+        self
+    }
+
+    /// Plug in the real validator: `/full/*`, `/incr/*`, `/inconsistencies`,
+    /// `/fix`, auto-promotion, auto-migrate, and targeted re-checks of the
+    /// data path's dirty records.
+    pub fn with_validation(mut self, v: Arc<crate::validate::Validator>) -> Self {
+        self.validator = Some(Arc::new(validation::ValidatorAdapter(Arc::clone(&v))));
+        self.validation = Some(v);
         self
     }
 
@@ -165,6 +177,14 @@ impl ControlPlane {
         ));
         let (stop_tx, stop_rx) = watch::channel(false);
         let background = tokio::spawn(Arc::clone(&scheduler).run_background(stop_rx.clone()));
+        let dirty = self.validation.clone().map(|v| {
+            tokio::spawn(validation::consume_dirty(
+                v,
+                Arc::clone(&scheduler),
+                Arc::clone(&stats),
+                stop_rx.clone(),
+            ))
+        });
         let upkeep = tokio::spawn(metrics_upkeep(stop_rx));
         let state = scheduler.current_state().await;
         tracing::info!(%addr, %state, "admin API listening");
@@ -172,12 +192,16 @@ impl ControlPlane {
             scheduler: Arc::clone(&scheduler),
             stats,
             token: self.token,
+            validation: self.validation,
         });
         admin::serve(listener, ctx, shutdown).await;
         stop_tx.send_replace(true);
         scheduler.shutdown().await;
         let _ = background.await;
         let _ = upkeep.await;
+        if let Some(d) = dirty {
+            let _ = d.await;
+        }
         tracing::info!("admin API stopped");
         Ok(())
     }

@@ -53,9 +53,9 @@ pub enum SchedulerError {
         to: State,
         detail: crate::pattern::DrainTimeout,
     },
-    #[error("validator not available: full validation is not implemented yet (issue 4)")]
+    #[error("validator not available: no validator is configured in this process")]
     ValidatorUnavailable,
-    #[error("incremental validation is not implemented yet (issue 4)")]
+    #[error("validator not available: no validator is configured in this process")]
     IncrementalUnavailable,
     #[error("{0}")]
     Conflict(String),

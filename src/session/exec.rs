@@ -245,7 +245,8 @@ impl Session {
             b.queue_silent(determinism::RESET);
         }
         DataPathStats::incr(&self.shared.stats.statements);
-        record_statement(class, plan.primary, &summary, started);
+        self.metrics
+            .record(class, plan.primary, summary.is_err(), started);
 
         if summary.is_err() {
             let ended = summary
@@ -534,19 +535,4 @@ async fn replay(
         warn!(side = %backend.side, code = err.code, "replaying session state failed: {}", err.message);
     }
     Ok(())
-}
-
-fn record_statement(class: Class, target: Side, summary: &Summary, started: Instant) {
-    let class = match class {
-        Class::Read => "read",
-        Class::Write => "write",
-        Class::Ddl => "ddl",
-        Class::Transaction => "transaction",
-        Class::SessionState => "session",
-    };
-    let outcome = if summary.is_err() { "error" } else { "ok" };
-    metrics::counter!("cutover_statements_total", "class" => class, "target" => target.as_str(), "outcome" => outcome)
-        .increment(1);
-    metrics::histogram!("cutover_statement_duration_seconds", "target" => target.as_str())
-        .record(started.elapsed().as_secs_f64());
 }

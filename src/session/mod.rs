@@ -4,6 +4,7 @@
 mod exec;
 pub mod handshake;
 mod kill;
+mod metrics;
 mod mirror;
 pub mod prepared;
 pub mod state;
@@ -85,6 +86,7 @@ pub struct Session {
     txn_pattern: Option<Pattern>,
     /// Held while a transaction / autocommit statement runs (pattern gate).
     unit: Option<InFlight>,
+    metrics: metrics::StatementMetrics,
     /// The mirror side was lost or skipped inside the current transaction:
     /// do not reopen it before the transaction ends.
     mirror_suspended: bool,
@@ -113,6 +115,7 @@ impl Session {
             stmts: Statements::default(),
             txn_pattern: None,
             unit: None,
+            metrics: metrics::StatementMetrics::default(),
             mirror_suspended: false,
         };
         let primary = session.shared.pattern.load().primary();

@@ -25,7 +25,6 @@ pub mod keyset;
 pub mod progress;
 mod run;
 pub mod schema;
-mod seam;
 mod throttle;
 
 use std::path::{Path, PathBuf};
@@ -444,6 +443,19 @@ impl Validator {
             .ok_or(ValidateError::Config("validation task vanished".into()))
     }
 
+    /// Like [`Validator::run_full_to_completion`] but resumes a stopped or
+    /// crashed run from its checkpoint (what `POST /full/start` does).
+    pub async fn run_full_resuming(
+        &self,
+        tables: Option<Vec<String>>,
+        fix: bool,
+    ) -> Result<RunReport, ValidateError> {
+        self.start_full_exact(tables, fix, false)?;
+        self.wait_slot(Mode::Full)
+            .await
+            .ok_or(ValidateError::Config("validation task vanished".into()))
+    }
+
     /// One incremental pass (plus its overlap catch-up) over `tables`, waiting
     /// for the report (the CLI's `--since`).
     pub async fn run_incremental_to_completion(
@@ -536,6 +548,38 @@ impl Validator {
                 .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
         }
         result
+    }
+
+    /// Re-check one row of a table whose primary key is a single column
+    /// (the data path knows AUTO_INCREMENT ids, not column names).
+    /// `Ok(None)` when the row is equal on both sides or the key shape does
+    /// not fit.
+    pub async fn recheck_key(
+        &self,
+        table: &str,
+        key: u64,
+    ) -> Result<Option<Inconsistency>, ValidateError> {
+        let (base, target, _) = self.sides()?;
+        let found = schema::discover(
+            &base,
+            &target,
+            &[table.to_string()],
+            &self.inner.cfg.validation.utime_column,
+        )
+        .await;
+        base.disconnect().await;
+        target.disconnect().await;
+        let (tables, _) = found?;
+        let Some(pk) = tables
+            .first()
+            .filter(|t| t.pk.len() == 1)
+            .map(|t| t.pk[0].clone())
+        else {
+            return Ok(None);
+        };
+        let mut obj = serde_json::Map::new();
+        obj.insert(pk, serde_json::Value::from(key));
+        self.recheck(table, serde_json::Value::Object(obj)).await
     }
 
     /// Compare one row now. Records an open event when it differs (unless one

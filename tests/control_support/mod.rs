@@ -56,9 +56,26 @@ impl Admin {
 
     /// Serve an already loaded (and possibly customised) control plane.
     pub async fn serve(cp: ControlPlane, pattern: Pattern, token: Option<String>) -> Admin {
+        Admin::serve_on(cp, PatternHandle::new(pattern), token).await
+    }
+
+    /// Load from `cfg` with the real validator plugged in (as `cutover serve` does).
+    pub async fn start_with_validation(cfg: &Config) -> Admin {
+        let (cp, pattern) = ControlPlane::load(cfg).expect("ControlPlane::load");
+        let handle = PatternHandle::new(pattern);
+        let v = cutover::validate::Validator::new(Arc::new(cfg.clone()), handle.clone())
+            .expect("validator");
+        Admin::serve_on(
+            cp.with_validation(Arc::new(v)),
+            handle,
+            cfg.admin_token.clone(),
+        )
+        .await
+    }
+
+    pub async fn serve_on(cp: ControlPlane, handle: PatternHandle, token: Option<String>) -> Admin {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let handle = PatternHandle::new(pattern);
         let stats = DataPathStats::new();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(

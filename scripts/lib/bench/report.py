@@ -22,6 +22,11 @@ WORKLOADS = ["oltp_point_select", "oltp_read_only", "oltp_write_only", "oltp_rea
 VARIANTS = ["direct", "haproxy", "cutover_src_only", "cutover_src_first", "cutover_dst_first"]
 CUTOVER = [v for v in VARIANTS if v.startswith("cutover_")]
 NOT_LANDED = "not measured: feature not landed"
+# The validator (issue 4) landed in 51753e8 while this harness was being written; it brings
+# its own scripts/bench_validate.sh, not yet folded into this report.
+VALIDATOR_TODO = ("not measured by scripts/bench: the validator landed after this harness "
+                  "(51753e8); run scripts/bench_validate.sh until it is folded in")
+SWAP_TODO = "not measured: no drain-then-swap benchmark yet (needs the admin API switch under write load)"
 
 
 def num(x):
@@ -132,8 +137,8 @@ def summarize(runs, meta):
            note=mem.get("idle200_note"))
     target("cutover peak RSS while streaming a large result", mb(stream_peak), 64, "MB",
            higher_is_better=False, note=mem.get("stream_note"))
-    target("full validation rows/s on a 1M-row table", None, 300000, "rows/s", note=NOT_LANDED)
-    target("full validation vs per-row OFFSET algorithm", None, 20, "×", note=NOT_LANDED)
+    target("full validation rows/s on a 1M-row table", None, 300000, "rows/s", note=VALIDATOR_TODO)
+    target("full validation vs per-row OFFSET algorithm", None, 20, "×", note=VALIDATOR_TODO)
 
     return {
         "schema": 1,
@@ -154,9 +159,9 @@ def summarize(runs, meta):
         "memory": mem,
         "stream": meta.get("stream", {}),
         "connect": meta.get("connect", {}),
-        "validator": {"status": NOT_LANDED, "full_rows_per_s": None, "offset_rows_per_s": None,
+        "validator": {"status": VALIDATOR_TODO, "full_rows_per_s": None, "offset_rows_per_s": None,
                       "backfill_rows_per_s": None},
-        "drain_swap_pause": {"status": NOT_LANDED, "p50_ms": None, "p99_ms": None},
+        "drain_swap_pause": {"status": SWAP_TODO, "p50_ms": None, "p99_ms": None},
         "targets": targets,
         "timing": meta.get("timing", {}),
     }
@@ -239,10 +244,10 @@ def markdown(s):
     L.append("")
     L.append("| measurement | result |")
     L.append("|---|---|")
-    L.append(f"| validator full-compare rows/s (1M rows) | TODO — {NOT_LANDED} |")
-    L.append(f"| validator vs per-row OFFSET algorithm | TODO — {NOT_LANDED} |")
-    L.append(f"| backfill rows/s | TODO — {NOT_LANDED} |")
-    L.append(f"| drain-then-swap pause p50/p99 under write load | TODO — {NOT_LANDED} |")
+    L.append(f"| validator full-compare rows/s (1M rows) | TODO — {VALIDATOR_TODO} |")
+    L.append(f"| validator vs per-row OFFSET algorithm | TODO — {VALIDATOR_TODO} |")
+    L.append(f"| backfill rows/s | TODO — {VALIDATOR_TODO} |")
+    L.append(f"| drain-then-swap pause p50/p99 under write load | TODO — {SWAP_TODO} |")
     L.append("")
     L.append("#### Targets (issue #6)")
     L.append("")
