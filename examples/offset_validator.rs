@@ -27,10 +27,12 @@ fn values(r: &Row) -> Vec<mysql_async::Value> {
 
 /// One step of the naive algorithm at offset n; returns whether the row matched.
 async fn step(base: &mut Conn, target: &mut Conn, table: &str, pk: &str, n: u64) -> bool {
+    // Both lookups use the binary protocol so the values compare by type.
     let row: Option<Row> = base
-        .query_first(format!(
-            "SELECT * FROM `{table}` ORDER BY `{pk}` LIMIT 1 OFFSET {n}"
-        ))
+        .exec_first(
+            format!("SELECT * FROM `{table}` ORDER BY `{pk}` LIMIT 1 OFFSET ?"),
+            (n,),
+        )
         .await
         .expect("base query");
     let Some(row) = row else { return true };

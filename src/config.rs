@@ -293,7 +293,7 @@ impl RawValidation {
                 "must not exceed validation.chunk_max_rows",
             ));
         }
-        if !(v.latency_backoff_factor >= 1.0) {
+        if v.latency_backoff_factor.is_nan() || v.latency_backoff_factor < 1.0 {
             return Err(key_err(
                 "validation.latency_backoff_factor",
                 "must be at least 1.0",

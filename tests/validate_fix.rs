@@ -54,7 +54,7 @@ async fn fixer_repairs_while_a_writer_updates_the_same_rows_through_the_proxy() 
             while !stop.load(Ordering::Relaxed) {
                 let id = ids[i % ids.len()];
                 let val = 10_000 + i as i32;
-                let ok = if i % 3 == 0 {
+                let ok = if i.is_multiple_of(3) {
                     let other = ids[(i + 1) % ids.len()];
                     let r = async {
                         c.query_drop("BEGIN").await?;

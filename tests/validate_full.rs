@@ -203,4 +203,21 @@ async fn destination_authority_flips_direction() {
     assert_eq!(f.fixed, 1);
     let n: Vec<i64> = pair.source.query("SELECT COUNT(*) FROM t").await;
     assert_eq!(n, vec![50]);
+
+    // Beyond max_events_per_run, differences are counted but not recorded.
+    pair.source
+        .exec("DELETE FROM t WHERE id BETWEEN 10 AND 14")
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let capped = validator(
+        &pair,
+        Pattern::DstFirst,
+        dir.path(),
+        "recheck_delay_ms = 0\nmax_events_per_run = 2",
+    );
+    let report = capped.run_full_to_completion(None, false).await.unwrap();
+    assert_eq!(report.totals.target_missing, 5, "{report:?}");
+    assert_eq!((report.events_recorded, report.events_dropped), (2, 3));
+    assert_eq!(capped.inconsistencies(None, 10, None).len(), 2);
+    assert_eq!(capped.status().data_discrepancies, 5);
 }

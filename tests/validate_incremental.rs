@@ -135,3 +135,61 @@ async fn rows_updated_during_the_scan_are_not_skipped() {
         "every row updated during the scan is reported"
     );
 }
+
+#[tokio::test]
+async fn tails_with_an_interval_on_a_datetime_column_until_stopped() {
+    let pair = Pair::start().await;
+    let fill = "CREATE TABLE d (id INT PRIMARY KEY, v INT, \
+                  utime DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3)); \
+                INSERT INTO d (id, v, utime) SELECT seq, seq, '2020-01-01' + INTERVAL seq SECOND FROM seq_1_to_500;";
+    tokio::join!(pair.source.exec(fill), pair.destination.exec(fill));
+    pair.destination
+        .exec("UPDATE d SET v = 0 WHERE id = 10")
+        .await; // utime becomes now
+    let dir = tempfile::tempdir().unwrap();
+    let v = validator(&pair, Pattern::SrcFirst, dir.path(), "recheck_delay_ms = 0");
+    // since = 2020-01-01 00:05:00 UTC: ids 300.. and the freshly updated row 10.
+    let since = 1_577_836_800_000 + 300_000;
+    v.start_incremental(since, Some(100), false).await.unwrap();
+    let wait_for = |n: usize| {
+        let v = v.clone();
+        async move {
+            for _ in 0..500 {
+                if v.inconsistencies(Some(EventStatus::Open), 100, None).len() >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!(
+                "expected {n} events, got {:?}",
+                events(&v, EventStatus::Open)
+            );
+        }
+    };
+    wait_for(1).await;
+    // Written after the first pass: found by a later pass of the same run.
+    pair.source.exec("UPDATE d SET v = -5 WHERE id = 20").await;
+    pair.source
+        .exec("INSERT INTO d (id, v) VALUES (600, 1)")
+        .await;
+    wait_for(3).await;
+    let status = v.status();
+    let live = status.incremental.expect("still tailing");
+    assert!(live.passes >= 1, "{live:?}");
+    v.stop_incremental().await.unwrap();
+    let report = v.status().last_incremental.unwrap();
+    assert_eq!(report.outcome, Outcome::Stopped);
+    assert_eq!(
+        events(&v, EventStatus::Open),
+        sorted(vec![
+            ev("d", json!({"id": 10}), Kind::Neq),
+            ev("d", json!({"id": 20}), Kind::Neq),
+            ev("d", json!({"id": 600}), Kind::TargetMissing),
+        ])
+    );
+    // A row deleted on one side leaves no update time behind: once the pass that
+    // covered its old utime is over, only a full run or a targeted re-check finds it.
+    pair.source.exec("DELETE FROM d WHERE id = 450").await;
+    let again = v.recheck("d", json!({"id": 450})).await.unwrap().unwrap();
+    assert_eq!(again.kind, Kind::BaseMissing);
+}

@@ -121,3 +121,92 @@ async fn backfill_fills_an_empty_destination() {
     assert_eq!(again.totals.found(), 0);
     assert_eq!(again.totals.rows_checked, 35_000);
 }
+
+#[tokio::test]
+async fn run_that_failed_when_a_backend_crashed_resumes_after_restart() {
+    let mut pair = Pair::start().await;
+    let fill = "CREATE TABLE t (id INT PRIMARY KEY, v INT); INSERT INTO t SELECT seq, seq FROM seq_1_to_20000;";
+    tokio::join!(pair.source.exec(fill), pair.destination.exec(fill));
+    pair.destination
+        .exec("UPDATE t SET v = 0 WHERE id = 19000")
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let v = validator(
+        &pair,
+        Pattern::SrcFirst,
+        dir.path(),
+        "max_rows_per_second = 8000\nchunk_max_rows = 500\nrecheck_delay_ms = 0",
+    );
+    let run = v.start_full(None, false, false).await.unwrap();
+    loop {
+        let rows = v
+            .status()
+            .full
+            .and_then(|f| f.tables.first().map(|t| t.tally.rows_checked))
+            .unwrap_or(0);
+        if rows >= 4000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    pair.destination.kill();
+    let failed = wait_full(&v).await;
+    assert_eq!(failed.outcome, Outcome::Failed, "{failed:?}");
+    assert!(v.status().last_error.is_some());
+    assert!(dir.path().join("full-checkpoint.json").exists());
+
+    pair.destination.restart().await;
+    assert_eq!(v.start_full(None, false, false).await.unwrap(), run);
+    let report = wait_full(&v).await;
+    assert_eq!(report.outcome, Outcome::Completed, "{report:?}");
+    assert_eq!(report.totals.rows_checked, 20_000);
+    assert_eq!(
+        events(&v, EventStatus::Open),
+        vec![ev("t", json!({"id": 19000}), Kind::Neq)]
+    );
+}
+
+#[tokio::test]
+async fn control_plane_seam_runs_and_cancels_full_validations() {
+    use cutover::control::validation::ValidatorAdapter;
+    use cutover::control::validator::cancel_pair;
+    use cutover::control::Validator as _;
+    use std::sync::Arc;
+    let pair = Pair::start().await;
+    let fill = "CREATE TABLE t (id INT PRIMARY KEY, v INT); INSERT INTO t SELECT seq, seq FROM seq_1_to_20000;";
+    tokio::join!(pair.source.exec(fill), pair.destination.exec(fill));
+    let dir = tempfile::tempdir().unwrap();
+    let v = ValidatorAdapter(Arc::new(validator(
+        &pair,
+        Pattern::SrcFirst,
+        dir.path(),
+        "recheck_delay_ms = 0",
+    )));
+    let (_keep, token) = cancel_pair();
+    let r = v.run_full(None, token).await.unwrap();
+    assert_eq!(
+        (r.tables_checked, r.rows_checked, r.discrepancies),
+        (1, 20_000, 0)
+    );
+    pair.destination.exec("DELETE FROM t WHERE id = 7").await;
+    let (_keep, token) = cancel_pair();
+    assert_eq!(v.run_full(None, token).await.unwrap().discrepancies, 1);
+
+    // Cancelled mid-run: returns Err soon, the run is stopped.
+    let slow = validator(
+        &pair,
+        Pattern::SrcFirst,
+        dir.path(),
+        "max_rows_per_second = 2000\nchunk_max_rows = 200\nrecheck_delay_ms = 0",
+    );
+    let (cancel, token) = cancel_pair();
+    let run = tokio::spawn({
+        let slow = ValidatorAdapter(Arc::new(slow.clone()));
+        async move { slow.run_full(None, token).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cancel.cancel();
+    let err = run.await.unwrap().unwrap_err();
+    assert!(err.contains("cancelled"), "{err}");
+    assert_eq!(slow.status().last_full.unwrap().outcome, Outcome::Stopped);
+}

@@ -59,3 +59,44 @@ pub fn save(dir: &Path, c: &Checkpoint) -> Result<(), ValidateError> {
 pub fn remove(dir: &Path) {
     let _ = std::fs::remove_file(path(dir));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_load_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load(dir.path()).is_none());
+        let mut tables = BTreeMap::new();
+        tables.insert(
+            "t".to_string(),
+            TableCheckpoint {
+                done: false,
+                after: Some(serde_json::json!([42, "b"])),
+                tally: Tally {
+                    rows_checked: 10,
+                    neq: 1,
+                    ..Default::default()
+                },
+            },
+        );
+        let c = Checkpoint {
+            run_id: RunId(5),
+            direction: Direction::Dst,
+            fix: true,
+            requested: Some(vec!["t".into()]),
+            started_at: "x".into(),
+            tables,
+        };
+        save(dir.path(), &c).unwrap();
+        assert_eq!(load(dir.path()).unwrap(), c);
+        std::fs::write(path(dir.path()), "{not json").unwrap();
+        assert!(
+            load(dir.path()).is_none(),
+            "unreadable checkpoint is ignored"
+        );
+        remove(dir.path());
+        assert!(!path(dir.path()).exists());
+    }
+}

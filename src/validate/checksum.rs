@@ -121,6 +121,23 @@ pub fn order_by(cols: &[String]) -> String {
     column_list(cols)
 }
 
+/// Every stored column, quoted, comma-separated.
+pub fn column_list_of(t: &TableInfo) -> String {
+    column_list(&t.column_names())
+}
+
+/// Every stored column plus the row hash, optionally locking.
+pub fn full_rows_hashed(t: &TableInfo, pred: &str, for_update: bool) -> String {
+    format!(
+        "SELECT {cols}, {h} FROM {tbl} WHERE {pred} ORDER BY {order}{lock}",
+        cols = column_list_of(t),
+        h = row_hash(t),
+        tbl = quote(&t.name),
+        order = order_by(&t.pk),
+        lock = if for_update { " FOR UPDATE" } else { "" },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,21 +173,4 @@ mod tests {
         assert!(upsert(&t, 2).ends_with("`ts` = VALUES(`ts`)"));
         assert!(upsert(&t, 2).contains("VALUES (?, ?, ?), (?, ?, ?) ON"));
     }
-}
-
-/// Every stored column, quoted, comma-separated.
-pub fn column_list_of(t: &TableInfo) -> String {
-    column_list(&t.column_names())
-}
-
-/// Every stored column plus the row hash, optionally locking.
-pub fn full_rows_hashed(t: &TableInfo, pred: &str, for_update: bool) -> String {
-    format!(
-        "SELECT {cols}, {h} FROM {tbl} WHERE {pred} ORDER BY {order}{lock}",
-        cols = column_list_of(t),
-        h = row_hash(t),
-        tbl = quote(&t.name),
-        order = order_by(&t.pk),
-        lock = if for_update { " FOR UPDATE" } else { "" },
-    )
 }

@@ -121,6 +121,7 @@ async fn table(
     let mut sizer = ChunkSizer::new(&ctx.cfg);
     let mut throttle = Throttle::new(&ctx.cfg);
     let label = ctx.direction_label();
+    ctx.update(|r| r.table_mut(&t.name).map(|tp| tp.begin()));
     loop {
         if ctx.stopped() {
             return Ok(Outcome::Stopped);

@@ -149,6 +149,7 @@ async fn scan(
     let order = format!(" ORDER BY {} LIMIT ?", column_list(&cols));
     let mut sizer = ChunkSizer::new(&ctx.cfg);
     let mut throttle = Throttle::new(&ctx.cfg);
+    ctx.update(|r| r.table_mut(&t.name).map(|tp| tp.begin()));
     let (mut pred, mut params) = start_pred(ctx, &ucol, kind, since_ms, &prev);
     let mut last = prev;
     let label = ctx.direction_label();

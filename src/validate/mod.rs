@@ -23,6 +23,7 @@ mod full;
 mod incremental;
 pub mod keyset;
 pub mod progress;
+mod run;
 pub mod schema;
 mod throttle;
 
@@ -41,6 +42,7 @@ use db::Db;
 pub use events::{Direction, EventStatus, Inconsistency, Kind};
 pub use fix::FixReport;
 pub use progress::{Mode, Outcome, RunReport, TableProgress, Tally, ValidationStatus};
+pub(crate) use run::RunCtx;
 pub use schema::Skipped;
 
 /// Identifies one run (milliseconds since the epoch at its start, made unique).
@@ -152,98 +154,6 @@ pub(crate) struct Inner {
     discrepancies: AtomicU64,
     last_error: Mutex<Option<String>>,
     last_run_id: AtomicU64,
-}
-
-/// What a run needs; shared by the full and incremental drivers.
-pub(crate) struct RunCtx {
-    pub inner: Arc<Inner>,
-    pub cfg: ValidationConfig,
-    pub base: Db,
-    pub target: Db,
-    pub direction: Direction,
-    pub run_id: RunId,
-    pub fix: bool,
-    pub stop: watch::Receiver<bool>,
-    pub live: Arc<Mutex<RunReport>>,
-    pub data_dir: PathBuf,
-    events_recorded: AtomicU64,
-    events_dropped: AtomicU64,
-}
-
-impl RunCtx {
-    pub fn stopped(&self) -> bool {
-        *self.stop.borrow()
-    }
-
-    /// Mutate the live report.
-    pub fn update<R>(&self, f: impl FnOnce(&mut RunReport) -> R) -> R {
-        let mut g = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut g)
-    }
-
-    pub fn direction_label(&self) -> &'static str {
-        self.direction.as_str()
-    }
-
-    /// Count findings (metrics, counters, table tally) and record them as
-    /// events with `status` (open, or fixed when the run already repaired
-    /// them); at most `max_events_per_run` per run are written.
-    pub fn found(
-        &self,
-        table: &str,
-        findings: Vec<events::Finding>,
-        status: EventStatus,
-    ) -> Result<(), ValidateError> {
-        if findings.is_empty() {
-            return Ok(());
-        }
-        for f in &findings {
-            metrics::counter!("cutover_inconsistencies_total", "kind" => f.kind.as_str())
-                .increment(1);
-        }
-        self.inner
-            .discrepancies
-            .fetch_add(findings.len() as u64, Ordering::Relaxed);
-        self.update(|r| {
-            if let Some(tp) = r.table_mut(table) {
-                for f in &findings {
-                    tp.tally.add_kind(f.kind, 1);
-                }
-            }
-        });
-        let room = (self.cfg.max_events_per_run as u64)
-            .saturating_sub(self.events_recorded.load(Ordering::Relaxed));
-        let mut findings = findings;
-        if findings.len() as u64 > room {
-            let dropped = findings.len() as u64 - room;
-            findings.truncate(room as usize);
-            self.events_dropped.fetch_add(dropped, Ordering::Relaxed);
-        }
-        let new = self
-            .inner
-            .events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .record(findings, self.direction, self.run_id, status)?;
-        self.events_recorded
-            .fetch_add(new.len() as u64, Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn finish(&self, outcome: Outcome, error: Option<String>) -> RunReport {
-        self.update(|r| {
-            r.outcome = outcome;
-            r.error = error;
-            r.finished_at = Some(utc_text(now_ms()));
-            r.events_recorded = self.events_recorded.load(Ordering::Relaxed);
-            r.events_dropped = self.events_dropped.load(Ordering::Relaxed);
-            for t in &mut r.tables {
-                t.refresh();
-            }
-            r.recompute_totals();
-            r.clone()
-        })
-    }
 }
 
 /// The validator: cheap to clone (an `Arc`).
@@ -533,8 +443,6 @@ impl Validator {
             .ok_or(ValidateError::Config("validation task vanished".into()))
     }
 
-    /// One incremental pass (plus its overlap catch-up) over `tables`, waiting
-    /// for the report (the CLI's `--since`).
     /// Like [`Validator::run_full_to_completion`] but resumes a stopped or
     /// crashed run from its checkpoint (what `POST /full/start` does).
     pub async fn run_full_resuming(
@@ -548,6 +456,8 @@ impl Validator {
             .ok_or(ValidateError::Config("validation task vanished".into()))
     }
 
+    /// One incremental pass (plus its overlap catch-up) over `tables`, waiting
+    /// for the report (the CLI's `--since`).
     pub async fn run_incremental_to_completion(
         &self,
         tables: Option<Vec<String>>,
@@ -640,8 +550,6 @@ impl Validator {
         result
     }
 
-    /// Compare one row now. Records an open event when it differs (unless one
-    /// is already open) and returns the difference, if any.
     /// Re-check one row of a table whose primary key is a single column
     /// (the data path knows AUTO_INCREMENT ids, not column names).
     /// `Ok(None)` when the row is equal on both sides or the key shape does
@@ -674,6 +582,8 @@ impl Validator {
         self.recheck(table, serde_json::Value::Object(obj)).await
     }
 
+    /// Compare one row now. Records an open event when it differs (unless one
+    /// is already open) and returns the difference, if any.
     pub async fn recheck(
         &self,
         table: &str,

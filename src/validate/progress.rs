@@ -63,6 +63,7 @@ pub struct TableProgress {
     /// Current adaptive chunk size.
     pub chunk_rows: u64,
     pub done: bool,
+    /// When this process began working on the table (set by the driver).
     #[serde(skip)]
     pub started: Option<Instant>,
     /// Rows checked before this process resumed the run (not counted in the rate).
@@ -87,6 +88,13 @@ impl TableProgress {
         }
     }
 
+    /// Mark the table as being worked on now (ETA is measured from here).
+    pub fn begin(&mut self) {
+        if self.started.is_none() {
+            self.started = Some(Instant::now());
+        }
+    }
+
     /// Recompute percent and ETA from the counters.
     pub fn refresh(&mut self) {
         let checked = self.tally.rows_checked;
@@ -101,8 +109,7 @@ impl TableProgress {
         } else {
             (checked as f64 * 100.0 / total as f64).min(99.9)
         };
-        let started = *self.started.get_or_insert_with(Instant::now);
-        let secs = started.elapsed().as_secs_f64();
+        let secs = self.started.map_or(0.0, |s| s.elapsed().as_secs_f64());
         let fresh = checked.saturating_sub(self.resumed_rows);
         self.eta_seconds = (fresh > 0 && secs > 0.0).then(|| {
             let rate = fresh as f64 / secs;
@@ -184,4 +191,25 @@ pub struct ValidationStatus {
     pub data_discrepancies: u64,
     pub open_inconsistencies: u64,
     pub last_error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_and_eta() {
+        let mut t = TableProgress::new("t", 1000);
+        t.tally.rows_checked = 250;
+        t.refresh();
+        assert_eq!(t.percent, 25.0);
+        assert_eq!(t.eta_seconds, None, "no ETA before the table started");
+        t.started = Some(Instant::now() - std::time::Duration::from_secs(10));
+        t.refresh();
+        let eta = t.eta_seconds.unwrap();
+        assert!((29.0..=31.0).contains(&eta), "{eta}");
+        t.done = true;
+        t.refresh();
+        assert_eq!((t.percent, t.eta_seconds), (100.0, Some(0.0)));
+    }
 }
