@@ -24,9 +24,10 @@ CUTOVER = [v for v in VARIANTS if v.startswith("cutover_")]
 NOT_LANDED = "not measured: feature not landed"
 # The validator (issue 4) landed in 51753e8 while this harness was being written; it brings
 # its own scripts/bench_validate.sh, not yet folded into this report.
-VALIDATOR_TODO = ("not measured by scripts/bench: the validator landed after this harness "
-                  "(51753e8); run scripts/bench_validate.sh until it is folded in")
-SWAP_TODO = "not measured: no drain-then-swap benchmark yet (needs the admin API switch under write load)"
+VALIDATOR_TODO = ("measured separately by scripts/bench_validate.sh: see "
+                  "'Validator, backfill and switch pause' in docs/BENCHMARKS.md")
+SWAP_TODO = ("measured separately by scripts/bench_switch_pause.sh: see "
+             "'Validator, backfill and switch pause' in docs/BENCHMARKS.md")
 
 
 def num(x):
@@ -240,14 +241,14 @@ def markdown(s):
             rate = (st.get("bytes", 0) / 1e6 / secs) if secs else None
             L.append(f"| {k} | {fmt(secs, 2)} | {fmt(rate)} |")
         L.append("")
-    L.append("#### Not yet measurable")
+    L.append("#### Measured by other scripts")
     L.append("")
     L.append("| measurement | result |")
     L.append("|---|---|")
-    L.append(f"| validator full-compare rows/s (1M rows) | TODO — {VALIDATOR_TODO} |")
-    L.append(f"| validator vs per-row OFFSET algorithm | TODO — {VALIDATOR_TODO} |")
-    L.append(f"| backfill rows/s | TODO — {VALIDATOR_TODO} |")
-    L.append(f"| drain-then-swap pause p50/p99 under write load | TODO — {SWAP_TODO} |")
+    L.append(f"| validator full-compare rows/s (1M rows) | {VALIDATOR_TODO} |")
+    L.append(f"| validator vs per-row OFFSET algorithm | {VALIDATOR_TODO} |")
+    L.append(f"| backfill rows/s | {VALIDATOR_TODO} |")
+    L.append(f"| drain-then-swap pause p50/p99 under write load | {SWAP_TODO} |")
     L.append("")
     L.append("#### Targets (issue #6)")
     L.append("")
