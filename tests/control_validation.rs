@@ -112,3 +112,63 @@ async fn full_run_lists_inconsistencies_and_fix_repairs_them() {
     );
     admin.stop().await;
 }
+
+#[tokio::test]
+async fn auto_promotion_moves_on_after_a_real_clean_validation() {
+    let pair = Pair::start().await;
+    let ddl = "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10))";
+    for db in [&pair.source, &pair.destination] {
+        db.exec(ddl).await;
+        db.exec("INSERT INTO t VALUES (1,'a'),(2,'b')").await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        &pair.source.url("shop"),
+        &pair.destination.url("shop"),
+        &dir.path().join("state.json"),
+        "enable_auto_promotion = true\npromotion_quiet_period_ms = 300",
+    );
+    let admin = Admin::start_with_validation(&cfg).await;
+    for step in ["/src_only", "/src_first"] {
+        assert_eq!(admin.post(step, "").await.status, 200);
+    }
+    // no validation yet: it must not promote
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        admin.get("/status").await.json()["current_state"],
+        "src_first"
+    );
+    let r = admin.post("/full/start", "").await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let mut state = String::new();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        state = admin.get("/status").await.json()["current_state"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if state == "dst_first" {
+            break;
+        }
+    }
+    assert_eq!(
+        state, "dst_first",
+        "promoted after a clean validation and the quiet period"
+    );
+    let history = admin.get("/status").await.json()["history"].clone();
+    let last = history.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["trigger"], "auto", "{last}");
+
+    // a difference blocks the next promotion
+    pair.source
+        .exec("UPDATE t SET v = 'changed' WHERE id = 2")
+        .await;
+    let r = admin.post("/full/start", "").await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        admin.get("/status").await.json()["current_state"],
+        "dst_first"
+    );
+    admin.stop().await;
+}
