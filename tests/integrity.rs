@@ -35,6 +35,18 @@ async fn dump(db: &support::MariaDb) -> Vec<String> {
     .await
 }
 
+/// Both sides hold exactly the same rows; names the first difference.
+fn assert_same_rows(src: &[String], dst: &[String]) {
+    if src != dst {
+        let first = src.iter().zip(dst).find(|(a, b)| a != b);
+        panic!(
+            "sides differ ({} vs {} rows); first difference: {first:?}",
+            src.len(),
+            dst.len()
+        );
+    }
+}
+
 /// One writer: single- and multi-row inserts, updates, deletes, some in
 /// explicit transactions, until `stop`. Every statement must succeed.
 async fn writer(
@@ -120,14 +132,7 @@ async fn mirrored_rows_are_identical_to_the_microsecond() {
     assert!(src.len() > 20, "rows written: {}", src.len());
     assert_eq!(stats.double_write_failure, 0, "{stats:?}");
     assert_eq!(stats.mirror_mismatches, 0, "{stats:?}");
-    if src != dst {
-        let first = src.iter().zip(&dst).find(|(a, b)| a != b);
-        panic!(
-            "sides differ ({} vs {} rows); first difference: {first:?}",
-            src.len(),
-            dst.len()
-        );
-    }
+    assert_same_rows(&src, &dst);
 }
 
 #[tokio::test]
@@ -240,12 +245,7 @@ async fn switching_authority_under_write_load_never_fails_a_client() {
     assert_eq!(s.double_write_failure, 0, "{s:?}");
     assert_eq!(s.mirror_mismatches, 0, "{s:?}");
     let (src, dst) = (dump(&pair.source).await, dump(&pair.destination).await);
-    assert!(
-        src == dst,
-        "sides differ after switching: {} vs {} rows",
-        src.len(),
-        dst.len()
-    );
+    assert_same_rows(&src, &dst);
     proxy.stop().await;
     admin.stop().await;
 }
@@ -402,14 +402,7 @@ async fn acceptance_walk_ends_consistent_in_dst_only() {
     let (discrepancies, src, dst) = acceptance_walk(true).await;
     assert_eq!(discrepancies, 0, "validation found differences");
     assert!(src.len() > 50);
-    if src != dst {
-        let first = src.iter().zip(&dst).find(|(a, b)| a != b);
-        panic!(
-            "sides differ ({} vs {} rows); first difference: {first:?}",
-            src.len(),
-            dst.len()
-        );
-    }
+    assert_same_rows(&src, &dst);
 }
 
 #[tokio::test]
