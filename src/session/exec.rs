@@ -489,16 +489,17 @@ impl Session {
             return Ok(());
         };
         debug_assert_eq!(id, proxy_id);
-        if let Some(side) = plan.mirror.filter(|_| class != Class::Read) {
-            if self.backends[side.index()].is_some()
-                || self.shared.health[side.index()].check().is_ok()
-            {
-                if self.ensure_backend(side).await.is_ok() {
-                    if let Err(Unsendable::Backend(e)) = self.ensure_prepared(side, id).await {
-                        warn!(%side, "prepare on mirror failed: {e}");
-                        self.count_secondary_failure(side);
-                    }
-                }
+        // Writes are prepared on the mirror side at once (a backing-off side
+        // is skipped; it gets the statement lazily at its first execute).
+        let Some(side) = plan.mirror.filter(|_| class != Class::Read) else {
+            return Ok(());
+        };
+        let reachable = self.backends[side.index()].is_some()
+            || self.shared.health[side.index()].check().is_ok();
+        if reachable && self.ensure_backend(side).await.is_ok() {
+            if let Err(Unsendable::Backend(e)) = self.ensure_prepared(side, id).await {
+                warn!(%side, "prepare on mirror failed: {e}");
+                self.count_secondary_failure(side);
             }
         }
         Ok(())
