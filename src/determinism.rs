@@ -92,6 +92,8 @@ pub struct Analysis {
     pub verb: Option<Verb>,
     /// More statements follow the first (multi-statement text).
     pub multi: bool,
+    /// Digest of the statement text, for logs and dirty records.
+    pub digest: String,
 }
 
 static UUID_SHORT_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -135,7 +137,10 @@ const UNPINNABLE: [&[u8]; 4] = [
 /// Look at a write (COM_QUERY text without the command byte).
 pub fn analyze(sql: &[u8]) -> Analysis {
     let mut lx = Lexer::new(sql);
-    let mut out = Analysis::default();
+    let mut out = Analysis {
+        digest: digest(sql),
+        ..Analysis::default()
+    };
     let mut depth = 0i32;
     let mut first: Option<Verb> = None;
     let mut expect_table = false;

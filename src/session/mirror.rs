@@ -19,7 +19,6 @@ use crate::stats::{DataPathStats, DirtyRecord};
 pub(super) struct Pinning {
     pub pin: Pin,
     pub analysis: Analysis,
-    digest_source: Vec<u8>,
 }
 
 impl Session {
@@ -32,21 +31,28 @@ impl Session {
         {
             return None;
         }
-        let (sql, prepared) = match cmd {
-            Cmd::Raw(p) => (p.get(1..).unwrap_or_default().to_vec(), false),
-            Cmd::Execute { id, .. } => (self.stmts.get_mut(*id)?.sql.clone(), true),
+        let analysis = match cmd {
+            Cmd::Raw(p) => determinism::analyze(p.get(1..).unwrap_or_default()),
+            Cmd::Execute { id, .. } => {
+                let stmt = self.stmts.get_mut(*id)?;
+                let sql = &stmt.sql;
+                stmt.analysis
+                    .get_or_insert_with(|| {
+                        let mut a = determinism::analyze(sql);
+                        if a.rewritten.take().is_some() {
+                            // a prepared text is fixed: its UUID()/SYSDATE()
+                            // cannot be pinned per execution
+                            a.unsafe_reason
+                                .get_or_insert("nondeterministic_function_in_prepared_statement");
+                        }
+                        a
+                    })
+                    .clone()
+            }
         };
-        let mut analysis = determinism::analyze(&sql);
-        if prepared && analysis.rewritten.take().is_some() {
-            // a prepared text is fixed: its UUID()/SYSDATE() cannot be pinned per execution
-            analysis
-                .unsafe_reason
-                .get_or_insert("nondeterministic_function_in_prepared_statement");
-        }
         Some(Pinning {
             pin: Pin::now(),
             analysis,
-            digest_source: sql,
         })
     }
 
@@ -87,7 +93,7 @@ impl Session {
             pinned: pinning.is_some(),
             table: pinning.and_then(|p| p.analysis.table.clone()),
             digest: pinning
-                .map(|p| determinism::digest(&p.digest_source))
+                .map(|p| p.analysis.digest.clone())
                 .unwrap_or_default(),
         };
         let defer = defer && infile.is_none();
@@ -176,7 +182,7 @@ impl Session {
         };
         DataPathStats::incr(&self.shared.stats.unsafe_statements);
         metrics::counter!("cutover_unsafe_statements_total", "reason" => reason).increment(1);
-        let digest = determinism::digest(&pinning.digest_source);
+        let digest = pinning.analysis.digest.clone();
         warn!(reason, digest = %digest, table = ?pinning.analysis.table, "mirroring a statement that may not be deterministic");
         self.push_dirty(
             pinning.analysis.table.clone(),

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use crate::classify::Class;
+use crate::determinism::Analysis;
 use crate::pattern::Side;
 
 /// Most prepared statements one session may hold (MySQL's own default
@@ -20,6 +21,9 @@ pub struct Statement {
     types: Option<Vec<u8>>,
     /// Whether each side has received parameter types since it prepared.
     types_sent: [bool; 2],
+    /// What determinism makes of the text (computed at the first mirrored
+    /// execute; the text never changes).
+    pub analysis: Option<Analysis>,
 }
 
 impl Statement {
@@ -31,6 +35,7 @@ impl Statement {
             ids: [None, None],
             types: None,
             types_sent: [false, false],
+            analysis: None,
         }
     }
 
