@@ -12,7 +12,7 @@ import warnings
 import mysql.connector
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import Checker, Env, all_bytes, expect_error, error_code  # noqa: E402
+from common import Checker, check_placement, Env, all_bytes, expect_error, error_code  # noqa: E402
 
 warnings.simplefilter("ignore", DeprecationWarning)
 E = Env()
@@ -183,28 +183,7 @@ ck.check("transaction rolled back", tx_rollback)
 EXPECTED_IDS = [1, 2, 3, 10, 11]
 
 
-def placement():
-    problems = []
-    for side in ("source", "destination"):
-        ids = [r[0] for r in side_rows(side)]
-        want = EXPECTED_IDS if side in E.expected_sides() else []
-        if ids != want:
-            problems.append(f"{side} has ids {ids}, expected {want}")
-    assert not problems, "; ".join(problems)
-
-
-ck.check(f"rows landed on {'+'.join(sorted(E.expected_sides()))} only", placement)
-
-if E.mirrored:
-    def mirror_identical():
-        a = {r[0]: r for r in side_rows("source")}
-        b = {r[0]: r for r in side_rows("destination")}
-        assert a.keys() == b.keys(), f"ids differ: source {sorted(a)}, destination {sorted(b)}"
-        diff = [f"id {i} column {c}: {a[i][c]!r:.60} vs {b[i][c]!r:.60}"
-                for i in a for c in range(len(a[i])) if a[i][c] != b[i][c]]
-        assert not diff, "; ".join(diff[:5])
-
-    ck.check("mirrored rows identical on both backends", mirror_identical)
+check_placement(ck, E, side_rows, EXPECTED_IDS)
 
 
 def read_routing():

@@ -113,3 +113,28 @@ def error_code(e):
 
 def all_bytes():
     return bytes(range(256))
+
+
+def check_placement(ck, env, side_rows, expected_ids):
+    """Rows written through the proxy are on exactly the sides the pattern writes to."""
+    def placement():
+        problems = []
+        for side in ("source", "destination"):
+            ids = [r[0] for r in side_rows(side)]
+            want = expected_ids if side in env.expected_sides() else []
+            if ids != want:
+                problems.append(f"{side} has ids {ids}, expected {want}")
+        assert not problems, "; ".join(problems)
+
+    ck.check(f"rows landed on {'+'.join(sorted(env.expected_sides()))} only", placement)
+
+    if env.mirrored:
+        def mirror_identical():
+            a = {r[0]: r for r in side_rows("source")}
+            b = {r[0]: r for r in side_rows("destination")}
+            assert a.keys() == b.keys(), f"ids differ: source {sorted(a)}, destination {sorted(b)}"
+            diff = [f"id {i} column {c}: {a[i][c]!r:.60} vs {b[i][c]!r:.60}"
+                    for i in a for c in range(len(a[i])) if a[i][c] != b[i][c]]
+            assert not diff, "; ".join(diff[:5])
+
+        ck.check("mirrored rows identical on both backends", mirror_identical)
