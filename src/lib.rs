@@ -16,6 +16,7 @@ pub mod determinism;
 pub mod error;
 pub mod listener;
 pub mod logging;
+pub mod metric_catalog;
 pub mod pattern;
 pub mod proxy;
 pub mod response;

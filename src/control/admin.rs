@@ -322,6 +322,9 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Resp, Reject> {
         }
         Route::Metrics => {
             s.refresh_health(METRICS_PROBE_MAX_AGE).await;
+            if let Some(v) = &ctx.validation {
+                metrics::publish_validation(&v.status());
+            }
             let text = metrics::render(&ctx.stats);
             Ok(text_response(
                 "text/plain; version=0.0.4; charset=utf-8",

@@ -86,6 +86,8 @@ impl ControlPlane {
         cfg: &Config,
         store: Arc<dyn StateStore>,
     ) -> Result<(Self, Pattern), ControlError> {
+        // Before the data path accepts anyone: its gauges start from the registered 0.
+        metrics::install();
         let token = cfg.admin_token.clone().filter(|t| !t.is_empty());
         if token.is_none() && !is_loopback_addr(&cfg.admin_listen) {
             return Err(ControlError::InsecureAdmin {
