@@ -17,8 +17,8 @@ use super::health::HealthMonitor;
 use super::metrics;
 use super::state_machine::{self, IllegalMove, State};
 use super::status::{
-    now_rfc3339, AutoMigrateStatus, AutoPromotionStatus, LastValidation, MigrationStats, Status,
-    Transition, Trigger, ValidationStatus,
+    now_rfc3339, AutoMigrateStatus, AutoPromotionStatus, LastValidation, MigrationStats, NextMove,
+    Status, Transition, Trigger, ValidationStatus,
 };
 use super::store::{PersistedState, StateStore, StoreError};
 use super::validator::{cancel_pair, CancelToken, Canceller, ValidationReport, Validator};
@@ -317,6 +317,7 @@ impl Scheduler {
             pool_metrics: self.stats.snapshot(),
             uptime_seconds: self.started.elapsed().as_secs(),
             history: inner.persisted.history.clone(),
+            next_moves: NextMove::legal_from(inner.persisted.state),
             auto_promotion: AutoPromotionStatus {
                 enabled: self.settings.auto_promotion,
                 quiet_period_ms: self.settings.quiet_period.as_millis() as u64,
