@@ -27,6 +27,7 @@ pub mod scheduler;
 pub mod state_machine;
 pub mod status;
 pub mod store;
+pub mod ui;
 pub mod validation;
 pub mod validator;
 
