@@ -348,6 +348,65 @@ mod tests {
         }
     }
 
+    /// The label values listed here are the ones the code uses.
+    #[test]
+    fn label_values_match_their_sources() {
+        use crate::control::state_machine::LEGAL_MOVES;
+        use crate::validate::events::{Direction, Kind};
+        let legal: Vec<Vec<&str>> = LEGAL_MOVES
+            .iter()
+            .map(|(a, b)| vec![a.as_str(), b.as_str()])
+            .collect();
+        let listed: Vec<Vec<&str>> = LEGAL_MOVE_LABELS.iter().map(|t| t.to_vec()).collect();
+        assert_eq!(listed, legal);
+        for k in [Kind::TargetMissing, Kind::BaseMissing, Kind::Neq] {
+            assert!(INCONSISTENCY_KINDS.contains(&k.as_str()), "{}", k.as_str());
+        }
+        for d in [Direction::Src, Direction::Dst] {
+            assert!(
+                VALIDATION_DIRECTIONS.contains(&d.as_str()),
+                "{}",
+                d.as_str()
+            );
+        }
+        for side in [
+            crate::pattern::Side::Source,
+            crate::pattern::Side::Destination,
+        ] {
+            assert!(SIDES.contains(&side.as_str()));
+        }
+        // Every unsafe reason literal the data path can set, and no other.
+        let mut found = std::collections::BTreeSet::new();
+        for src in [
+            include_str!("determinism.rs"),
+            include_str!("session/mirror.rs"),
+        ] {
+            for part in src.split("unsafe_reason").skip(1) {
+                let Some(open) = part.find("(\"") else {
+                    continue;
+                };
+                let before = &part[..open];
+                // only `= Some("…")` and `.get_or_insert("…")` right after the field
+                if before.contains([';', ')'])
+                    || !(before.ends_with("Some") || before.ends_with("get_or_insert"))
+                {
+                    continue;
+                }
+                let reason = part[open + 2..].split('"').next().unwrap();
+                assert!(
+                    UNSAFE_REASONS.contains(&reason),
+                    "unsafe reason {reason:?} is not in UNSAFE_REASONS"
+                );
+                found.insert(reason);
+            }
+        }
+        let listed: std::collections::BTreeSet<&str> = UNSAFE_REASONS.iter().copied().collect();
+        assert_eq!(
+            found, listed,
+            "UNSAFE_REASONS lists a reason the code never sets"
+        );
+    }
+
     #[test]
     fn zero_series_match_the_label_names() {
         for d in CATALOG {

@@ -376,6 +376,34 @@ async fn operator_walks_the_migration_from_the_status_page() {
         );
     }
 
+    // The next_moves contract beyond the legal moves: a blocked move is a disabled button
+    // listing its blockers; a forced-only move is not offered as a button. Rendered by the
+    // page's own code from a status built like the API's (the next poll redraws the real one).
+    let mut crafted = cutover.get("/status").await.json();
+    crafted["next_moves"] = serde_json::json!([
+        {"to": "src_first", "allowed": true, "blockers": [], "forced_only": false},
+        {"to": "dst_only", "allowed": false, "blockers": ["validation not clean since dst_first"], "forced_only": false},
+        {"to": "initial", "allowed": false, "blockers": [], "forced_only": true}
+    ]);
+    c.execute("render(arguments[0]);", vec![crafted])
+        .await
+        .unwrap();
+    let blocked = c.find(Locator::Css("#move-dst_only")).await.unwrap();
+    assert!(
+        !blocked.is_enabled().await.unwrap(),
+        "a blocked move must not be pressable"
+    );
+    let wrap = text(&c, "#moves").await;
+    assert!(
+        wrap.contains("validation not clean since dst_first"),
+        "{wrap}"
+    );
+    assert!(
+        c.find(Locator::Css("#move-initial")).await.is_err(),
+        "forced-only move offered as a button"
+    );
+    assert!(text(&c, "#moves-forced").await.contains("initial"));
+
     let shot = c.screenshot().await.unwrap();
     let path = target_dir().join("status-page.png");
     std::fs::write(&path, &shot).unwrap();
