@@ -136,20 +136,60 @@ fn manifests_pass_the_kubernetes_schemas() {
     }
 }
 
-#[test]
-fn manifests_agree_with_the_code_and_each_other() {
-    let m = manifests();
-    let deploy = &m["Deployment/shop"];
-    let pod = &deploy["spec"]["template"]["spec"];
-    let dockerfile = Dockerfile::load();
-    let healthcheck = dockerfile.installed_as("deploy/docker/healthcheck.sh");
+/// The example as the cluster would run it: the manifests, the cutover and
+/// app containers, their environment resolved from the Secret, and the
+/// ConfigMap's cutover.toml loaded the way the container loads it.
+struct Example {
+    m: BTreeMap<String, Value>,
+    pod: Value,
+    cut: Value,
+    /// Resolved environment: cutover's variables by name, the app's as `app:NAME`.
+    env: BTreeMap<String, String>,
+    cfg: Config,
+    /// cutover's named container ports.
+    ports: BTreeMap<String, u64>,
+    mounts: BTreeMap<String, Value>,
+    volumes: BTreeMap<String, Value>,
+    dockerfile: Dockerfile,
+}
 
-    // cutover is a native sidecar: started (and probed) before the app, stopped after it.
-    let cut = container(pod, "initContainers", "cutover");
-    assert_eq!(cut["restartPolicy"], "Always");
-    let app = container(pod, "containers", "shop");
+impl Example {
+    fn load() -> Example {
+        let m = manifests();
+        let pod = m["Deployment/shop"]["spec"]["template"]["spec"].clone();
+        let cut = container(&pod, "initContainers", "cutover").clone();
+        let app = container(&pod, "containers", "shop").clone();
+        let env = resolve_env(&m, &cut, &app);
+        let by = |list: &Value, key: &str| -> BTreeMap<String, Value> {
+            list.as_sequence()
+                .unwrap()
+                .iter()
+                .map(|v| (s(&v[key]).to_string(), v.clone()))
+                .collect()
+        };
+        let mounts = by(&cut["volumeMounts"], "mountPath");
+        let volumes = by(&pod["volumes"], "name");
+        let ports = by(&cut["ports"], "name")
+            .into_iter()
+            .map(|(k, v)| (k, v["containerPort"].as_u64().unwrap()))
+            .collect();
+        let cfg = load_config(&m, &cut, &env, &mounts, &volumes);
+        Example {
+            m,
+            pod,
+            cut,
+            env,
+            cfg,
+            ports,
+            mounts,
+            volumes,
+            dockerfile: Dockerfile::load(),
+        }
+    }
+}
 
-    // Secrets: every secretKeyRef names an existing Secret key; CUTOVER_* are variables cutover reads.
+/// Every `env` entry of both containers, with secretKeyRefs checked and resolved.
+fn resolve_env(m: &BTreeMap<String, Value>, cut: &Value, app: &Value) -> BTreeMap<String, String> {
     let secret = &m["Secret/shop-db"];
     let keys: BTreeSet<&str> = secret["stringData"]
         .as_mapping()
@@ -157,61 +197,43 @@ fn manifests_agree_with_the_code_and_each_other() {
         .keys()
         .map(s)
         .collect();
-    let known = env_vars_read();
     let mut env = BTreeMap::new();
-    for c in [cut, app] {
+    for (c, prefix) in [(cut, ""), (app, "app:")] {
         for (name, e) in env_of(c) {
-            let value = if let Some(r) = e["valueFrom"]["secretKeyRef"].as_mapping() {
-                let (sname, key) = (s(&r["name"]), s(&r["key"]));
-                assert_eq!(sname, "shop-db", "{name}: unknown Secret {sname}");
-                assert!(
-                    keys.contains(key),
-                    "{name}: Secret shop-db has no key {key}"
-                );
-                s(&secret["stringData"][key]).to_string()
-            } else {
-                s(&e["value"]).to_string()
+            let value = match e["valueFrom"]["secretKeyRef"].as_mapping() {
+                Some(r) => {
+                    let (sname, key) = (s(&r["name"]), s(&r["key"]));
+                    assert_eq!(sname, "shop-db", "{name}: unknown Secret {sname}");
+                    assert!(
+                        keys.contains(key),
+                        "{name}: Secret shop-db has no key {key}"
+                    );
+                    s(&secret["stringData"][key]).to_string()
+                }
+                None => s(&e["value"]).to_string(),
             };
-            if c == cut {
-                assert!(
-                    name.starts_with("CUTOVER_") && known.contains(&name),
-                    "cutover does not read {name}"
-                );
-                env.insert(name, value);
-            } else {
-                env.insert(format!("app:{name}"), value);
-            }
+            env.insert(format!("{prefix}{name}"), value);
         }
     }
-    for k in keys.iter().filter(|k| k.starts_with("CUTOVER_")) {
-        assert!(
-            known.contains(*k),
-            "Secret key {k} is no variable cutover reads"
-        );
-    }
+    env
+}
 
-    // The ConfigMap's cutover.toml, loaded the way the container loads it.
+/// The ConfigMap file named by `--config`, loaded with the container's environment.
+fn load_config(
+    m: &BTreeMap<String, Value>,
+    cut: &Value,
+    env: &BTreeMap<String, String>,
+    mounts: &BTreeMap<String, Value>,
+    volumes: &BTreeMap<String, Value>,
+) -> Config {
     let args: Vec<&str> = cut["args"].as_sequence().unwrap().iter().map(s).collect();
     assert_eq!(args[0], "serve");
     let config_path = args[args.iter().position(|a| *a == "--config").unwrap() + 1];
-    let mounts: BTreeMap<&str, &Value> = cut["volumeMounts"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|v| (s(&v["mountPath"]), v))
-        .collect();
-    let volumes: BTreeMap<&str, &Value> = pod["volumes"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|v| (s(&v["name"]), v))
-        .collect();
     let (dir, file) = config_path.rsplit_once('/').unwrap();
-    let cfg_volume = volumes[s(&mounts[dir]["name"])];
-    let cm = &m[&format!("ConfigMap/{}", s(&cfg_volume["configMap"]["name"]))];
-    let toml = s(&cm["data"][file]);
+    let volume = &volumes[s(&mounts[dir]["name"])];
+    let cm = &m[&format!("ConfigMap/{}", s(&volume["configMap"]["name"]))];
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(tmp.path().join(file), toml).unwrap();
+    std::fs::write(tmp.path().join(file), s(&cm["data"][file])).unwrap();
     let overrides = Overrides {
         source: env.get("CUTOVER_SOURCE").cloned(),
         destination: env.get("CUTOVER_DESTINATION").cloned(),
@@ -219,107 +241,133 @@ fn manifests_agree_with_the_code_and_each_other() {
         listen: env.get("CUTOVER_LISTEN").cloned(),
         admin_listen: env.get("CUTOVER_ADMIN_LISTEN").cloned(),
     };
-    let cfg = Config::load(&tmp.path().join(file), &overrides)
-        .unwrap_or_else(|e| panic!("ConfigMap cutover.toml: {e}"));
-    // cutover refuses a non-loopback admin API without a token: the pod provides one.
-    assert!(
-        cutover::control::is_loopback_addr(&cfg.admin_listen) || cfg.admin_token.is_some(),
-        "admin_listen {} needs CUTOVER_ADMIN_TOKEN",
-        cfg.admin_listen
-    );
+    Config::load(&tmp.path().join(file), &overrides)
+        .unwrap_or_else(|e| panic!("ConfigMap cutover.toml: {e}"))
+}
 
-    // State on the PersistentVolumeClaim.
-    let state_mount = mounts
-        .iter()
-        .find(|(path, _)| cfg.state_file.starts_with(path))
-        .map(|(_, v)| v)
-        .expect("state_file is on a mounted volume");
-    assert!(cfg.data_dir.starts_with(s(&state_mount["mountPath"])));
-    let claim = s(&volumes[s(&state_mount["name"])]["persistentVolumeClaim"]["claimName"]);
-    assert!(
-        m.contains_key(&format!("PersistentVolumeClaim/{claim}")),
-        "no PVC {claim}"
-    );
-    assert_eq!(
-        deploy["spec"]["replicas"], 1,
-        "a file state store: one pod at a time"
-    );
-    assert_eq!(
-        deploy["spec"]["strategy"]["type"], "Recreate",
-        "old and new pod must not share the state file"
-    );
-
-    // Ports: the app's DSN reaches cutover's listener on loopback; the admin port is named.
-    assert!(
-        cfg.listen.starts_with("127.0.0.1:"),
-        "the sidecar listens on the pod's loopback only"
-    );
-    let dsn = url::Url::parse(&env["app:DATABASE_URL"]).unwrap();
-    assert_eq!(
-        (dsn.host_str().unwrap(), u64::from(dsn.port().unwrap())),
-        ("127.0.0.1", port_of(&cfg.listen)),
-        "the app's DATABASE_URL must point at cutover"
-    );
-    let source = cutover::config::BackendConfig::from_url(&env["CUTOVER_SOURCE"]).unwrap();
-    assert_eq!(
-        (dsn.username(), dsn.password().unwrap_or_default()),
-        (source.user.as_str(), source.password.as_str()),
-        "without [[users]] the app logs in with the source URL's user"
-    );
-    let ports: BTreeMap<&str, u64> = cut["ports"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|p| (s(&p["name"]), p["containerPort"].as_u64().unwrap()))
-        .collect();
-    assert_eq!(ports.get("admin"), Some(&port_of(&cfg.admin_listen)));
-
-    // Probes: readiness = /health (authoritative side), liveness/startup need no database.
-    let get_routes: BTreeSet<&str> = ROUTES
+fn get_routes() -> BTreeSet<&'static str> {
+    ROUTES
         .iter()
         .filter(|(_, m, _)| *m == "GET")
         .map(|(p, _, _)| *p)
-        .collect();
+        .collect()
+}
+
+#[test]
+fn secrets_and_environment_are_what_cutover_reads() {
+    let x = Example::load();
+    assert_eq!(
+        x.cut["restartPolicy"], "Always",
+        "cutover runs as a native sidecar"
+    );
+    let known = env_vars_read();
+    for name in x.env.keys().filter(|k| !k.starts_with("app:")) {
+        assert!(
+            name.starts_with("CUTOVER_") && known.contains(name),
+            "cutover does not read {name}"
+        );
+    }
+    let secret = &x.m["Secret/shop-db"];
+    for k in secret["stringData"].as_mapping().unwrap().keys().map(s) {
+        assert!(
+            !k.starts_with("CUTOVER_") || known.contains(k),
+            "Secret key {k} is no variable cutover reads"
+        );
+    }
+    // cutover refuses a non-loopback admin API without a token: the pod provides one.
+    assert!(
+        cutover::control::is_loopback_addr(&x.cfg.admin_listen) || x.cfg.admin_token.is_some(),
+        "admin_listen {} needs CUTOVER_ADMIN_TOKEN",
+        x.cfg.admin_listen
+    );
+    // Without [[users]] the app logs in with the source URL's user and password.
+    let dsn = url::Url::parse(&x.env["app:DATABASE_URL"]).unwrap();
+    let source = cutover::config::BackendConfig::from_url(&x.env["CUTOVER_SOURCE"]).unwrap();
+    assert_eq!(
+        (dsn.username(), dsn.password().unwrap_or_default()),
+        (source.user.as_str(), source.password.as_str())
+    );
+}
+
+#[test]
+fn ports_and_state_match_the_configmap() {
+    let x = Example::load();
+    // The app's DSN reaches cutover's listener on the pod's loopback.
+    assert!(
+        x.cfg.listen.starts_with("127.0.0.1:"),
+        "the sidecar listens on loopback only"
+    );
+    let dsn = url::Url::parse(&x.env["app:DATABASE_URL"]).unwrap();
+    assert_eq!(
+        (dsn.host_str().unwrap(), u64::from(dsn.port().unwrap())),
+        ("127.0.0.1", port_of(&x.cfg.listen)),
+        "the app's DATABASE_URL must point at cutover"
+    );
+    assert_eq!(x.ports.get("admin"), Some(&port_of(&x.cfg.admin_listen)));
+    // State on the PersistentVolumeClaim, one pod at a time.
+    let (path, mount) = x
+        .mounts
+        .iter()
+        .find(|(path, _)| x.cfg.state_file.starts_with(path))
+        .expect("state_file is on a mounted volume");
+    assert!(x.cfg.data_dir.starts_with(path));
+    let claim = s(&x.volumes[s(&mount["name"])]["persistentVolumeClaim"]["claimName"]);
+    assert!(
+        x.m.contains_key(&format!("PersistentVolumeClaim/{claim}")),
+        "no PVC {claim}"
+    );
+    let spec = &x.m["Deployment/shop"]["spec"];
+    assert_eq!(spec["replicas"], 1, "a file state store: one pod at a time");
+    assert_eq!(
+        spec["strategy"]["type"], "Recreate",
+        "old and new pod must not share the state file"
+    );
+}
+
+#[test]
+fn probes_shutdown_and_security_match_the_code() {
+    let x = Example::load();
+    let healthcheck = x.dockerfile.installed_as("deploy/docker/healthcheck.sh");
+    // readiness = /health (the authoritative side); liveness/startup need no database.
     for (probe, want) in [
         ("readinessProbe", "/health"),
         ("livenessProbe", "/"),
         ("startupProbe", "/"),
     ] {
-        let p = &cut[probe];
+        let p = &x.cut[probe];
         let path = probe_path(p, &healthcheck);
         assert_eq!(path, want, "{probe}");
         assert!(
-            get_routes.contains(path.as_str()),
+            get_routes().contains(path.as_str()),
             "{probe}: {path} is no GET route"
         );
         if let Some(port) = p["httpGet"]["port"].as_str() {
             assert!(
-                ports.contains_key(port),
+                x.ports.contains_key(port),
                 "{probe}: no container port {port}"
             );
         }
     }
-
-    // Shutdown: preStop sleep, then SIGTERM and shutdown_timeout_ms, inside the grace period.
-    let pre_stop = cut["lifecycle"]["preStop"]["sleep"]["seconds"]
+    // preStop sleep, then SIGTERM and shutdown_timeout_ms, inside the grace period.
+    let pre_stop = x.cut["lifecycle"]["preStop"]["sleep"]["seconds"]
         .as_u64()
         .expect("preStop sleep");
-    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
-    let drain = cfg.limits.shutdown_timeout_ms.div_ceil(1000);
+    let grace = x.pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    let drain = x.cfg.limits.shutdown_timeout_ms.div_ceil(1000);
     assert!(
         pre_stop + drain + 5 <= grace,
         "terminationGracePeriodSeconds {grace} < preStop {pre_stop} + shutdown_timeout {drain} + 5 s margin"
     );
-
-    // Security: the image's non-root uid, nothing writable but the volumes.
+    // The image's non-root uid; nothing writable but the volumes.
+    let sc = &x.pod["securityContext"];
     assert_eq!(
-        pod["securityContext"]["runAsUser"].as_u64(),
-        Some(u64::from(dockerfile.uid()))
+        sc["runAsUser"].as_u64(),
+        Some(u64::from(x.dockerfile.uid()))
     );
-    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
-    assert_eq!(cut["securityContext"]["readOnlyRootFilesystem"], true);
-    assert_eq!(cut["securityContext"]["allowPrivilegeEscalation"], false);
-    let res = &cut["resources"];
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(x.cut["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(x.cut["securityContext"]["allowPrivilegeEscalation"], false);
+    let res = &x.cut["resources"];
     let mib = |v: &Value| -> u64 {
         s(v).strip_suffix("Mi")
             .expect("memory in Mi")
@@ -334,9 +382,13 @@ fn manifests_agree_with_the_code_and_each_other() {
         request >= 32 && limit >= 2 * request,
         "memory request {request}Mi, limit {limit}Mi"
     );
+}
 
-    // Prometheus: Service → admin port, ServiceMonitor → Service, with the admin token.
-    let svc = &m["Service/shop-cutover-admin"];
+#[test]
+fn prometheus_scrapes_the_admin_port_with_the_token() {
+    let x = Example::load();
+    let deploy = &x.m["Deployment/shop"];
+    let svc = &x.m["Service/shop-cutover-admin"];
     let labels = deploy["spec"]["template"]["metadata"]["labels"]
         .as_mapping()
         .unwrap();
@@ -348,8 +400,8 @@ fn manifests_agree_with_the_code_and_each_other() {
         );
     }
     let sp = &svc["spec"]["ports"][0];
-    assert!(ports.contains_key(s(&sp["targetPort"])));
-    let sm = &m["ServiceMonitor/shop-cutover"];
+    assert!(x.ports.contains_key(s(&sp["targetPort"])));
+    let sm = &x.m["ServiceMonitor/shop-cutover"];
     for (k, v) in sm["spec"]["selector"]["matchLabels"].as_mapping().unwrap() {
         assert_eq!(
             svc["metadata"]["labels"].get(k),
@@ -359,15 +411,20 @@ fn manifests_agree_with_the_code_and_each_other() {
     }
     let ep = &sm["spec"]["endpoints"][0];
     assert_eq!(ep["port"], sp["name"]);
-    assert!(get_routes.contains(s(&ep["path"])) && ep["path"] == "/metrics");
+    assert!(get_routes().contains(s(&ep["path"])) && ep["path"] == "/metrics");
     let cred = &ep["authorization"]["credentials"];
     assert_eq!(s(&cred["name"]), "shop-db");
     assert_eq!(s(&cred["key"]), "CUTOVER_ADMIN_TOKEN");
     let ann = deploy["spec"]["template"]["metadata"]["annotations"]
         .as_mapping()
         .unwrap();
+    let port = port_of(&x.cfg.admin_listen).to_string();
     assert_eq!(
         ann.get("prometheus.io/port").and_then(|v| v.as_str()),
-        Some(port_of(&cfg.admin_listen).to_string().as_str())
+        Some(port.as_str())
+    );
+    assert_eq!(
+        ann.get("prometheus.io/path").and_then(|v| v.as_str()),
+        Some("/metrics")
     );
 }
