@@ -187,6 +187,9 @@ pub struct Overrides {
     pub admin_listen: Option<String>,
     pub source: Option<String>,
     pub destination: Option<String>,
+    /// `CUTOVER_ADMIN_TOKEN`: keeps the token out of the config file (a
+    /// Kubernetes Secret, a systemd `EnvironmentFile`). Empty means unset.
+    pub admin_token: Option<String>,
 }
 
 /// A configuration problem: always names the key.
@@ -475,6 +478,9 @@ impl Config {
             self.destination =
                 BackendConfig::from_url(u).map_err(|m| key_err("destination.url", m))?;
         }
+        if let Some(t) = o.admin_token.as_ref().filter(|t| !t.is_empty()) {
+            self.admin_token = Some(t.clone());
+        }
         Ok(())
     }
 
@@ -619,6 +625,23 @@ mod tests {
         .unwrap();
         assert_eq!(c.listen, "0.0.0.0:7000");
         assert_eq!(c.source.host, "db1");
+        assert_eq!(c.admin_token, None);
+        c.apply(&Overrides {
+            admin_token: Some("s3cret".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.admin_token.as_deref(), Some("s3cret"));
+        c.apply(&Overrides {
+            admin_token: Some(String::new()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            c.admin_token.as_deref(),
+            Some("s3cret"),
+            "empty keeps the file's"
+        );
         // users were defaulted from the file's source URL; overrides do not re-default them
         assert_eq!(c.users[0].name, "app");
     }

@@ -8,12 +8,15 @@
 //!   the pattern and observes metrics. The data path never imports it.
 
 pub mod backend;
+pub mod build_info;
 pub mod classify;
 pub mod config;
 pub mod control;
 pub mod determinism;
 pub mod error;
 pub mod listener;
+pub mod logging;
+pub mod metric_catalog;
 pub mod pattern;
 pub mod proxy;
 pub mod response;

@@ -17,7 +17,7 @@ use cutover::stats::DataPathStats;
 #[derive(Parser)]
 #[command(
     name = "cutover",
-    version,
+    version = cutover::build_info::VERSION,
     about = "MySQL proxy for zero-downtime database migration"
 )]
 struct Cli {
@@ -44,6 +44,9 @@ enum Command {
         /// Destination database URL.
         #[arg(long, env = "CUTOVER_DESTINATION")]
         destination: Option<String>,
+        /// Admin API bearer token (prefer the environment variable: flags show in `ps`).
+        #[arg(long, env = "CUTOVER_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
     },
     /// Compare source and destination (one-shot); exit 0 consistent, 1 differences remain.
     Validate {
@@ -67,13 +70,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CUTOVER_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = cutover::logging::init() {
+        eprintln!("cutover: {e}");
+        return ExitCode::from(2);
+    }
     match cli.command {
         Command::Validate {
             config,
@@ -96,12 +96,14 @@ fn main() -> ExitCode {
             admin_listen,
             source,
             destination,
+            admin_token,
         } => {
             let overrides = Overrides {
                 listen,
                 admin_listen,
                 source,
                 destination,
+                admin_token,
             };
             let cfg = match Config::load(&config, &overrides) {
                 Ok(c) => c,

@@ -135,11 +135,21 @@ async fn metrics_parse_and_follow_the_state() {
         mirrored.unwrap_or(0.0) >= 2.0,
         "double writes: {mirrored:?}"
     );
-    assert!(
-        value(&scrape, "cutover_statements_total", &[("target", "source")]).unwrap_or(0.0) >= 1.0,
-        "statements_total missing:\n{}",
-        r.body
-    );
+    // Every (class, target, outcome) series exists from start-up at 0, so name the series:
+    // the CREATE, the INSERT and the SELECT above, each answered by the source.
+    for class in ["ddl", "write", "read"] {
+        assert!(
+            value(
+                &scrape,
+                "cutover_statements_total",
+                &[("class", class), ("target", "source"), ("outcome", "ok")]
+            )
+            .unwrap_or(0.0)
+                >= 1.0,
+            "statements_total{{class={class}}} missing:\n{}",
+            r.body
+        );
+    }
     let durations: Vec<&Sample> = scrape
         .samples
         .iter()

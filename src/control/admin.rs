@@ -59,10 +59,13 @@ pub enum Route {
     OpenApi,
     Inconsistencies,
     Fix,
+    /// The status page; the only route served without a token (it holds no data).
+    StatusPage,
 }
 
 /// Every route: path, method, what it does. The OpenAPI document lists the same.
 pub const ROUTES: &[(&str, &str, Route)] = &[
+    ("/", "GET", Route::StatusPage),
     ("/src_only", "POST", Route::Move(State::SrcOnly)),
     ("/src_first", "POST", Route::Move(State::SrcFirst)),
     ("/dst_first", "POST", Route::Move(State::DstFirst)),
@@ -200,8 +203,11 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Resp {
 }
 
 async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Resp, Reject> {
-    authorize(&req, ctx.token.as_deref())?;
     let path = req.uri().path();
+    if path == "/" && req.method() == hyper::Method::GET {
+        return Ok(status_page());
+    }
+    authorize(&req, ctx.token.as_deref())?;
     let Some(&(_, method, route)) = ROUTES
         .iter()
         .find(|(p, m, _)| *p == path && *m == req.method().as_str())
@@ -276,6 +282,7 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Resp, Reject> {
             Ok(json_response(StatusCode::OK, &report))
         }
         Route::Inconsistencies => unreachable!("answered before the body is read"),
+        Route::StatusPage => Ok(status_page()),
         Route::AutoMigrate => {
             let b: AutoMigrateBody = parse_body(&body)?;
             let wait = b.step_wait_ms.unwrap_or(DEFAULT_STEP_WAIT_MS);
@@ -322,6 +329,9 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Resp, Reject> {
         }
         Route::Metrics => {
             s.refresh_health(METRICS_PROBE_MAX_AGE).await;
+            if let Some(v) = &ctx.validation {
+                metrics::publish_validation(&v.status());
+            }
             let text = metrics::render(&ctx.stats);
             Ok(text_response(
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -333,6 +343,29 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Resp, Reject> {
             Bytes::from_static(OPENAPI_JSON.as_bytes()),
         )),
     }
+}
+
+/// `GET /`: the embedded status page (see `control::ui`).
+fn status_page() -> Resp {
+    let page = super::ui::page();
+    let mut r = text_response("text/html; charset=utf-8", Bytes::from(page.html.as_str()));
+    let h = r.headers_mut();
+    if let Ok(csp) = HeaderValue::from_str(&page.csp) {
+        h.insert(hyper::header::CONTENT_SECURITY_POLICY, csp);
+    }
+    h.insert(
+        hyper::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        hyper::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        hyper::header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    r
 }
 
 fn authorize(req: &Request<Incoming>, token: Option<&str>) -> Result<(), Reject> {

@@ -191,7 +191,13 @@ impl HealthMonitor {
                 }
             }
         };
-        metrics::set_backend_up(side, health.ok);
+        metrics::set_backend_probe(
+            side,
+            health.ok,
+            health
+                .latency_ms
+                .map(|ms| std::time::Duration::from_secs_f64(ms / 1000.0)),
+        );
         *slot = Some((Instant::now(), health.clone()));
         health
     }

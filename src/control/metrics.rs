@@ -9,89 +9,81 @@
 
 use std::sync::OnceLock;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+use metrics::{counter, gauge, histogram, Label};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use super::state_machine::State;
+use crate::metric_catalog::{self, MetricDef, MetricKind, CATALOG};
 use crate::pattern::{Pattern, Side};
 use crate::stats::DataPathStats;
+use crate::validate::progress::{Outcome, RunReport, ValidationStatus};
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// Buckets for `cutover_statement_duration_seconds` (seconds).
-const DURATION_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// Install the Prometheus recorder as the global `metrics` recorder, once.
+/// Install the Prometheus recorder as the global `metrics` recorder, once,
+/// and register every [`CATALOG`] metric: descriptions, histogram buckets,
+/// the start-up series at 0 and `cutover_build_info`.
 ///
 /// Safe to call many times (each `ControlPlane` does). If another recorder
 /// was installed first, the handle still renders but sees nothing from the
 /// macros; that is logged.
 pub fn install() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
-        let builder = match PrometheusBuilder::new().set_buckets_for_metric(
-            Matcher::Full("cutover_statement_duration_seconds".into()),
-            DURATION_BUCKETS,
-        ) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "histogram buckets rejected; using summaries");
-                PrometheusBuilder::new()
-            }
-        };
+        let mut builder = PrometheusBuilder::new();
+        for def in CATALOG.iter().filter(|d| d.kind == MetricKind::Histogram) {
+            builder = match builder
+                .set_buckets_for_metric(Matcher::Full(def.name.to_string()), def.buckets)
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(metric = def.name, error = %e, "histogram buckets rejected");
+                    PrometheusBuilder::new()
+                }
+            };
+        }
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         if let Err(e) = metrics::set_global_recorder(recorder) {
             tracing::error!(error = %e, "a metrics recorder was already installed; /metrics will miss macro-recorded series");
         }
-        describe();
+        for def in CATALOG {
+            register(def);
+        }
+        gauge!(
+            "cutover_build_info",
+            "version" => env!("CARGO_PKG_VERSION"),
+            "git_hash" => crate::build_info::GIT_HASH
+        )
+        .set(1.0);
         handle
     })
 }
 
-fn describe() {
-    describe_gauge!(
-        "cutover_state",
-        "1 for the migration state cutover is in, 0 for the others"
-    );
-    describe_gauge!(
-        "cutover_pattern",
-        "1 for the routing pattern in force, 0 for the others"
-    );
-    describe_counter!(
-        "cutover_pattern_switches_total",
-        "Pattern changes made by the control plane, by from/to state"
-    );
-    describe_gauge!(
-        "cutover_backend_up",
-        "1 when the backend answered its last probe with a MySQL greeting"
-    );
-    describe_gauge!(
-        "cutover_client_connections",
-        "Client connections currently open"
-    );
-    describe_counter!(
-        "cutover_statements_total",
-        "Statements relayed, by class, target and outcome (recorded by the data path)"
-    );
-    describe_histogram!(
-        "cutover_statement_duration_seconds",
-        Unit::Seconds,
-        "Statement latency by target (recorded by the data path)"
-    );
-    describe_counter!(
-        "cutover_secondary_errors_total",
-        "Errors on the non-authoritative backend, by backend"
-    );
-    describe_counter!(
-        "cutover_double_writes_total",
-        "Writes mirrored to the non-authoritative backend, by outcome"
-    );
-    describe_counter!(
-        "cutover_validation_runs_total",
-        "Full validation runs finished"
-    );
+/// Describe `def` and create its start-up series at 0 (without touching a
+/// value something already recorded).
+fn register(def: &MetricDef) {
+    let name = def.name;
+    match def.kind {
+        MetricKind::Counter => metrics::describe_counter!(name, def.help),
+        MetricKind::Gauge => metrics::describe_gauge!(name, def.help),
+        MetricKind::Histogram => {
+            metrics::describe_histogram!(name, metrics::Unit::Seconds, def.help)
+        }
+    }
+    for values in metric_catalog::zero_series(def) {
+        let labels: Vec<Label> = def
+            .labels
+            .iter()
+            .zip(values)
+            .map(|(k, v)| Label::new(*k, v))
+            .collect();
+        match def.kind {
+            MetricKind::Counter => counter!(name, labels).increment(0),
+            MetricKind::Gauge => gauge!(name, labels).increment(0.0),
+            // A registered histogram is rendered (count 0) from the next scrape on.
+            MetricKind::Histogram => drop(histogram!(name, labels)),
+        }
+    }
 }
 
 /// Set the state and pattern gauges: 1 for the current, 0 for the rest.
@@ -110,8 +102,13 @@ pub fn record_switch(from: State, to: State) {
         .increment(1);
 }
 
-pub fn set_backend_up(side: Side, up: bool) {
+/// Record a backend probe: up/down and, when it answered, its round trip.
+pub fn set_backend_probe(side: Side, up: bool, latency: Option<std::time::Duration>) {
     gauge!("cutover_backend_up", "backend" => side.as_str()).set(f64::from(u8::from(up)));
+    if let Some(rtt) = latency {
+        gauge!("cutover_backend_probe_latency_seconds", "backend" => side.as_str())
+            .set(rtt.as_secs_f64());
+    }
 }
 
 pub fn record_validation_run() {
@@ -130,7 +127,64 @@ pub fn render(stats: &DataPathStats) -> String {
         .absolute(s.double_write_success);
     counter!("cutover_double_writes_total", "outcome" => "failure")
         .absolute(s.double_write_failure);
+    counter!("cutover_client_connections_accepted_total").absolute(s.connections_accepted);
+    counter!("cutover_client_connections_refused_total").absolute(s.connections_refused);
     handle.render()
+}
+
+/// Publish the validator's view (open inconsistencies, running runs,
+/// progress and ETA of the full run) before a scrape.
+pub fn publish_validation(v: &ValidationStatus) {
+    gauge!("cutover_open_inconsistencies").set(v.open_inconsistencies as f64);
+    for (mode, run) in [("full", &v.full), ("incremental", &v.incremental)] {
+        let running = run.as_ref().is_some_and(|r| r.outcome == Outcome::Running);
+        gauge!("cutover_validation_running", "mode" => mode).set(f64::from(u8::from(running)));
+    }
+    let (ratio, eta) = match (&v.full, &v.last_full) {
+        (Some(run), _) if run.outcome == Outcome::Running => {
+            (progress_ratio(run), eta_seconds(run).unwrap_or(f64::NAN))
+        }
+        (_, Some(last)) => (progress_ratio(last), 0.0),
+        _ => (0.0, 0.0),
+    };
+    gauge!("cutover_validation_progress_ratio").set(ratio);
+    gauge!("cutover_validation_eta_seconds").set(eta);
+}
+
+/// Rows checked / rows estimated over all tables of `run` (1 when it completed).
+fn progress_ratio(run: &RunReport) -> f64 {
+    if run.outcome == Outcome::Completed {
+        return 1.0;
+    }
+    let checked: u64 = run.tables.iter().map(|t| t.tally.rows_checked).sum();
+    let total: u64 = run
+        .tables
+        .iter()
+        .map(|t| t.estimated_total.max(t.tally.rows_checked))
+        .sum();
+    if total == 0 {
+        0.0
+    } else {
+        (checked as f64 / total as f64).min(1.0)
+    }
+}
+
+/// Rows left / the run's rate so far (rows checked by this process over the
+/// time its tables have been worked on); `None` before any rate is known.
+fn eta_seconds(run: &RunReport) -> Option<f64> {
+    let mut fresh = 0u64;
+    let mut secs = 0f64;
+    let mut left = 0u64;
+    for t in &run.tables {
+        if let Some(started) = t.started {
+            fresh += t.tally.rows_checked.saturating_sub(t.resumed_rows);
+            secs += started.elapsed().as_secs_f64();
+        }
+        if !t.done {
+            left += t.estimated_total.saturating_sub(t.tally.rows_checked);
+        }
+    }
+    (fresh > 0 && secs > 0.0).then(|| left as f64 / (fresh as f64 / secs))
 }
 
 /// Drain histogram samples; called periodically by the admin server.

@@ -27,6 +27,7 @@ pub mod scheduler;
 pub mod state_machine;
 pub mod status;
 pub mod store;
+pub mod ui;
 pub mod validation;
 pub mod validator;
 
@@ -86,6 +87,8 @@ impl ControlPlane {
         cfg: &Config,
         store: Arc<dyn StateStore>,
     ) -> Result<(Self, Pattern), ControlError> {
+        // Before the data path accepts anyone: its gauges start from the registered 0.
+        metrics::install();
         let token = cfg.admin_token.clone().filter(|t| !t.is_empty());
         if token.is_none() && !is_loopback_addr(&cfg.admin_listen) {
             return Err(ControlError::InsecureAdmin {

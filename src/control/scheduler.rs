@@ -17,8 +17,8 @@ use super::health::HealthMonitor;
 use super::metrics;
 use super::state_machine::{self, IllegalMove, State};
 use super::status::{
-    now_rfc3339, AutoMigrateStatus, AutoPromotionStatus, LastValidation, MigrationStats, Status,
-    Transition, Trigger, ValidationStatus,
+    now_rfc3339, AutoMigrateStatus, AutoPromotionStatus, LastValidation, MigrationStats, NextMove,
+    Status, Transition, Trigger, ValidationStatus,
 };
 use super::store::{PersistedState, StateStore, StoreError};
 use super::validator::{cancel_pair, CancelToken, Canceller, ValidationReport, Validator};
@@ -278,21 +278,25 @@ impl Scheduler {
         self.inner.lock().await.persisted.migration_stats.clone()
     }
 
-    /// Whether the backends the current pattern needs answer; `Err` names those that do not.
+    /// `GET /health` (the readiness probe): whether the current pattern's
+    /// authoritative side answers; `Err` names it and why not.
+    ///
+    /// The mirror side is deliberately not part of it: a dead mirror costs
+    /// counted double-write failures, not client errors (clients get the
+    /// authoritative side's results), so it must not take a sidecar's pod
+    /// out of service. It shows in `/status` (`pool_health`),
+    /// `cutover_backend_up` and the alert rules instead.
     pub async fn health(&self) -> Result<Pattern, String> {
         let pattern = self.pattern.load();
-        let failed = self
-            .health
-            .unavailable_for(pattern, MOVE_PROBE_MAX_AGE)
-            .await;
-        if failed.is_empty() {
+        let side = pattern.primary();
+        let h = self.health.check(side, MOVE_PROBE_MAX_AGE).await;
+        if h.ok {
             Ok(pattern)
         } else {
-            Err(failed
-                .into_iter()
-                .map(|(side, e)| format!("{side} unreachable ({e})"))
-                .collect::<Vec<_>>()
-                .join("; "))
+            Err(format!(
+                "{side} unreachable ({})",
+                h.error.unwrap_or_else(|| "unreachable".into())
+            ))
         }
     }
 
@@ -313,6 +317,7 @@ impl Scheduler {
             pool_metrics: self.stats.snapshot(),
             uptime_seconds: self.started.elapsed().as_secs(),
             history: inner.persisted.history.clone(),
+            next_moves: NextMove::legal_from(inner.persisted.state),
             auto_promotion: AutoPromotionStatus {
                 enabled: self.settings.auto_promotion,
                 quiet_period_ms: self.settings.quiet_period.as_millis() as u64,

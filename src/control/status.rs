@@ -127,9 +127,42 @@ pub struct Status {
     pub pool_metrics: StatsSnapshot,
     pub uptime_seconds: u64,
     pub history: Vec<Transition>,
+    /// The moves an operator may make from here (the status page's buttons).
+    pub next_moves: Vec<NextMove>,
     pub auto_promotion: AutoPromotionStatus,
     pub auto_migrate: Option<AutoMigrateStatus>,
     pub validation: ValidationStatus,
+}
+
+/// One move from the current state, as `GET /status` lists it.
+///
+/// Minimal version: the state machine's legal moves, each `allowed` with no
+/// blockers. Checks that can hold a move back (backend health, a running
+/// validation, open inconsistencies) belong in `blockers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NextMove {
+    pub to: State,
+    /// The move would be made now (without `force`).
+    pub allowed: bool,
+    /// Why it would not, in words.
+    pub blockers: Vec<String>,
+    /// Possible only with `?force=true` (not in `LEGAL_MOVES`).
+    pub forced_only: bool,
+}
+
+impl NextMove {
+    /// The legal moves from `from` ([`super::state_machine::LEGAL_MOVES`]).
+    pub fn legal_from(from: State) -> Vec<NextMove> {
+        from.legal_targets()
+            .into_iter()
+            .map(|to| NextMove {
+                to,
+                allowed: true,
+                blockers: Vec::new(),
+                forced_only: false,
+            })
+            .collect()
+    }
 }
 
 /// RFC 3339 with milliseconds, UTC.
