@@ -1,5 +1,7 @@
-//! The admin HTTP API: routing, JSON, bearer-token auth and the mapping of
-//! scheduler errors to HTTP status codes. hyper 1.x, HTTP/1.1 only.
+//! The admin HTTP API: one small handler per route, with routing, bearer
+//! auth, body/query parsing and the mapping of scheduler errors to HTTP
+//! status codes shared. hyper 1.x, HTTP/1.1 only (a connection limit, a
+//! header timeout and a bounded graceful drain around the accept loop).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,6 +28,7 @@ use super::metrics;
 use super::scheduler::{Scheduler, SchedulerError};
 use super::state_machine::State;
 use super::status::Trigger;
+use super::validation::{EventQuery, FullRequest, IncrRequest, ValidationError};
 use crate::stats::DataPathStats;
 
 /// The OpenAPI document of this API (`GET /openapi.json`).
@@ -87,7 +90,6 @@ pub(super) struct Ctx {
     pub scheduler: Arc<Scheduler>,
     pub stats: Arc<DataPathStats>,
     pub token: Option<String>,
-    pub validation: Option<Arc<crate::validate::Validator>>,
 }
 
 /// Accept and serve admin connections until `shutdown` resolves, then drain.
@@ -146,29 +148,61 @@ pub(super) async fn serve(
 
 type Resp = Response<Full<Bytes>>;
 
-/// A request that cannot be served, with its status.
+/// A request that cannot be served: its status, message and (for a guarded
+/// move) the blockers, also as a list.
 #[derive(Debug)]
-struct Reject(StatusCode, String);
+struct Reject {
+    status: StatusCode,
+    message: String,
+    blockers: Option<Vec<String>>,
+}
+
+impl Reject {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Reject {
+            status,
+            message: message.into(),
+            blockers: None,
+        }
+    }
+}
 
 impl From<SchedulerError> for Reject {
     fn from(e: SchedulerError) -> Self {
         let status = match &e {
             SchedulerError::IllegalMove(_)
+            | SchedulerError::Blocked { .. }
             | SchedulerError::StateChanged { .. }
             | SchedulerError::Conflict(_)
             | SchedulerError::DrainTimeout { .. } => StatusCode::CONFLICT,
             SchedulerError::BackendUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             SchedulerError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            SchedulerError::ValidatorUnavailable | SchedulerError::IncrementalUnavailable => {
-                StatusCode::NOT_IMPLEMENTED
-            }
+            SchedulerError::Validation(v) => validation_status(v),
         };
-        Reject(status, e.to_string())
+        let blockers = match &e {
+            SchedulerError::Blocked { blockers, .. } => Some(blockers.clone()),
+            _ => None,
+        };
+        Reject {
+            status,
+            message: e.to_string(),
+            blockers,
+        }
+    }
+}
+
+fn validation_status(e: &ValidationError) -> StatusCode {
+    match e {
+        ValidationError::Unavailable => StatusCode::NOT_IMPLEMENTED,
+        ValidationError::UnknownTables(_) | ValidationError::Invalid(_) => StatusCode::BAD_REQUEST,
+        ValidationError::AlreadyRunning(_) => StatusCode::CONFLICT,
+        ValidationError::Backend(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ValidationError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
 fn bad_request(msg: impl Into<String>) -> Reject {
-    Reject(StatusCode::BAD_REQUEST, msg.into())
+    Reject::new(StatusCode::BAD_REQUEST, msg)
 }
 
 async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Resp {
@@ -176,29 +210,56 @@ async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Resp {
     let path = req.uri().path().to_string();
     let resp = match route(req, ctx).await {
         Ok(r) => r,
-        Err(Reject(status, message)) => {
-            let mut r = json_response(status, &json!({ "error": message }));
-            if status == StatusCode::UNAUTHORIZED {
-                r.headers_mut()
-                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            if status == StatusCode::METHOD_NOT_ALLOWED {
-                let allowed: Vec<&str> = ROUTES
-                    .iter()
-                    .filter(|(p, _, _)| *p == path)
-                    .map(|(_, m, _)| *m)
-                    .collect();
-                if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
-                    r.headers_mut().insert(ALLOW, v);
-                }
-            }
-            r
-        }
+        Err(reject) => error_response(reject, &path),
     };
     tracing::debug!(%method, %path, status = resp.status().as_u16(), "admin request");
     resp
 }
 
+/// `{"error": …}` (plus `blockers` for a guarded move) with the status's headers.
+fn error_response(reject: Reject, path: &str) -> Resp {
+    let mut body = json!({ "error": reject.message });
+    if let Some(b) = reject.blockers {
+        body["blockers"] = json!(b);
+    }
+    let mut r = json_response(reject.status, &body);
+    if reject.status == StatusCode::UNAUTHORIZED {
+        r.headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    if reject.status == StatusCode::METHOD_NOT_ALLOWED {
+        let allowed: Vec<&str> = ROUTES
+            .iter()
+            .filter(|(p, _, _)| *p == path)
+            .map(|(_, m, _)| *m)
+            .collect();
+        if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+            r.headers_mut().insert(ALLOW, v);
+        }
+    }
+    r
+}
+
+/// What every handler gets: the shared context, the query string and the
+/// body (empty for GET).
+struct Call<'a> {
+    ctx: &'a Ctx,
+    query: Option<&'a str>,
+    body: &'a [u8],
+}
+
+impl Call<'_> {
+    fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.ctx.scheduler
+    }
+
+    /// Refuse any query parameter (routes that take none).
+    fn no_query(&self) -> Result<(), Reject> {
+        parse_query(self.query, false).map(|_| ())
+    }
+}
+
+/// Authorize, find the route, read the body, dispatch to its handler.
 async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Resp, Reject> {
     authorize(&req, ctx.token.as_deref())?;
     let path = req.uri().path();
@@ -207,132 +268,196 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Resp, Reject> {
         .find(|(p, m, _)| *p == path && *m == req.method().as_str())
     else {
         return Err(if ROUTES.iter().any(|(p, _, _)| *p == path) {
-            Reject(
+            Reject::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 format!("{} is not allowed on {path}", req.method()),
             )
         } else {
-            Reject(StatusCode::NOT_FOUND, format!("no route {path}"))
+            Reject::new(StatusCode::NOT_FOUND, format!("no route {path}"))
         });
     };
-    if route == Route::Inconsistencies {
-        return inconsistencies(req.uri().query(), ctx);
-    }
-    let query = parse_query(req.uri().query(), matches!(route, Route::Move(_)))?;
+    let query = req.uri().query().map(str::to_owned);
     let body = if method == "POST" {
         read_body(req).await?
     } else {
         Bytes::new()
     };
-    let s = &ctx.scheduler;
+    let c = Call {
+        ctx,
+        query: query.as_deref(),
+        body: &body,
+    };
     match route {
-        Route::Move(to) => {
-            parse_body::<NoBody>(&body)?;
-            s.transition(to, query.force, Trigger::Api, None).await?;
-            Ok(json_response(StatusCode::OK, &s.status().await))
-        }
-        Route::FullStart => {
-            let b: FullStartBody = parse_body(&body)?;
-            if b.tables
-                .as_ref()
-                .is_some_and(|t| t.iter().any(|n| n.is_empty()))
-            {
-                return Err(bad_request("field `tables`: table names must not be empty"));
-            }
-            s.start_full(b.tables).await?;
-            Ok(json_response(
-                StatusCode::ACCEPTED,
-                &s.status().await.validation,
-            ))
-        }
-        Route::FullStop => {
-            parse_body::<NoBody>(&body)?;
-            s.stop_full().await?;
-            Ok(json_response(StatusCode::OK, &s.status().await.validation))
-        }
-        Route::IncrStart => {
-            let b: IncrStartBody = parse_body_required(&body)?;
-            if b.interval == 0 {
-                return Err(bad_request("field `interval`: must be at least 1 (ms)"));
-            }
-            let v = validation(ctx)?;
-            let since =
-                i64::try_from(b.utime).map_err(|_| bad_request("field `utime`: too large"))?;
-            v.start_incremental(since, Some(b.interval), false)
-                .await
-                .map_err(validation_error)?;
-            Ok(json_response(StatusCode::ACCEPTED, &v.status()))
-        }
-        Route::IncrStop => {
-            parse_body::<NoBody>(&body)?;
-            let v = validation(ctx)?;
-            v.stop_incremental().await.map_err(validation_error)?;
-            Ok(json_response(StatusCode::OK, &v.status()))
-        }
-        Route::Fix => {
-            parse_body::<NoBody>(&body)?;
-            let v = validation(ctx)?;
-            let report = v.fix_open().await.map_err(validation_error)?;
-            Ok(json_response(StatusCode::OK, &report))
-        }
-        Route::Inconsistencies => unreachable!("answered before the body is read"),
-        Route::AutoMigrate => {
-            let b: AutoMigrateBody = parse_body(&body)?;
-            let wait = b.step_wait_ms.unwrap_or(DEFAULT_STEP_WAIT_MS);
-            if wait > MAX_STEP_WAIT_MS {
-                return Err(bad_request(format!(
-                    "field `step_wait_ms`: at most {MAX_STEP_WAIT_MS}"
-                )));
-            }
-            let run = s.start_auto_migrate(Duration::from_millis(wait)).await?;
-            Ok(json_response(StatusCode::ACCEPTED, &run))
-        }
-        Route::AutoMigrateCancel => {
-            parse_body::<NoBody>(&body)?;
-            s.cancel_auto_migrate().await?;
-            Ok(json_response(
-                StatusCode::OK,
-                &s.status().await.auto_migrate,
-            ))
-        }
-        Route::Status => {
-            let mut status = serde_json::to_value(s.status().await).unwrap_or_default();
-            if let (Some(v), Some(obj)) = (&ctx.validation, status.as_object_mut()) {
-                // per-table progress (rows checked, estimate, percent, ETA) and run summaries
-                obj.insert(
-                    "validation_detail".into(),
-                    serde_json::to_value(v.status()).unwrap_or_default(),
-                );
-            }
-            Ok(json_response(StatusCode::OK, &status))
-        }
-        Route::Stats => Ok(json_response(StatusCode::OK, &s.migration_stats().await)),
-        Route::Health => {
-            let state = s.current_state().await;
-            Ok(match s.health().await {
-                Ok(pattern) => json_response(
-                    StatusCode::OK,
-                    &json!({"ok": true, "state": state, "pattern": pattern}),
-                ),
-                Err(failed) => json_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({"ok": false, "state": state, "pattern": s.pattern_handle().load(), "error": failed}),
-                ),
-            })
-        }
-        Route::Metrics => {
-            s.refresh_health(METRICS_PROBE_MAX_AGE).await;
-            let text = metrics::render(&ctx.stats);
-            Ok(text_response(
-                "text/plain; version=0.0.4; charset=utf-8",
-                Bytes::from(text),
-            ))
-        }
+        Route::Move(to) => move_to(c, to).await,
+        Route::FullStart => full_start(c).await,
+        Route::FullStop => full_stop(c).await,
+        Route::IncrStart => incr_start(c).await,
+        Route::IncrStop => incr_stop(c).await,
+        Route::Fix => fix(c).await,
+        Route::Inconsistencies => inconsistencies(c),
+        Route::AutoMigrate => auto_migrate(c).await,
+        Route::AutoMigrateCancel => auto_migrate_cancel(c).await,
+        Route::Status => status(c).await,
+        Route::Stats => stats(c).await,
+        Route::Health => health(c).await,
+        Route::Metrics => metrics_text(c).await,
         Route::OpenApi => Ok(text_response(
             "application/json",
             Bytes::from_static(OPENAPI_JSON.as_bytes()),
         )),
     }
+}
+
+/// `POST /<state>[?force=true]`: 200 + status with `changed` (false when
+/// already there).
+async fn move_to(c: Call<'_>, to: State) -> Result<Resp, Reject> {
+    let query = parse_query(c.query, true)?;
+    parse_body::<NoBody>(c.body)?;
+    let s = c.scheduler();
+    let changed = s.transition(to, query.force, Trigger::Api, None).await?;
+    let mut body = serde_json::to_value(s.status().await).unwrap_or_default();
+    body["changed"] = json!(changed);
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// `POST /full/start {"tables", "fix", "restart"}`: 202 + what the run does.
+async fn full_start(c: Call<'_>) -> Result<Resp, Reject> {
+    c.no_query()?;
+    let b: FullStartBody = parse_body(c.body)?;
+    if b.tables
+        .as_ref()
+        .is_some_and(|t| t.iter().any(|n| n.is_empty()))
+    {
+        return Err(bad_request("field `tables`: table names must not be empty"));
+    }
+    let s = c.scheduler();
+    let req = FullRequest {
+        tables: b.tables,
+        fix: b.fix,
+        restart: b.restart,
+    };
+    let started = s.start_full(req).await?;
+    let mut body = serde_json::to_value(started).unwrap_or_default();
+    body["validation"] = serde_json::to_value(s.status().await.validation).unwrap_or_default();
+    Ok(json_response(StatusCode::ACCEPTED, &body))
+}
+
+async fn full_stop(c: Call<'_>) -> Result<Resp, Reject> {
+    c.no_query()?;
+    parse_body::<NoBody>(c.body)?;
+    let s = c.scheduler();
+    s.stop_full().await?;
+    Ok(json_response(StatusCode::OK, &s.status().await.validation))
+}
+
+/// `POST /incr/start {"utime", "interval", "fix"}`: 202 + `run_id` and the detail.
+async fn incr_start(c: Call<'_>) -> Result<Resp, Reject> {
+    c.no_query()?;
+    let b: IncrStartBody = parse_body_required(c.body)?;
+    if b.interval == 0 {
+        return Err(bad_request("field `interval`: must be at least 1 (ms)"));
+    }
+    let since = i64::try_from(b.utime).map_err(|_| bad_request("field `utime`: too large"))?;
+    let s = c.scheduler();
+    let run_id = s
+        .start_incremental(IncrRequest {
+            since_utime_ms: since,
+            interval_ms: b.interval,
+            fix: b.fix,
+        })
+        .await?;
+    let mut body = serde_json::to_value(s.validation_detail()).unwrap_or_default();
+    body["run_id"] = json!(run_id);
+    Ok(json_response(StatusCode::ACCEPTED, &body))
+}
+
+async fn incr_stop(c: Call<'_>) -> Result<Resp, Reject> {
+    c.no_query()?;
+    parse_body::<NoBody>(c.body)?;
+    let s = c.scheduler();
+    s.stop_incremental().await?;
+    Ok(json_response(StatusCode::OK, &s.validation_detail()))
+}
+
+async fn fix(c: Call<'_>) -> Result<Resp, Reject> {
+    c.no_query()?;
+    parse_body::<NoBody>(c.body)?;
+    let result = c.scheduler().fix().await?;
+    Ok(json_response(StatusCode::OK, &result))
+}
+
+async fn auto_migrate(c: Call<'_>) -> Result<Resp, Reject> {
+    c.no_query()?;
+    let b: AutoMigrateBody = parse_body(c.body)?;
+    let wait = b.step_wait_ms.unwrap_or(DEFAULT_STEP_WAIT_MS);
+    if wait > MAX_STEP_WAIT_MS {
+        return Err(bad_request(format!(
+            "field `step_wait_ms`: at most {MAX_STEP_WAIT_MS}"
+        )));
+    }
+    let run = c
+        .scheduler()
+        .start_auto_migrate(Duration::from_millis(wait))
+        .await?;
+    Ok(json_response(StatusCode::ACCEPTED, &run))
+}
+
+async fn auto_migrate_cancel(c: Call<'_>) -> Result<Resp, Reject> {
+    c.no_query()?;
+    parse_body::<NoBody>(c.body)?;
+    let s = c.scheduler();
+    s.cancel_auto_migrate().await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &s.status().await.auto_migrate,
+    ))
+}
+
+/// `GET /status`: the scheduler's status plus the validator's per-table
+/// progress and run summaries (`validation_detail`).
+async fn status(c: Call<'_>) -> Result<Resp, Reject> {
+    c.no_query()?;
+    let s = c.scheduler();
+    let mut status = serde_json::to_value(s.status().await).unwrap_or_default();
+    if let Some(detail) = s.validation_detail() {
+        status["validation_detail"] = serde_json::to_value(detail).unwrap_or_default();
+    }
+    Ok(json_response(StatusCode::OK, &status))
+}
+
+async fn stats(c: Call<'_>) -> Result<Resp, Reject> {
+    c.no_query()?;
+    Ok(json_response(
+        StatusCode::OK,
+        &c.scheduler().migration_stats().await,
+    ))
+}
+
+async fn health(c: Call<'_>) -> Result<Resp, Reject> {
+    c.no_query()?;
+    let s = c.scheduler();
+    let state = s.current_state().await;
+    Ok(match s.health().await {
+        Ok(pattern) => json_response(
+            StatusCode::OK,
+            &json!({"ok": true, "state": state, "pattern": pattern}),
+        ),
+        Err(failed) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"ok": false, "state": state, "pattern": s.pattern_handle().load(), "error": failed}),
+        ),
+    })
+}
+
+async fn metrics_text(c: Call<'_>) -> Result<Resp, Reject> {
+    c.no_query()?;
+    let s = c.scheduler();
+    s.refresh_health(METRICS_PROBE_MAX_AGE).await;
+    let text = metrics::render(&c.ctx.stats, s.open_inconsistencies());
+    Ok(text_response(
+        "text/plain; version=0.0.4; charset=utf-8",
+        Bytes::from(text),
+    ))
 }
 
 fn authorize(req: &Request<Incoming>, token: Option<&str>) -> Result<(), Reject> {
@@ -344,10 +469,10 @@ fn authorize(req: &Request<Incoming>, token: Option<&str>) -> Result<(), Reject>
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
         Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(Reject(StatusCode::UNAUTHORIZED, "wrong admin token".into())),
-        None => Err(Reject(
+        Some(_) => Err(Reject::new(StatusCode::UNAUTHORIZED, "wrong admin token")),
+        None => Err(Reject::new(
             StatusCode::UNAUTHORIZED,
-            "missing `Authorization: Bearer <admin_token>` header".into(),
+            "missing `Authorization: Bearer <admin_token>` header",
         )),
     }
 }
@@ -360,30 +485,10 @@ struct Query {
     force: bool,
 }
 
-fn validation(ctx: &Ctx) -> Result<&Arc<crate::validate::Validator>, Reject> {
-    ctx.validation.as_ref().ok_or_else(|| {
-        Reject(
-            StatusCode::NOT_IMPLEMENTED,
-            "validator not available: no validator is configured in this process".into(),
-        )
-    })
-}
-
-fn validation_error(e: crate::validate::ValidateError) -> Reject {
-    let msg = e.to_string();
-    let status = if msg.contains("already running") {
-        StatusCode::CONFLICT
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    Reject(status, msg)
-}
-
 /// `GET /inconsistencies?status=open|fixed|obsolete&limit=N&after=ID`
-fn inconsistencies(q: Option<&str>, ctx: &Ctx) -> Result<Resp, Reject> {
-    let v = validation(ctx)?;
+fn inconsistencies(c: Call<'_>) -> Result<Resp, Reject> {
     let (mut status, mut limit, mut after) = (None, 100usize, None);
-    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+    for pair in c.query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, val) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
             "status" => {
@@ -409,10 +514,12 @@ fn inconsistencies(q: Option<&str>, ctx: &Ctx) -> Result<Resp, Reject> {
             _ => return Err(bad_request(format!("unknown query parameter `{k}`"))),
         }
     }
-    Ok(json_response(
-        StatusCode::OK,
-        &v.inconsistencies(status, limit, after),
-    ))
+    let events = c.scheduler().inconsistencies(EventQuery {
+        status,
+        limit,
+        after,
+    })?;
+    Ok(json_response(StatusCode::OK, &events))
 }
 
 fn parse_query(q: Option<&str>, is_move: bool) -> Result<Query, Reject> {
@@ -440,7 +547,7 @@ fn parse_query(q: Option<&str>, is_move: bool) -> Result<Query, Reject> {
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, Reject> {
     match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Reject(
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Reject::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body larger than {MAX_BODY} bytes"),
         )),
@@ -471,14 +578,19 @@ struct NoBody {}
 #[serde(deny_unknown_fields)]
 struct FullStartBody {
     tables: Option<Vec<String>>,
+    #[serde(default)]
+    fix: bool,
+    #[serde(default)]
+    restart: bool,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // parsed for validation; used once incremental validation exists
 struct IncrStartBody {
     utime: u64,
     interval: u64,
+    #[serde(default)]
+    fix: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -90,7 +90,11 @@ fn describe() {
     );
     describe_counter!(
         "cutover_validation_runs_total",
-        "Full validation runs finished"
+        "Full validation runs that completed"
+    );
+    describe_gauge!(
+        "cutover_inconsistencies_open",
+        "Inconsistency events now open (found, neither fixed nor obsolete); alert on > 0"
     );
 }
 
@@ -118,8 +122,9 @@ pub fn record_validation_run() {
     counter!("cutover_validation_runs_total").increment(1);
 }
 
-/// Render the exposition text, publishing the data path's atomics first.
-pub fn render(stats: &DataPathStats) -> String {
+/// Render the exposition text, publishing the data path's atomics and the
+/// number of open inconsistency events first.
+pub fn render(stats: &DataPathStats, open_inconsistencies: u64) -> String {
     let handle = install();
     // The data path records cutover_client_connections,
     // cutover_secondary_errors_total, cutover_statements_total and the
@@ -130,6 +135,7 @@ pub fn render(stats: &DataPathStats) -> String {
         .absolute(s.double_write_success);
     counter!("cutover_double_writes_total", "outcome" => "failure")
         .absolute(s.double_write_failure);
+    gauge!("cutover_inconsistencies_open").set(open_inconsistencies as f64);
     handle.render()
 }
 
