@@ -59,7 +59,8 @@ enum Command {
         /// Repair what differs (the target is made equal to the base).
         #[arg(long)]
         fix: bool,
-        /// Which side is authoritative (default: the config's initial_pattern).
+        /// Which side is authoritative when no migration state exists yet
+        /// (the persisted state decides otherwise; a contradiction is refused).
         #[arg(long)]
         pattern: Option<cutover::pattern::Pattern>,
     },

@@ -278,7 +278,11 @@ impl EventStore {
     }
 
     /// Record findings; a finding for a row that already has an open event is
-    /// not recorded again. Returns the new events.
+    /// not recorded again — a repaired one (`status` fixed) closes that
+    /// event instead. Returns the new events.
+    ///
+    /// # Errors
+    /// [`ValidateError::Io`] when the file cannot be appended.
     pub fn record(
         &mut self,
         findings: Vec<Finding>,
@@ -288,8 +292,12 @@ impl EventStore {
     ) -> Result<Vec<Inconsistency>, ValidateError> {
         let at = utc_text(now_ms());
         let mut new = Vec::new();
+        let mut closed = Vec::new();
         for f in findings {
-            if status == EventStatus::Open && self.open.contains_key(&dedupe_key(&f.table, &f.pk)) {
+            if let Some(&id) = self.open.get(&dedupe_key(&f.table, &f.pk)) {
+                if status != EventStatus::Open {
+                    closed.push((id, status));
+                }
                 continue;
             }
             new.push(Inconsistency {
@@ -309,6 +317,7 @@ impl EventStore {
         for ev in &new {
             self.insert(ev.clone());
         }
+        self.set_status(&closed)?;
         Ok(new)
     }
 
