@@ -64,6 +64,8 @@ enum Command {
         #[arg(long)]
         pattern: Option<cutover::pattern::Pattern>,
     },
+    /// Drive a running server through its admin API (status, switch, validate, fix, …).
+    Ctl(cutover::ctl::CtlArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::Ctl(args) => ExitCode::from(cutover::ctl::main(args)),
         Command::Validate {
             config,
             tables,
