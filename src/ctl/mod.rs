@@ -233,7 +233,7 @@ fn wait_for_run(api: &Api, run_id: &Value) -> Result<Value, CtlError> {
             bar.set_length(total.max(done));
             bar.set_position(done);
             if let Some(t) = tables.iter().find(|t| t["done"] == false) {
-                bar.set_message(format!("{}", t["table"].as_str().unwrap_or("")));
+                bar.set_message(t["table"].as_str().unwrap_or("").to_string());
             }
         }
         std::thread::sleep(Duration::from_millis(300));
