@@ -139,7 +139,11 @@ async fn cutover_made_errors_are_readable_by_the_cli_pymysql_and_jdbc() {
     for client in CLIENTS {
         let port = proxy.port;
         // a statement that works, so the checks below mean something
-        assert_eq!(run(client, &java, port, "app", "app", "SELECT 1").await, "OK", "{client:?}");
+        assert_eq!(
+            run(client, &java, port, "app", "app", "SELECT 1").await,
+            "OK",
+            "{client:?}"
+        );
         // ER_ACCESS_DENIED_ERROR 1045
         let got = run(client, &java, port, "app", "wrong", "SELECT 1").await;
         expect(&got, 1045, "Access denied", "wrong password", client);
@@ -161,14 +165,37 @@ async fn cutover_made_errors_are_readable_by_the_cli_pymysql_and_jdbc() {
         held.query_drop("DO 1").await.unwrap();
         drop(held);
 
-        // ER_NET_READ_ERROR 1158: the destination dies mid-statement
-        let stmt = run(client, &java, port, "app", "app", "SELECT SLEEP(5)");
+        // ER_NET_READ_ERROR 1158: the destination dies mid-statement (killed
+        // once the statement is seen running there)
+        let stmt = run(client, &java, port, "app", "app", "SELECT SLEEP(30)");
+        let watch = pair.destination.opts(None);
         let kill = async {
-            tokio::time::sleep(Duration::from_millis(2500)).await;
+            let mut c = mysql_async::Conn::new(watch).await.unwrap();
+            use mysql_async::prelude::Queryable;
+            for _ in 0..600 {
+                let n: Option<i64> = c
+                    .query_first(
+                        "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                         WHERE INFO LIKE 'SELECT SLEEP(30)%'",
+                    )
+                    .await
+                    .unwrap();
+                if n == Some(1) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            drop(c);
             pair.destination.kill();
         };
         let (got, ()) = tokio::join!(stmt, kill);
-        expect(&got, 1158, "destination", "backend lost mid-statement", client);
+        expect(
+            &got,
+            1158,
+            "destination",
+            "backend lost mid-statement",
+            client,
+        );
 
         // ER_CONNECT_TO_FOREIGN_DATA_SOURCE 1429: the destination is down
         let got = run(client, &java, port, "app", "app", "SELECT 1").await;

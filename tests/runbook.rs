@@ -512,3 +512,66 @@ async fn authority_moves_are_guarded_until_a_clean_validation() {
     proxy.stop().await;
     admin.stop().await;
 }
+
+// ---- 4 + 7: incremental with fix over HTTP; a failed run has no discrepancy count
+
+#[tokio::test]
+async fn incremental_fix_over_http_and_a_failed_run_reports_no_count() {
+    let mut pair = Pair::start().await;
+    let ddl = "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(10), utime BIGINT NOT NULL); \
+               INSERT INTO t VALUES (1, 'a', 100), (2, 'b', 100);";
+    tokio::join!(pair.source.exec(ddl), pair.destination.exec(ddl));
+    pair.destination
+        .exec("UPDATE t SET v = 'x' WHERE id = 2")
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = Admin::start_with_validation(&cfg(
+        &pair,
+        dir.path(),
+        "[validation]\nrecheck_delay_ms = 0",
+    ))
+    .await;
+    let r = admin
+        .post(
+            "/incr/start",
+            r#"{"utime": 0, "interval": 100, "fix": true}"#,
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert!(r.json()["run_id"].is_u64(), "{}", r.body);
+    let mut dst: Vec<(i32, String)> = Vec::new();
+    for _ in 0..100 {
+        dst = pair
+            .destination
+            .query("SELECT id, v FROM t ORDER BY id")
+            .await;
+        if dst[1].1 == "b" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        dst,
+        vec![(1, "a".into()), (2, "b".into())],
+        "repaired by the incremental run"
+    );
+    post_ok(&admin, "/incr/stop", "").await;
+    assert_eq!(admin.get("/stats").await.json()["incr_validation_runs"], 1);
+
+    let s = full_run(&admin, "").await;
+    assert_eq!(s["migration_stats"]["data_discrepancies"], 0);
+    // A run that fails (the destination is down) says so; its count is unknown, not 0,
+    // and the last completed run's number stands.
+    pair.destination
+        .exec("UPDATE t SET v = 'y' WHERE id = 1")
+        .await;
+    pair.destination.kill();
+    let s = full_run(&admin, "").await;
+    let last = &s["validation"]["last_full"];
+    assert_eq!(last["outcome"], "failed", "{last:#}");
+    assert!(last["discrepancies"].is_null(), "{last:#}");
+    assert!(last["error"].is_string(), "{last:#}");
+    assert_eq!(s["migration_stats"]["full_validation_runs"], 1);
+    pair.destination.restart().await;
+    admin.stop().await;
+}

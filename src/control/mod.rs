@@ -13,7 +13,7 @@
 //! | `scheduler.rs` | the one owner of the state: moves, status |
 //! | `runs.rs` | validation runs, repairs and events through the seam |
 //! | `automation.rs` | auto-promotion, auto-migrate |
-//! | `admin.rs` | HTTP: one small handler per route |
+//! | `admin.rs`, `http.rs` | HTTP: one small handler per route; shared auth, parsing, responses |
 //! | `validation.rs` | the seam to `crate::validate` |
 //! | `health.rs`, `metrics.rs`, `status.rs`, `store.rs` | probes, Prometheus, JSON shapes, persistence |
 //!
@@ -35,6 +35,7 @@ pub mod admin;
 pub mod automation;
 pub mod guard;
 pub mod health;
+mod http;
 pub mod metrics;
 pub mod runs;
 pub mod scheduler;
