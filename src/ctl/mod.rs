@@ -7,7 +7,7 @@
 //!
 //! Exit codes: 0 done; 1 differences remain (`validate --wait`, `fix` with
 //! failures); 2 usage or configuration error; 3 the admin API could not be
-//! reached; 4 the server refused (its message and blockers on stderr).
+//! reached (or a waited-for run vanished); 4 the server refused (its message and blockers on stderr).
 
 mod render;
 
@@ -25,6 +25,11 @@ pub const EXIT_DIFFERENCES: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_UNREACHABLE: u8 = 3;
 pub const EXIT_REFUSED: u8 = 4;
+
+/// Bound on one admin request (moves drain for at most `switch_drain_timeout_ms`).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bound on `POST /fix` (it repairs every open event before answering).
+const REPAIR_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
 /// `cutover ctl [--admin URL] [--token T] <command>`.
 #[derive(Debug, Args)]
@@ -97,6 +102,9 @@ pub enum CtlError {
         #[source]
         source: reqwest::Error,
     },
+    /// The run waited for ended without a report (exit 3).
+    #[error("{0}")]
+    RunLost(String),
     #[error("{status}: {message}")]
     Refused {
         status: u16,
@@ -109,7 +117,7 @@ impl CtlError {
     fn exit_code(&self) -> u8 {
         match self {
             CtlError::Usage(_) => EXIT_USAGE,
-            CtlError::Unreachable { .. } => EXIT_UNREACHABLE,
+            CtlError::Unreachable { .. } | CtlError::RunLost(_) => EXIT_UNREACHABLE,
             CtlError::Refused { .. } => EXIT_REFUSED,
         }
     }
@@ -179,7 +187,8 @@ fn run(args: CtlArgs) -> Result<u8, CtlError> {
             Ok(if clean { EXIT_OK } else { EXIT_DIFFERENCES })
         }
         CtlCommand::Fix => {
-            let r = api.post("/fix", None)?;
+            // a repair of many events can take long: no client-side timeout
+            let r = api.post_with("/fix", None, REPAIR_TIMEOUT)?;
             print!("{}", render::fixed(&r));
             Ok(if r["failed"].as_u64().unwrap_or(0) == 0 {
                 EXIT_OK
@@ -213,13 +222,24 @@ fn wait_for_run(api: &Api, run_id: &Value) -> Result<Value, CtlError> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
+    // Polls in a row without the run going and without its report.
+    let mut vanished = 0;
     loop {
         let s = api.get("/status")?;
         let detail = &s["validation_detail"];
         let last = &detail["last_full"];
-        if s["validation"]["full_running"] == false && last["run_id"] == *run_id {
+        let running = s["validation"]["full_running"] == true;
+        if !running && last["run_id"] == *run_id {
             bar.finish_and_clear();
             return Ok(last.clone());
+        }
+        vanished = if running { 0 } else { vanished + 1 };
+        if vanished > 30 {
+            bar.finish_and_clear();
+            return Err(CtlError::RunLost(format!(
+                "run {run_id} is not running and left no report (was the server restarted?); \
+                 `cutover ctl validate` resumes it from its checkpoint"
+            )));
         }
         if let Some(tables) = detail["full"]["tables"].as_array() {
             let total: u64 = tables
@@ -258,7 +278,7 @@ impl Api {
             None => default_url(&args.config)?,
         };
         let client = Client::builder()
-            .timeout(Duration::from_secs(120))
+            .timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(|e| CtlError::Usage(format!("HTTP client: {e}")))?;
         Ok(Api {
@@ -273,7 +293,19 @@ impl Api {
     }
 
     fn post(&self, path: &str, body: Option<Value>) -> Result<Value, CtlError> {
-        let req = self.client.post(format!("{}{path}", self.base));
+        self.post_with(path, body, REQUEST_TIMEOUT)
+    }
+
+    fn post_with(
+        &self,
+        path: &str,
+        body: Option<Value>,
+        timeout: Duration,
+    ) -> Result<Value, CtlError> {
+        let req = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .timeout(timeout);
         let req = match body {
             Some(b) => req.json(&b),
             None => req,
