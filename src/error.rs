@@ -3,10 +3,19 @@
 use crate::pattern::Side;
 use crate::wire::{self, ErrInfo};
 
-/// Client-side error codes (libmysql's CR_*), used when the proxy itself
-/// cannot reach or lost a backend. Clients already know how to treat them.
-pub const CR_CONN_HOST_ERROR: u16 = 2003;
-pub const CR_SERVER_LOST: u16 = 2013;
+/// Errors cutover itself makes use server-range codes only: a client library
+/// reads codes 2000–2999 (its own CR_* range) in a server's ERR packet as a
+/// protocol violation (libmariadb: `ERROR 2027 Received malformed packet`).
+///
+/// `ER_CONNECT_TO_FOREIGN_DATA_SOURCE` (1429, SQLSTATE HY000, "Unable to
+/// connect to foreign data source"): cutover cannot reach a backend (or is
+/// backing off after failures). The message names the backend.
+pub const ER_CONNECT_TO_FOREIGN_DATA_SOURCE: u16 = 1429;
+/// `ER_NET_READ_ERROR` (1158, SQLSTATE 08S01, "Got an error reading
+/// communication packets"): cutover lost a backend mid-conversation; the
+/// session's state on it is gone, so 08S01 (communication link failure)
+/// tells pools to drop the connection. The message names the backend.
+pub const ER_NET_READ_ERROR: u16 = 1158;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -54,11 +63,13 @@ impl BackendError {
             BackendError::Server { err, .. } => {
                 wire::err_payload(err.code, &err.state, &err.message)
             }
-            BackendError::Connect { .. } | BackendError::BackingOff { .. } => {
-                wire::err_payload(CR_CONN_HOST_ERROR, "HY000", &format!("cutover: {self}"))
-            }
+            BackendError::Connect { .. } | BackendError::BackingOff { .. } => wire::err_payload(
+                ER_CONNECT_TO_FOREIGN_DATA_SOURCE,
+                "HY000",
+                &format!("cutover: {self}"),
+            ),
             BackendError::Io { .. } | BackendError::Protocol { .. } => {
-                wire::err_payload(CR_SERVER_LOST, "HY000", &format!("cutover: {self}"))
+                wire::err_payload(ER_NET_READ_ERROR, "08S01", &format!("cutover: {self}"))
             }
         }
     }

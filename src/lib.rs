@@ -6,12 +6,15 @@
 //!   speaks the MySQL protocol to applications and relays statements;
 //! - the **control plane** (scheduler, admin API, metrics, validation) swaps
 //!   the pattern and observes metrics. The data path never imports it.
+//!
+//! `ctl` is the operator's terminal client of the admin API (HTTP only).
 
 pub mod backend;
 pub mod build_info;
 pub mod classify;
 pub mod config;
 pub mod control;
+pub mod ctl;
 pub mod determinism;
 pub mod error;
 pub mod listener;

@@ -62,10 +62,13 @@ enum Command {
         /// Repair what differs (the target is made equal to the base).
         #[arg(long)]
         fix: bool,
-        /// Which side is authoritative (default: the config's initial_pattern).
+        /// Which side is authoritative when no migration state exists yet
+        /// (the persisted state decides otherwise; a contradiction is refused).
         #[arg(long)]
         pattern: Option<cutover::pattern::Pattern>,
     },
+    /// Drive a running server through its admin API (status, switch, validate, fix, …).
+    Ctl(cutover::ctl::CtlArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     match cli.command {
+        Command::Ctl(args) => ExitCode::from(cutover::ctl::main(args)),
         Command::Validate {
             config,
             tables,

@@ -284,7 +284,7 @@ pub const CATALOG: &[MetricDef] = &[
         buckets: &[],
     },
     MetricDef {
-        name: "cutover_open_inconsistencies",
+        name: "cutover_inconsistencies_open",
         kind: MetricKind::Gauge,
         help: "Inconsistency events recorded and not yet fixed or obsolete",
         labels: &[],

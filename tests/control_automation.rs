@@ -14,9 +14,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use control_support::{config, Admin};
-use cutover::control::validator::ValidationFuture;
-use cutover::control::{CancelToken, ControlPlane, ValidationReport, Validator};
+use cutover::control::{
+    BoxFuture, ControlPlane, FullOutcome, FullRequest, FullRun, FullStarted, ValidationError,
+    ValidationService,
+};
 use support::Pair;
+use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -34,7 +37,7 @@ async fn start(
     );
     let (mut cp, pattern): (ControlPlane, _) = ControlPlane::load(&cfg).unwrap();
     if let Some(v) = validator {
-        cp = cp.with_validator(Arc::new(v));
+        cp = cp.with_validation(Arc::new(v));
     }
     Admin::serve(cp, pattern, None).await
 }
@@ -128,36 +131,67 @@ async fn auto_migrate_refuses_to_start_past_src_first_and_cancel_needs_a_run() {
 
 // ---- with a scripted stand-in validator ----
 
-/// Returns a fixed report, or waits for cancel when `blocks`.
+/// Returns a fixed report, or waits for `stop_full` when `blocks`.
 struct ScriptedValidator {
     discrepancies: u64,
     blocks: bool,
+    stop: std::sync::Mutex<CancellationToken>,
 }
 
 impl ScriptedValidator {
     fn clean() -> Self {
+        Self::new(0, false)
+    }
+
+    fn new(discrepancies: u64, blocks: bool) -> Self {
         ScriptedValidator {
-            discrepancies: 0,
-            blocks: false,
+            discrepancies,
+            blocks,
+            stop: std::sync::Mutex::new(CancellationToken::new()),
         }
     }
 }
 
-impl Validator for ScriptedValidator {
-    fn run_full(&self, _tables: Option<Vec<String>>, cancel: CancelToken) -> ValidationFuture {
+impl ValidationService for ScriptedValidator {
+    fn start_full(&self, req: FullRequest) -> BoxFuture<'_, Result<FullRun, ValidationError>> {
         let (discrepancies, blocks) = (self.discrepancies, self.blocks);
+        let stop = CancellationToken::new();
+        *self.stop.lock().unwrap() = stop.clone();
         Box::pin(async move {
-            if blocks {
-                cancel.cancelled().await;
-                return Err("cancelled".into());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            Ok(ValidationReport {
-                tables_checked: 1,
-                rows_checked: 10,
-                discrepancies,
+            let done: BoxFuture<'static, FullOutcome> = Box::pin(async move {
+                if blocks {
+                    stop.cancelled().await;
+                    return FullOutcome {
+                        error: Some("validation cancelled".into()),
+                        ..FullOutcome::default()
+                    };
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                FullOutcome {
+                    completed: true,
+                    all_tables: true,
+                    tables_checked: 1,
+                    rows_checked: 10,
+                    found: discrepancies,
+                    ..FullOutcome::default()
+                }
+            });
+            Ok(FullRun {
+                started: FullStarted {
+                    run_id: 1,
+                    resumed: false,
+                    tables: req.tables,
+                    fix: req.fix,
+                    note: None,
+                },
+                done,
             })
         })
+    }
+
+    fn stop_full(&self) -> BoxFuture<'_, ()> {
+        self.stop.lock().unwrap().cancel();
+        Box::pin(async {})
     }
 }
 
@@ -282,10 +316,7 @@ async fn auto_migrate_with_clean_validations_reaches_dst_only() {
 async fn auto_migrate_never_proceeds_past_discrepancies() {
     let pair = Pair::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let v = ScriptedValidator {
-        discrepancies: 3,
-        blocks: false,
-    };
+    let v = ScriptedValidator::new(3, false);
     let admin = start(&pair, &dir, "", Some(v)).await;
     assert_eq!(
         admin
@@ -312,10 +343,7 @@ async fn auto_migrate_never_proceeds_past_discrepancies() {
 async fn auto_migrate_can_be_cancelled_mid_validation() {
     let pair = Pair::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let v = ScriptedValidator {
-        discrepancies: 0,
-        blocks: true,
-    };
+    let v = ScriptedValidator::new(0, true);
     let admin = start(&pair, &dir, "", Some(v)).await;
     assert_eq!(
         admin.post("/full/stop", "").await.status,

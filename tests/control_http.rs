@@ -125,10 +125,19 @@ async fn status_stats_health_and_moves_with_both_backends_up() {
     assert_eq!(s["history"][1]["forced"], true);
     assert_agrees(&admin, &s);
 
-    // Moving to where we are is a conflict even when forced.
-    let r = admin.post("/dst_only?force=true", "").await;
-    assert_eq!(r.status, 409);
-    assert_eq!(r.error(), "already in dst_only");
+    // Moving to where we are is a 200 no-op (forced or not), so scripts can retry.
+    for path in ["/dst_only?force=true", "/dst_only"] {
+        let r = admin.post(path, "").await;
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        let s = r.json();
+        assert_eq!(s["changed"], false, "{path}");
+        assert_eq!(s["current_state"], "dst_only");
+        assert_eq!(
+            s["history"].as_array().unwrap().len(),
+            2,
+            "no history entry"
+        );
+    }
 
     let r = admin.post("/complete", "").await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -170,13 +179,22 @@ async fn every_from_to_pair_over_http() {
             let r = admin.post(&route(to), "").await;
             let legal =
                 from != to && cutover::control::state_machine::LEGAL_MOVES.contains(&(from, to));
-            let want_state = if legal { to } else { from };
-            assert_eq!(
-                r.status,
-                if legal { 200 } else { 409 },
-                "{from} -> {to}: {}",
-                r.body
-            );
+            // No validator here: every guarded move is refused with its blockers.
+            let guarded = cutover::control::guard::is_guarded(from.pattern(), to.pattern());
+            let moves = legal && !guarded;
+            let want_state = if moves { to } else { from };
+            let want = if moves || from == to { 200 } else { 409 };
+            assert_eq!(r.status, want, "{from} -> {to}: {}", r.body);
+            if from == to {
+                assert_eq!(r.json()["changed"], false, "{from} -> {to}");
+            } else if legal && guarded {
+                assert!(
+                    r.error().contains("no validator is available"),
+                    "{from} -> {to}: {}",
+                    r.body
+                );
+                assert!(r.json()["blockers"].is_array(), "{}", r.body);
+            }
             assert_eq!(admin.pattern.load(), want_state.pattern(), "{from} -> {to}");
             checked += 1;
         }
@@ -217,13 +235,16 @@ async fn hundred_concurrent_moves_leave_state_and_pattern_agreeing() {
             r.body
         );
         if r.status == 200 {
-            ok += 1;
             let s = r.json();
+            if s["changed"] == true {
+                ok += 1;
+            }
             let state: State = s["current_state"].as_str().unwrap().parse().unwrap();
             assert_eq!(s["current_pattern"], state.pattern().as_str(), "{s:#}");
         }
     }
     assert!(ok > 0, "no move succeeded");
+    // (a 200 with `changed: false` is a no-op: already there)
     let s = admin.get("/status").await.json();
     assert_agrees(&admin, &s);
     assert_eq!(

@@ -4,9 +4,17 @@
 mod support;
 mod validate_common;
 
+use cutover::control::{FileStateStore, PersistedState, State, StateStore};
 use cutover::pattern::Pattern;
 use support::Pair;
 use tokio::process::Command;
+
+/// Write the migration state `cutover serve` would have persisted.
+fn persist(path: &std::path::Path, state: State) {
+    FileStateStore::new(path)
+        .save(&PersistedState::fresh(state))
+        .unwrap();
+}
 
 async fn validate(config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_cutover"))
@@ -36,9 +44,19 @@ async fn exit_codes_summary_and_fix() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("cutover.toml");
     let data = dir.path().join("data");
+    // The authoritative side comes from the persisted migration state.
+    let state = dir.path().join("state.json");
+    persist(&state, State::SrcFirst);
+    let state_line = format!("state_file = '{}'\n", state.display());
     std::fs::write(
         &cfg,
-        validate_common::config_text(&pair, Pattern::SrcFirst, &data, "recheck_delay_ms = 0"),
+        state_line.clone()
+            + &validate_common::config_text(
+                &pair,
+                Pattern::SrcFirst,
+                &data,
+                "recheck_delay_ms = 0",
+            ),
     )
     .unwrap();
 
@@ -82,7 +100,7 @@ async fn exit_codes_summary_and_fix() {
     std::fs::write(
         &cfg,
         format!(
-            "data_dir = '{}'\n[source]\nurl = 'mysql://app:app@127.0.0.1:1/shop'\n[destination]\nurl = '{}'\n",
+            "{state_line}data_dir = '{}'\n[source]\nurl = 'mysql://app:app@127.0.0.1:1/shop'\n[destination]\nurl = '{}'\n",
             data.display(),
             pair.destination.url("shop")
         ),

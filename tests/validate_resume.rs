@@ -168,45 +168,47 @@ async fn run_that_failed_when_a_backend_crashed_resumes_after_restart() {
 
 #[tokio::test]
 async fn control_plane_seam_runs_and_cancels_full_validations() {
-    use cutover::control::validation::ValidatorAdapter;
-    use cutover::control::validator::cancel_pair;
-    use cutover::control::Validator as _;
-    use std::sync::Arc;
+    use cutover::control::{FullRequest, ValidationService};
     let pair = Pair::start().await;
     let fill = "CREATE TABLE t (id INT PRIMARY KEY, v INT); INSERT INTO t SELECT seq, seq FROM seq_1_to_20000;";
     tokio::join!(pair.source.exec(fill), pair.destination.exec(fill));
     let dir = tempfile::tempdir().unwrap();
-    let v = ValidatorAdapter(Arc::new(validator(
-        &pair,
-        Pattern::SrcFirst,
-        dir.path(),
-        "recheck_delay_ms = 0",
-    )));
-    let (_keep, token) = cancel_pair();
-    let r = v.run_full(None, token).await.unwrap();
+    let v = validator(&pair, Pattern::SrcFirst, dir.path(), "recheck_delay_ms = 0");
+    let seam: &dyn ValidationService = &v;
+    let run = seam.start_full(FullRequest::default()).await.unwrap();
+    let r = run.done.await;
+    assert!(r.completed && r.all_tables, "{r:?}");
     assert_eq!(
-        (r.tables_checked, r.rows_checked, r.discrepancies),
+        (r.tables_checked, r.rows_checked, r.remaining()),
         (1, 20_000, 0)
     );
     pair.destination.exec("DELETE FROM t WHERE id = 7").await;
-    let (_keep, token) = cancel_pair();
-    assert_eq!(v.run_full(None, token).await.unwrap().discrepancies, 1);
+    let r = seam
+        .start_full(FullRequest::default())
+        .await
+        .unwrap()
+        .done
+        .await;
+    assert_eq!(r.remaining(), 1);
 
-    // Cancelled mid-run: returns Err soon, the run is stopped.
+    // Stopped mid-run: the run ends soon, not completed, and says why.
+    // (One writer per data_dir: the second validator gets its own.)
+    let dir2 = tempfile::tempdir().unwrap();
     let slow = validator(
         &pair,
         Pattern::SrcFirst,
-        dir.path(),
+        dir2.path(),
         "max_rows_per_second = 2000\nchunk_max_rows = 200\nrecheck_delay_ms = 0",
     );
-    let (cancel, token) = cancel_pair();
-    let run = tokio::spawn({
-        let slow = ValidatorAdapter(Arc::new(slow.clone()));
-        async move { slow.run_full(None, token).await }
-    });
+    let slow_seam: &dyn ValidationService = &slow;
+    let run = slow_seam.start_full(FullRequest::default()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    cancel.cancel();
-    let err = run.await.unwrap().unwrap_err();
-    assert!(err.contains("cancelled"), "{err}");
+    slow_seam.stop_full().await;
+    let r = run.done.await;
+    assert!(!r.completed, "{r:?}");
+    assert!(
+        r.error.as_deref().unwrap_or("").contains("cancelled"),
+        "{r:?}"
+    );
     assert_eq!(slow.status().last_full.unwrap().outcome, Outcome::Stopped);
 }

@@ -1,5 +1,7 @@
-//! The admin HTTP API: routing, JSON, bearer-token auth and the mapping of
-//! scheduler errors to HTTP status codes. hyper 1.x, HTTP/1.1 only.
+//! The admin HTTP API: one small handler per route, with routing, bearer
+//! auth, body/query parsing and the mapping of scheduler errors to HTTP
+//! status codes shared. hyper 1.x, HTTP/1.1 only (a connection limit, a
+//! header timeout and a bounded graceful drain around the accept loop).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -7,32 +9,33 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{HeaderValue, ALLOW, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::automation::{DEFAULT_STEP_WAIT_MS, MAX_STEP_WAIT_MS};
+use super::http::{
+    authorize, bad_request, json_response, parse_body, parse_body_required, parse_query, read_body,
+    text_response, NoBody, Reject, Resp,
+};
 use super::metrics;
-use super::scheduler::{Scheduler, SchedulerError};
+use super::scheduler::Scheduler;
 use super::state_machine::State;
 use super::status::Trigger;
+use super::validation::{EventQuery, FullRequest, IncrRequest};
 use crate::stats::DataPathStats;
 
 /// The OpenAPI document of this API (`GET /openapi.json`).
 pub const OPENAPI_JSON: &str = include_str!("../../docs/openapi.json");
 
-/// Largest request body accepted.
-const MAX_BODY: usize = 64 * 1024;
 /// Admin connections served at once; more wait to be accepted.
 const MAX_CONNECTIONS: usize = 256;
 /// Time a client has to send its request headers.
@@ -90,7 +93,6 @@ pub(super) struct Ctx {
     pub scheduler: Arc<Scheduler>,
     pub stats: Arc<DataPathStats>,
     pub token: Option<String>,
-    pub validation: Option<Arc<crate::validate::Validator>>,
 }
 
 /// Accept and serve admin connections until `shutdown` resolves, then drain.
@@ -147,61 +149,61 @@ pub(super) async fn serve(
     }
 }
 
-type Resp = Response<Full<Bytes>>;
-
-/// A request that cannot be served, with its status.
-#[derive(Debug)]
-struct Reject(StatusCode, String);
-
-impl From<SchedulerError> for Reject {
-    fn from(e: SchedulerError) -> Self {
-        let status = match &e {
-            SchedulerError::IllegalMove(_)
-            | SchedulerError::StateChanged { .. }
-            | SchedulerError::Conflict(_)
-            | SchedulerError::DrainTimeout { .. } => StatusCode::CONFLICT,
-            SchedulerError::BackendUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            SchedulerError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            SchedulerError::ValidatorUnavailable | SchedulerError::IncrementalUnavailable => {
-                StatusCode::NOT_IMPLEMENTED
-            }
-        };
-        Reject(status, e.to_string())
-    }
-}
-
-fn bad_request(msg: impl Into<String>) -> Reject {
-    Reject(StatusCode::BAD_REQUEST, msg.into())
-}
-
 async fn handle(req: Request<Incoming>, ctx: &Ctx) -> Resp {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let resp = match route(req, ctx).await {
         Ok(r) => r,
-        Err(Reject(status, message)) => {
-            let mut r = json_response(status, &json!({ "error": message }));
-            if status == StatusCode::UNAUTHORIZED {
-                r.headers_mut()
-                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            if status == StatusCode::METHOD_NOT_ALLOWED {
-                let allowed: Vec<&str> = ROUTES
-                    .iter()
-                    .filter(|(p, _, _)| *p == path)
-                    .map(|(_, m, _)| *m)
-                    .collect();
-                if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
-                    r.headers_mut().insert(ALLOW, v);
-                }
-            }
-            r
-        }
+        Err(reject) => error_response(reject, &path),
     };
     tracing::debug!(%method, %path, status = resp.status().as_u16(), "admin request");
     resp
 }
 
+/// `{"error": …}` (plus `blockers` for a guarded move) with the status's headers.
+fn error_response(reject: Reject, path: &str) -> Resp {
+    let mut body = json!({ "error": reject.message });
+    if let Some(b) = reject.blockers {
+        body["blockers"] = json!(b);
+    }
+    let mut r = json_response(reject.status, &body);
+    if reject.status == StatusCode::UNAUTHORIZED {
+        r.headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    if reject.status == StatusCode::METHOD_NOT_ALLOWED {
+        let allowed: Vec<&str> = ROUTES
+            .iter()
+            .filter(|(p, _, _)| *p == path)
+            .map(|(_, m, _)| *m)
+            .collect();
+        if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+            r.headers_mut().insert(ALLOW, v);
+        }
+    }
+    r
+}
+
+/// What every handler gets: the shared context, the query string and the
+/// body (empty for GET).
+struct Call<'a> {
+    ctx: &'a Ctx,
+    query: Option<&'a str>,
+    body: &'a [u8],
+}
+
+impl Call<'_> {
+    fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.ctx.scheduler
+    }
+
+    /// Refuse any query parameter (routes that take none).
+    fn no_query(&self) -> Result<(), Reject> {
+        parse_query(self.query, false).map(|_| ())
+    }
+}
+
+/// Authorize, find the route, read the body, dispatch to its handler.
 async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Resp, Reject> {
     let path = req.uri().path();
     if path == "/" && req.method() == hyper::Method::GET {
@@ -213,131 +215,40 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Resp, Reject> {
         .find(|(p, m, _)| *p == path && *m == req.method().as_str())
     else {
         return Err(if ROUTES.iter().any(|(p, _, _)| *p == path) {
-            Reject(
+            Reject::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 format!("{} is not allowed on {path}", req.method()),
             )
         } else {
-            Reject(StatusCode::NOT_FOUND, format!("no route {path}"))
+            Reject::new(StatusCode::NOT_FOUND, format!("no route {path}"))
         });
     };
-    if route == Route::Inconsistencies {
-        return inconsistencies(req.uri().query(), ctx);
-    }
-    let query = parse_query(req.uri().query(), matches!(route, Route::Move(_)))?;
+    let query = req.uri().query().map(str::to_owned);
     let body = if method == "POST" {
         read_body(req).await?
     } else {
         Bytes::new()
     };
-    let s = &ctx.scheduler;
+    let c = Call {
+        ctx,
+        query: query.as_deref(),
+        body: &body,
+    };
     match route {
-        Route::Move(to) => {
-            parse_body::<NoBody>(&body)?;
-            s.transition(to, query.force, Trigger::Api, None).await?;
-            Ok(json_response(StatusCode::OK, &s.status().await))
-        }
-        Route::FullStart => {
-            let b: FullStartBody = parse_body(&body)?;
-            if b.tables
-                .as_ref()
-                .is_some_and(|t| t.iter().any(|n| n.is_empty()))
-            {
-                return Err(bad_request("field `tables`: table names must not be empty"));
-            }
-            s.start_full(b.tables).await?;
-            Ok(json_response(
-                StatusCode::ACCEPTED,
-                &s.status().await.validation,
-            ))
-        }
-        Route::FullStop => {
-            parse_body::<NoBody>(&body)?;
-            s.stop_full().await?;
-            Ok(json_response(StatusCode::OK, &s.status().await.validation))
-        }
-        Route::IncrStart => {
-            let b: IncrStartBody = parse_body_required(&body)?;
-            if b.interval == 0 {
-                return Err(bad_request("field `interval`: must be at least 1 (ms)"));
-            }
-            let v = validation(ctx)?;
-            let since =
-                i64::try_from(b.utime).map_err(|_| bad_request("field `utime`: too large"))?;
-            v.start_incremental(since, Some(b.interval), false)
-                .await
-                .map_err(validation_error)?;
-            Ok(json_response(StatusCode::ACCEPTED, &v.status()))
-        }
-        Route::IncrStop => {
-            parse_body::<NoBody>(&body)?;
-            let v = validation(ctx)?;
-            v.stop_incremental().await.map_err(validation_error)?;
-            Ok(json_response(StatusCode::OK, &v.status()))
-        }
-        Route::Fix => {
-            parse_body::<NoBody>(&body)?;
-            let v = validation(ctx)?;
-            let report = v.fix_open().await.map_err(validation_error)?;
-            Ok(json_response(StatusCode::OK, &report))
-        }
-        Route::Inconsistencies => unreachable!("answered before the body is read"),
+        Route::Move(to) => move_to(c, to).await,
+        Route::FullStart => full_start(c).await,
+        Route::FullStop => full_stop(c).await,
+        Route::IncrStart => incr_start(c).await,
+        Route::IncrStop => incr_stop(c).await,
+        Route::Fix => fix(c).await,
+        Route::Inconsistencies => inconsistencies(c),
+        Route::AutoMigrate => auto_migrate(c).await,
+        Route::AutoMigrateCancel => auto_migrate_cancel(c).await,
+        Route::Status => status(c).await,
+        Route::Stats => stats(c).await,
+        Route::Health => health(c).await,
+        Route::Metrics => metrics_text(c).await,
         Route::StatusPage => Ok(status_page()),
-        Route::AutoMigrate => {
-            let b: AutoMigrateBody = parse_body(&body)?;
-            let wait = b.step_wait_ms.unwrap_or(DEFAULT_STEP_WAIT_MS);
-            if wait > MAX_STEP_WAIT_MS {
-                return Err(bad_request(format!(
-                    "field `step_wait_ms`: at most {MAX_STEP_WAIT_MS}"
-                )));
-            }
-            let run = s.start_auto_migrate(Duration::from_millis(wait)).await?;
-            Ok(json_response(StatusCode::ACCEPTED, &run))
-        }
-        Route::AutoMigrateCancel => {
-            parse_body::<NoBody>(&body)?;
-            s.cancel_auto_migrate().await?;
-            Ok(json_response(
-                StatusCode::OK,
-                &s.status().await.auto_migrate,
-            ))
-        }
-        Route::Status => {
-            let mut status = serde_json::to_value(s.status().await).unwrap_or_default();
-            if let (Some(v), Some(obj)) = (&ctx.validation, status.as_object_mut()) {
-                // per-table progress (rows checked, estimate, percent, ETA) and run summaries
-                obj.insert(
-                    "validation_detail".into(),
-                    serde_json::to_value(v.status()).unwrap_or_default(),
-                );
-            }
-            Ok(json_response(StatusCode::OK, &status))
-        }
-        Route::Stats => Ok(json_response(StatusCode::OK, &s.migration_stats().await)),
-        Route::Health => {
-            let state = s.current_state().await;
-            Ok(match s.health().await {
-                Ok(pattern) => json_response(
-                    StatusCode::OK,
-                    &json!({"ok": true, "state": state, "pattern": pattern}),
-                ),
-                Err(failed) => json_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({"ok": false, "state": state, "pattern": s.pattern_handle().load(), "error": failed}),
-                ),
-            })
-        }
-        Route::Metrics => {
-            s.refresh_health(METRICS_PROBE_MAX_AGE).await;
-            if let Some(v) = &ctx.validation {
-                metrics::publish_validation(&v.status());
-            }
-            let text = metrics::render(&ctx.stats);
-            Ok(text_response(
-                "text/plain; version=0.0.4; charset=utf-8",
-                Bytes::from(text),
-            ))
-        }
         Route::OpenApi => Ok(text_response(
             "application/json",
             Bytes::from_static(OPENAPI_JSON.as_bytes()),
@@ -345,78 +256,165 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Resp, Reject> {
     }
 }
 
-/// `GET /`: the embedded status page (see `control::ui`).
-fn status_page() -> Resp {
-    let page = super::ui::page();
-    let mut r = text_response("text/html; charset=utf-8", Bytes::from(page.html.as_str()));
-    let h = r.headers_mut();
-    if let Ok(csp) = HeaderValue::from_str(&page.csp) {
-        h.insert(hyper::header::CONTENT_SECURITY_POLICY, csp);
+/// `POST /<state>[?force=true]`: 200 + status with `changed` (false when
+/// already there).
+async fn move_to(c: Call<'_>, to: State) -> Result<Resp, Reject> {
+    let query = parse_query(c.query, true)?;
+    parse_body::<NoBody>(c.body)?;
+    let s = c.scheduler();
+    let changed = s.transition(to, query.force, Trigger::Api, None).await?;
+    let mut body = serde_json::to_value(s.status().await).unwrap_or_default();
+    body["changed"] = json!(changed);
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// `POST /full/start {"tables", "fix", "restart"}`: 202 + what the run does.
+async fn full_start(c: Call<'_>) -> Result<Resp, Reject> {
+    c.no_query()?;
+    let b: FullStartBody = parse_body(c.body)?;
+    if b.tables
+        .as_ref()
+        .is_some_and(|t| t.iter().any(|n| n.is_empty()))
+    {
+        return Err(bad_request("field `tables`: table names must not be empty"));
     }
-    h.insert(
-        hyper::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
-    h.insert(
-        hyper::header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        hyper::header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    r
+    let s = c.scheduler();
+    let req = FullRequest {
+        tables: b.tables,
+        fix: b.fix,
+        restart: b.restart,
+    };
+    let started = s.start_full(req).await?;
+    let mut body = serde_json::to_value(started).unwrap_or_default();
+    body["validation"] = serde_json::to_value(s.status().await.validation).unwrap_or_default();
+    Ok(json_response(StatusCode::ACCEPTED, &body))
 }
 
-fn authorize(req: &Request<Incoming>, token: Option<&str>) -> Result<(), Reject> {
-    let Some(token) = token else { return Ok(()) };
-    let given = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(Reject(StatusCode::UNAUTHORIZED, "wrong admin token".into())),
-        None => Err(Reject(
-            StatusCode::UNAUTHORIZED,
-            "missing `Authorization: Bearer <admin_token>` header".into(),
-        )),
+async fn full_stop(c: Call<'_>) -> Result<Resp, Reject> {
+    c.no_query()?;
+    parse_body::<NoBody>(c.body)?;
+    let s = c.scheduler();
+    s.stop_full().await?;
+    Ok(json_response(StatusCode::OK, &s.status().await.validation))
+}
+
+/// `POST /incr/start {"utime", "interval", "fix"}`: 202 + `run_id` and the detail.
+async fn incr_start(c: Call<'_>) -> Result<Resp, Reject> {
+    c.no_query()?;
+    let b: IncrStartBody = parse_body_required(c.body)?;
+    if b.interval == 0 {
+        return Err(bad_request("field `interval`: must be at least 1 (ms)"));
     }
+    let since = i64::try_from(b.utime).map_err(|_| bad_request("field `utime`: too large"))?;
+    let s = c.scheduler();
+    let run_id = s
+        .start_incremental(IncrRequest {
+            since_utime_ms: since,
+            interval_ms: b.interval,
+            fix: b.fix,
+        })
+        .await?;
+    let mut body = serde_json::to_value(s.validation_detail()).unwrap_or_default();
+    body["run_id"] = json!(run_id);
+    Ok(json_response(StatusCode::ACCEPTED, &body))
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+async fn incr_stop(c: Call<'_>) -> Result<Resp, Reject> {
+    c.no_query()?;
+    parse_body::<NoBody>(c.body)?;
+    let s = c.scheduler();
+    s.stop_incremental().await?;
+    Ok(json_response(StatusCode::OK, &s.validation_detail()))
 }
 
-struct Query {
-    force: bool,
+async fn fix(c: Call<'_>) -> Result<Resp, Reject> {
+    c.no_query()?;
+    parse_body::<NoBody>(c.body)?;
+    let result = c.scheduler().fix().await?;
+    Ok(json_response(StatusCode::OK, &result))
 }
 
-fn validation(ctx: &Ctx) -> Result<&Arc<crate::validate::Validator>, Reject> {
-    ctx.validation.as_ref().ok_or_else(|| {
-        Reject(
-            StatusCode::NOT_IMPLEMENTED,
-            "validator not available: no validator is configured in this process".into(),
-        )
+async fn auto_migrate(c: Call<'_>) -> Result<Resp, Reject> {
+    c.no_query()?;
+    let b: AutoMigrateBody = parse_body(c.body)?;
+    let wait = b.step_wait_ms.unwrap_or(DEFAULT_STEP_WAIT_MS);
+    if wait > MAX_STEP_WAIT_MS {
+        return Err(bad_request(format!(
+            "field `step_wait_ms`: at most {MAX_STEP_WAIT_MS}"
+        )));
+    }
+    let run = c
+        .scheduler()
+        .start_auto_migrate(Duration::from_millis(wait))
+        .await?;
+    Ok(json_response(StatusCode::ACCEPTED, &run))
+}
+
+async fn auto_migrate_cancel(c: Call<'_>) -> Result<Resp, Reject> {
+    c.no_query()?;
+    parse_body::<NoBody>(c.body)?;
+    let s = c.scheduler();
+    s.cancel_auto_migrate().await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &s.status().await.auto_migrate,
+    ))
+}
+
+/// `GET /status`: the scheduler's status plus the validator's per-table
+/// progress and run summaries (`validation_detail`).
+async fn status(c: Call<'_>) -> Result<Resp, Reject> {
+    c.no_query()?;
+    let s = c.scheduler();
+    let mut status = serde_json::to_value(s.status().await).unwrap_or_default();
+    if let Some(detail) = s.validation_detail() {
+        status["validation_detail"] = serde_json::to_value(detail).unwrap_or_default();
+    }
+    Ok(json_response(StatusCode::OK, &status))
+}
+
+async fn stats(c: Call<'_>) -> Result<Resp, Reject> {
+    c.no_query()?;
+    Ok(json_response(
+        StatusCode::OK,
+        &c.scheduler().migration_stats().await,
+    ))
+}
+
+async fn health(c: Call<'_>) -> Result<Resp, Reject> {
+    c.no_query()?;
+    let s = c.scheduler();
+    let state = s.current_state().await;
+    Ok(match s.health().await {
+        Ok(pattern) => json_response(
+            StatusCode::OK,
+            &json!({"ok": true, "state": state, "pattern": pattern}),
+        ),
+        Err(failed) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"ok": false, "state": state, "pattern": s.pattern_handle().load(), "error": failed}),
+        ),
     })
 }
 
-fn validation_error(e: crate::validate::ValidateError) -> Reject {
-    let msg = e.to_string();
-    let status = if msg.contains("already running") {
-        StatusCode::CONFLICT
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    Reject(status, msg)
+async fn metrics_text(c: Call<'_>) -> Result<Resp, Reject> {
+    c.no_query()?;
+    let s = c.scheduler();
+    s.refresh_health(METRICS_PROBE_MAX_AGE).await;
+    if let Some(v) = s.validation_detail() {
+        metrics::publish_validation(&v);
+    }
+    let text = metrics::render(&c.ctx.stats, s.open_inconsistencies());
+    Ok(text_response(
+        "text/plain; version=0.0.4; charset=utf-8",
+        Bytes::from(text),
+    ))
 }
 
 /// `GET /inconsistencies?status=open|fixed|obsolete&limit=N&after=ID`
-fn inconsistencies(q: Option<&str>, ctx: &Ctx) -> Result<Resp, Reject> {
-    let v = validation(ctx)?;
+fn inconsistencies(c: Call<'_>) -> Result<Resp, Reject> {
     let (mut status, mut limit, mut after) = (None, 100usize, None);
-    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+    for pair in c.query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, val) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
             "status" => {
@@ -442,76 +440,31 @@ fn inconsistencies(q: Option<&str>, ctx: &Ctx) -> Result<Resp, Reject> {
             _ => return Err(bad_request(format!("unknown query parameter `{k}`"))),
         }
     }
-    Ok(json_response(
-        StatusCode::OK,
-        &v.inconsistencies(status, limit, after),
-    ))
+    let events = c.scheduler().inconsistencies(EventQuery {
+        status,
+        limit,
+        after,
+    })?;
+    Ok(json_response(StatusCode::OK, &events))
 }
-
-fn parse_query(q: Option<&str>, is_move: bool) -> Result<Query, Reject> {
-    let mut query = Query { force: false };
-    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, "true"));
-        match (k, is_move) {
-            ("force", true) => {
-                query.force = match v {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    _ => {
-                        return Err(bad_request(format!(
-                            "query parameter `force`: expected true or false, got `{v}`"
-                        )))
-                    }
-                }
-            }
-            _ => return Err(bad_request(format!("unknown query parameter `{k}`"))),
-        }
-    }
-    Ok(query)
-}
-
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, Reject> {
-    match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Reject(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body larger than {MAX_BODY} bytes"),
-        )),
-        Err(e) => Err(bad_request(format!("reading request body: {e}"))),
-    }
-}
-
-/// An optional JSON object body: empty means all defaults.
-fn parse_body<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Reject> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    parse_body_required(body)
-}
-
-fn parse_body_required<T: DeserializeOwned>(body: &[u8]) -> Result<T, Reject> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(bad_request("this route needs a JSON body"));
-    }
-    serde_json::from_slice(body).map_err(|e| bad_request(format!("invalid JSON body: {e}")))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NoBody {}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FullStartBody {
     tables: Option<Vec<String>>,
+    #[serde(default)]
+    fix: bool,
+    #[serde(default)]
+    restart: bool,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // parsed for validation; used once incremental validation exists
 struct IncrStartBody {
     utime: u64,
     interval: u64,
+    #[serde(default)]
+    fix: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -520,48 +473,26 @@ struct AutoMigrateBody {
     step_wait_ms: Option<u64>,
 }
 
-fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Resp {
-    let (status, bytes) = match serde_json::to_vec_pretty(body) {
-        Ok(mut b) => {
-            b.push(b'\n');
-            (status, b)
-        }
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("{{\"error\":\"serializing response: {e}\"}}").into_bytes(),
-        ),
-    };
-    let mut r = Response::new(Full::new(Bytes::from(bytes)));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
-}
-
-fn text_response(content_type: &'static str, body: Bytes) -> Resp {
-    let mut r = Response::new(Full::new(body));
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_force() {
-        assert!(parse_query(Some("force=true"), true).unwrap().force);
-        assert!(!parse_query(None, true).unwrap().force);
-        assert!(parse_query(Some("force=yes"), true).is_err());
-        assert!(parse_query(Some("forse=true"), true).is_err());
-        assert!(parse_query(Some("force=true"), false).is_err());
+/// `GET /`: the status page (it holds no data: it polls `/status` with the
+/// operator's token).
+fn status_page() -> Resp {
+    let page = super::ui::page();
+    let mut r = text_response("text/html; charset=utf-8", Bytes::from(page.html.as_str()));
+    let h = r.headers_mut();
+    if let Ok(csp) = HeaderValue::from_str(&page.csp) {
+        h.insert(hyper::header::CONTENT_SECURITY_POLICY, csp);
     }
-
-    #[test]
-    fn token_compare() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-    }
+    h.insert(
+        hyper::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        hyper::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        hyper::header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    r
 }

@@ -1,19 +1,20 @@
 //! Auto-promotion and auto-migrate: the scheduler moving by itself.
 //!
-//! Both move only through [`Scheduler::transition`] (so they obey the state
-//! machine, the health check and persistence) and only past a completed full
-//! validation that found 0 discrepancies with no inconsistency recorded since
-//! it started. Without a validator neither ever moves past `src_first`.
+//! Both move only through [`Scheduler::transition`] without `force` (so they
+//! obey the state machine, the authority-move guard, the health check and
+//! persistence): past `src_first`/`dst_first` only after a clean full
+//! validation with nothing counted since it started. Without a validator
+//! neither ever moves past `src_first`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-use super::scheduler::{Inner, Scheduler, SchedulerError};
+use super::scheduler::{Scheduler, SchedulerError};
 use super::state_machine::State;
 use super::status::{now_rfc3339, AutoMigrateStatus, RunOutcome, Trigger};
-use super::validator::{cancel_pair, CancelToken};
+use super::validation::ValidationError;
 
 /// Longest `step_wait_ms` accepted (a day).
 pub const MAX_STEP_WAIT_MS: u64 = 86_400_000;
@@ -71,44 +72,9 @@ fn plan(state: State) -> Result<Vec<Step>, String> {
     Ok(all[skip..].to_vec())
 }
 
-/// `Ok` when the last full validation lets the migration leave `state`;
-/// otherwise what is missing, in words.
-fn validated_for(s: &Scheduler, inner: &Inner, state: State) -> Result<Instant, String> {
-    if s.validator.is_none() {
-        return Err("a full validation, but no validator is available (issue 4)".into());
-    }
-    let Some(run) = &inner.last_full else {
-        return Err(format!("a completed full validation in {state}"));
-    };
-    if run.public.state != state || run.started < inner.entered_state_at {
-        return Err(format!(
-            "a full validation started in {state} (the last one started in {})",
-            run.public.state
-        ));
-    }
-    if let Some(e) = &run.public.error {
-        return Err(format!(
-            "a completed full validation (the last one failed: {e})"
-        ));
-    }
-    if run.public.discrepancies > 0 {
-        return Err(format!(
-            "a full validation with 0 discrepancies (the last one found {})",
-            run.public.discrepancies
-        ));
-    }
-    if inner.last_inconsistency.is_some_and(|t| t >= run.started) {
-        return Err(
-            "a new full validation: an inconsistency was recorded after the last one started"
-                .into(),
-        );
-    }
-    Ok(run.finished)
-}
-
 impl Scheduler {
-    /// Inconsistency polling and auto-promotion, until `shutdown` turns true.
-    pub async fn run_background(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// Auto-promotion, until `shutdown` is cancelled.
+    pub async fn run_background(self: Arc<Self>, shutdown: CancellationToken) {
         let tick = (self.settings.quiet_period / 4)
             .clamp(Duration::from_millis(10), Duration::from_millis(500));
         let mut interval = tokio::time::interval(tick);
@@ -116,9 +82,8 @@ impl Scheduler {
         loop {
             tokio::select! {
                 _ = interval.tick() => {}
-                _ = shutdown.wait_for(|s| *s) => return,
+                _ = shutdown.cancelled() => return,
             }
-            self.poll_inconsistencies().await;
             if self.settings.auto_promotion {
                 self.promotion_tick().await;
             }
@@ -145,10 +110,11 @@ impl Scheduler {
                 inner.promotion_waiting_for = Some("auto-migrate is running".into());
                 return;
             }
-            let finished = match validated_for(self, &inner, from) {
-                Ok(f) => f,
-                Err(missing) => {
-                    inner.promotion_waiting_for = Some(missing);
+            let blockers = self.blockers(&inner, from, to);
+            let finished = match (&inner.last_full, blockers.is_empty()) {
+                (Some(run), true) => run.finished,
+                _ => {
+                    inner.promotion_waiting_for = Some(blockers.join("; "));
                     return;
                 }
             };
@@ -162,7 +128,7 @@ impl Scheduler {
             (from, to)
         };
         match self.transition(to, false, Trigger::Auto, Some(from)).await {
-            Ok(()) => {
+            Ok(_) => {
                 tracing::info!(%from, %to, "auto-promotion moved");
                 self.inner.lock().await.promotion_waiting_for = None;
             }
@@ -186,7 +152,7 @@ impl Scheduler {
             ));
         }
         let steps = plan(inner.persisted.state).map_err(SchedulerError::Conflict)?;
-        let (canceller, token) = cancel_pair();
+        let token = CancellationToken::new();
         let status = AutoMigrateStatus {
             outcome: RunOutcome::Running,
             started_at: now_rfc3339(),
@@ -197,7 +163,7 @@ impl Scheduler {
             reason: None,
         };
         inner.auto_migrate = Some(status.clone());
-        inner.auto_migrate_cancel = Some(canceller);
+        inner.auto_migrate_cancel = Some(token.clone());
         let me = Arc::clone(self);
         inner.auto_migrate_task = Some(tokio::spawn(async move {
             me.auto_migrate(steps, step_wait, token).await;
@@ -219,7 +185,12 @@ impl Scheduler {
         }
     }
 
-    async fn auto_migrate(self: Arc<Self>, steps: Vec<Step>, wait: Duration, cancel: CancelToken) {
+    async fn auto_migrate(
+        self: Arc<Self>,
+        steps: Vec<Step>,
+        wait: Duration,
+        cancel: CancellationToken,
+    ) {
         let (outcome, reason) = self.run_steps(&steps, wait, &cancel).await;
         let mut inner = self.inner.lock().await;
         inner.auto_migrate_cancel = None;
@@ -241,10 +212,10 @@ impl Scheduler {
     }
 
     async fn run_steps(
-        &self,
+        self: &Arc<Self>,
         steps: &[Step],
         wait: Duration,
-        cancel: &CancelToken,
+        cancel: &CancellationToken,
     ) -> (RunOutcome, Option<String>) {
         for (i, step) in steps.iter().enumerate() {
             if i > 0 {
@@ -292,31 +263,37 @@ impl Scheduler {
         }
     }
 
+    /// A move without `force`: the guard refuses it unless a clean
+    /// validation still holds.
     async fn auto_move(&self, from: State, to: State) -> Result<(), String> {
-        // Leaving a double-write state needs a validation that still holds.
-        if matches!(from, State::SrcFirst | State::DstFirst) {
-            let inner = self.inner.lock().await;
-            validated_for(self, &inner, from).map_err(|missing| format!("needs {missing}"))?;
-        }
         self.transition(to, false, Trigger::Auto, Some(from))
             .await
+            .map(|_| ())
             .map_err(|e| e.to_string())
     }
 
-    async fn auto_validate(&self, state: State, cancel: &CancelToken) -> Result<(), String> {
+    async fn auto_validate(
+        self: &Arc<Self>,
+        state: State,
+        cancel: &CancellationToken,
+    ) -> Result<(), String> {
         let now = self.current_state().await;
         if now != state {
             return Err(format!("state changed to {now}; expected {state}"));
         }
         match self.run_full(cancel).await {
-            Err(SchedulerError::ValidatorUnavailable) => Err(format!(
+            Err(SchedulerError::Validation(ValidationError::Unavailable)) => Err(format!(
                 "validator not available: no validator is configured in this process; \
                  auto-migrate stopped in {state} and will not move further"
             )),
             Err(e) => Err(e.to_string()),
-            Ok((_, report)) if report.discrepancies > 0 => Err(format!(
+            Ok(o) if !o.completed => Err(format!(
+                "full validation failed: {}",
+                o.error.as_deref().unwrap_or("did not complete")
+            )),
+            Ok(o) if o.remaining() > 0 => Err(format!(
                 "found {} discrepancies; not moving past {state}",
-                report.discrepancies
+                o.remaining()
             )),
             Ok(_) => Ok(()),
         }

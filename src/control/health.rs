@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 use super::metrics;
-use super::status::{BackendHealth, PoolHealth};
+use super::status::{BackendReachability, PoolHealth};
 use crate::config::{BackendConfig, Config};
 use crate::pattern::{Pattern, Side};
 
@@ -158,7 +158,7 @@ pub fn classify_greeting(payload: &[u8]) -> Result<(), String> {
 /// opening a connection; a result younger than the caller's `max_age` is reused.
 pub struct HealthMonitor {
     probe: Arc<dyn BackendProbe>,
-    cache: [Mutex<Option<(Instant, BackendHealth)>>; 2],
+    cache: [Mutex<Option<(Instant, BackendReachability)>>; 2],
 }
 
 impl HealthMonitor {
@@ -169,7 +169,7 @@ impl HealthMonitor {
         }
     }
 
-    pub async fn check(&self, side: Side, max_age: Duration) -> BackendHealth {
+    pub async fn check(&self, side: Side, max_age: Duration) -> BackendReachability {
         let mut slot = self.cache[side.index()].lock().await;
         if let Some((at, health)) = slot.as_ref() {
             if at.elapsed() <= max_age {
@@ -177,14 +177,14 @@ impl HealthMonitor {
             }
         }
         let health = match self.probe.probe(side).await {
-            Ok(rtt) => BackendHealth {
+            Ok(rtt) => BackendReachability {
                 ok: true,
                 error: None,
                 latency_ms: Some(rtt.as_secs_f64() * 1000.0),
             },
             Err(e) => {
                 tracing::warn!(backend = %side, error = %e, "backend probe failed");
-                BackendHealth {
+                BackendReachability {
                     ok: false,
                     error: Some(e),
                     latency_ms: None,

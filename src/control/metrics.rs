@@ -115,8 +115,9 @@ pub fn record_validation_run() {
     counter!("cutover_validation_runs_total").increment(1);
 }
 
-/// Render the exposition text, publishing the data path's atomics first.
-pub fn render(stats: &DataPathStats) -> String {
+/// Render the exposition text, publishing the data path's atomics and the
+/// number of open inconsistency events first.
+pub fn render(stats: &DataPathStats, open_inconsistencies: u64) -> String {
     let handle = install();
     // The data path records cutover_client_connections,
     // cutover_secondary_errors_total, cutover_statements_total and the
@@ -129,13 +130,13 @@ pub fn render(stats: &DataPathStats) -> String {
         .absolute(s.double_write_failure);
     counter!("cutover_client_connections_accepted_total").absolute(s.connections_accepted);
     counter!("cutover_client_connections_refused_total").absolute(s.connections_refused);
+    gauge!("cutover_inconsistencies_open").set(open_inconsistencies as f64);
     handle.render()
 }
 
-/// Publish the validator's view (open inconsistencies, running runs,
-/// progress and ETA of the full run) before a scrape.
+/// Publish the validator's view (running runs, progress and ETA of the
+/// full run) before a scrape; open inconsistencies are published by [`render`].
 pub fn publish_validation(v: &ValidationStatus) {
-    gauge!("cutover_open_inconsistencies").set(v.open_inconsistencies as f64);
     for (mode, run) in [("full", &v.full), ("incremental", &v.incremental)] {
         let running = run.as_ref().is_some_and(|r| r.outcome == Outcome::Running);
         gauge!("cutover_validation_running", "mode" => mode).set(f64::from(u8::from(running)));

@@ -3,7 +3,19 @@
 //!
 //! It reaches the data path only through [`PatternHandle`] (which it swaps),
 //! [`DataPathStats`] (which it reads) and one function, `backend::ping`,
-//! behind the [`BackendProbe`] trait.
+//! behind the [`BackendProbe`] trait. It reaches the validator only through
+//! [`ValidationService`] (`validation.rs`).
+//!
+//! | file | concern |
+//! |------|---------|
+//! | `state_machine.rs` | states and the legal moves, as data |
+//! | `guard.rs` | the authority-move guard: named blockers, mirror health |
+//! | `scheduler.rs` | the one owner of the state: moves, status |
+//! | `runs.rs` | validation runs, repairs and events through the seam |
+//! | `automation.rs` | auto-promotion, auto-migrate |
+//! | `admin.rs`, `http.rs` | HTTP: one small handler per route; shared auth, parsing, responses |
+//! | `validation.rs` | the seam to `crate::validate` |
+//! | `health.rs`, `metrics.rs`, `status.rs`, `store.rs` | probes, Prometheus, JSON shapes, persistence |
 //!
 //! ```no_run
 //! # async fn run(cfg: cutover::config::Config) -> Result<(), Box<dyn std::error::Error>> {
@@ -21,15 +33,17 @@
 
 pub mod admin;
 pub mod automation;
+pub mod guard;
 pub mod health;
+mod http;
 pub mod metrics;
+pub mod runs;
 pub mod scheduler;
 pub mod state_machine;
 pub mod status;
 pub mod store;
 pub mod ui;
 pub mod validation;
-pub mod validator;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -37,13 +51,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 pub use health::{BackendProbe, PingProbe, TcpGreetingProbe};
 pub use scheduler::SchedulerError;
 pub use state_machine::State;
 pub use store::{FileStateStore, PersistedState, StateStore, StoreError};
-pub use validator::{CancelToken, ValidationReport, Validator};
+pub use validation::{
+    BoxFuture, FullOutcome, FullRequest, FullRun, FullStarted, ValidationError, ValidationService,
+};
 
 use crate::config::Config;
 use crate::pattern::{Pattern, PatternHandle};
@@ -65,8 +81,7 @@ pub struct ControlPlane {
     store: Arc<dyn StateStore>,
     persisted: PersistedState,
     probe: Arc<dyn BackendProbe>,
-    validator: Option<Arc<dyn Validator>>,
-    validation: Option<Arc<crate::validate::Validator>>,
+    validation: Option<Arc<dyn ValidationService>>,
     token: Option<String>,
     settings: scheduler::Settings,
 }
@@ -112,7 +127,6 @@ impl ControlPlane {
             store,
             persisted,
             probe: Arc::new(PingProbe::new(cfg)),
-            validator: None,
             validation: None,
             token,
             settings: scheduler::Settings {
@@ -130,18 +144,12 @@ impl ControlPlane {
         self
     }
 
-    /// Plug in the real validator: `/full/*`, `/incr/*`, `/inconsistencies`,
-    /// `/fix`, auto-promotion, auto-migrate, and targeted re-checks of the
+    /// Plug in the validator (`cutover serve` passes `crate::validate::Validator`):
+    /// `/full/*`, `/incr/*`, `/inconsistencies`, `/fix`, the authority-move
+    /// guard, auto-promotion, auto-migrate, and targeted re-checks of the
     /// data path's dirty records.
-    pub fn with_validation(mut self, v: Arc<crate::validate::Validator>) -> Self {
-        self.validator = Some(Arc::new(validation::ValidatorAdapter(Arc::clone(&v))));
+    pub fn with_validation(mut self, v: Arc<dyn ValidationService>) -> Self {
         self.validation = Some(v);
-        self
-    }
-
-    /// Plug in a validator: enables `/full/*`, auto-promotion and auto-migrate past `src_first`.
-    pub fn with_validator(mut self, validator: Arc<dyn Validator>) -> Self {
-        self.validator = Some(validator);
         self
     }
 
@@ -174,31 +182,29 @@ impl ControlPlane {
             pattern,
             self.store,
             health::HealthMonitor::new(self.probe),
-            self.validator,
+            self.validation.clone(),
             Arc::clone(&stats),
             self.settings,
         ));
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let background = tokio::spawn(Arc::clone(&scheduler).run_background(stop_rx.clone()));
-        let dirty = self.validation.clone().map(|v| {
+        let stop = CancellationToken::new();
+        let background = tokio::spawn(Arc::clone(&scheduler).run_background(stop.clone()));
+        let dirty = self.validation.map(|v| {
             tokio::spawn(validation::consume_dirty(
                 v,
-                Arc::clone(&scheduler),
                 Arc::clone(&stats),
-                stop_rx.clone(),
+                stop.clone(),
             ))
         });
-        let upkeep = tokio::spawn(metrics_upkeep(stop_rx));
+        let upkeep = tokio::spawn(metrics_upkeep(stop.clone()));
         let state = scheduler.current_state().await;
         tracing::info!(%addr, %state, "admin API listening");
         let ctx = Arc::new(admin::Ctx {
             scheduler: Arc::clone(&scheduler),
             stats,
             token: self.token,
-            validation: self.validation,
         });
         admin::serve(listener, ctx, shutdown).await;
-        stop_tx.send_replace(true);
+        stop.cancel();
         scheduler.shutdown().await;
         let _ = background.await;
         let _ = upkeep.await;
@@ -210,11 +216,11 @@ impl ControlPlane {
     }
 }
 
-async fn metrics_upkeep(mut stop: watch::Receiver<bool>) {
+async fn metrics_upkeep(stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(5)) => metrics::upkeep(),
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.cancelled() => return,
         }
     }
 }

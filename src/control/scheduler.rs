@@ -6,22 +6,23 @@
 //! never observe (or leave) a state and a pattern that disagree, and a move is
 //! made only once it is durable.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, MutexGuard};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
+use super::guard::{self, FinishedRun, GuardInput};
 use super::health::HealthMonitor;
 use super::metrics;
 use super::state_machine::{self, IllegalMove, State};
 use super::status::{
-    now_rfc3339, AutoMigrateStatus, AutoPromotionStatus, LastValidation, MigrationStats, NextMove,
-    Status, Transition, Trigger, ValidationStatus,
+    now_rfc3339, AutoMigrateStatus, AutoPromotionStatus, MigrationStats, NextMove, Status,
+    Transition, Trigger, ValidationSummary,
 };
 use super::store::{PersistedState, StateStore, StoreError};
-use super::validator::{cancel_pair, CancelToken, Canceller, ValidationReport, Validator};
+use super::validation::{ValidationError, ValidationService};
 use crate::pattern::{Pattern, PatternHandle};
 use crate::stats::DataPathStats;
 
@@ -38,6 +39,13 @@ const STATUS_PROBE_MAX_AGE: Duration = Duration::from_secs(1);
 pub enum SchedulerError {
     #[error(transparent)]
     IllegalMove(#[from] IllegalMove),
+    /// The authority-move guard found what is missing (HTTP 409).
+    #[error("not moving from {from} to {to} yet; it needs: {}; add ?force=true to override", .blockers.join("; "))]
+    Blocked {
+        from: State,
+        to: State,
+        blockers: Vec<String>,
+    },
     #[error("not moving to {to}: {failed}")]
     BackendUnavailable { to: State, failed: String },
     #[error("state changed to {actual} (expected {expected}) before the move to {to}; not moving")]
@@ -53,10 +61,8 @@ pub enum SchedulerError {
         to: State,
         detail: crate::pattern::DrainTimeout,
     },
-    #[error("validator not available: no validator is configured in this process")]
-    ValidatorUnavailable,
-    #[error("validator not available: no validator is configured in this process")]
-    IncrementalUnavailable,
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
     #[error("{0}")]
     Conflict(String),
 }
@@ -70,24 +76,14 @@ pub struct Settings {
     pub drain_timeout: Duration,
 }
 
-/// A finished full validation, with what auto-promotion needs to judge it.
-#[derive(Debug, Clone)]
-pub(super) struct FullRun {
-    pub started: Instant,
-    pub finished: Instant,
-    pub public: LastValidation,
-}
-
 pub(super) struct Inner {
     pub persisted: PersistedState,
     pub entered_state_at: Instant,
-    pub last_inconsistency: Option<Instant>,
-    /// Double-write failures + secondary errors last seen (for inconsistency detection).
-    pub seen_failures: u64,
-    pub last_full: Option<FullRun>,
-    pub full_running: Option<Canceller>,
+    pub last_full: Option<FinishedRun>,
+    /// Cancels the running full validation.
+    pub full_running: Option<CancellationToken>,
     pub auto_migrate: Option<AutoMigrateStatus>,
-    pub auto_migrate_cancel: Option<Canceller>,
+    pub auto_migrate_cancel: Option<CancellationToken>,
     pub auto_migrate_task: Option<JoinHandle<()>>,
     pub promotion_waiting_for: Option<String>,
 }
@@ -97,8 +93,8 @@ pub struct Scheduler {
     pattern: PatternHandle,
     store: Arc<dyn StateStore>,
     pub(super) health: HealthMonitor,
-    pub(super) validator: Option<Arc<dyn Validator>>,
-    stats: Arc<DataPathStats>,
+    pub(super) validation: Option<Arc<dyn ValidationService>>,
+    pub(super) stats: Arc<DataPathStats>,
     pub(super) settings: Settings,
     started: Instant,
 }
@@ -110,7 +106,7 @@ impl Scheduler {
         pattern: PatternHandle,
         store: Arc<dyn StateStore>,
         health: HealthMonitor,
-        validator: Option<Arc<dyn Validator>>,
+        validation: Option<Arc<dyn ValidationService>>,
         stats: Arc<DataPathStats>,
         settings: Settings,
     ) -> Self {
@@ -120,13 +116,10 @@ impl Scheduler {
             tracing::warn!(%had, %want, "data path started with a pattern other than the persisted state's; corrected");
         }
         metrics::set_state(persisted.state);
-        let seen_failures = failure_count(&stats);
         Scheduler {
             inner: Mutex::new(Inner {
                 persisted,
                 entered_state_at: Instant::now(),
-                last_inconsistency: None,
-                seen_failures,
                 last_full: None,
                 full_running: None,
                 auto_migrate: None,
@@ -137,7 +130,7 @@ impl Scheduler {
             pattern,
             store,
             health,
-            validator,
+            validation,
             stats,
             settings,
             started: Instant::now(),
@@ -152,19 +145,47 @@ impl Scheduler {
         self.inner.lock().await.persisted.state
     }
 
-    /// Move to `to`. `expect` (used by the automation) refuses the move if
-    /// the state is no longer the one the caller decided from.
+    /// Inconsistency events open now (0 without a validator).
+    pub fn open_inconsistencies(&self) -> u64 {
+        self.validation
+            .as_ref()
+            .map_or(0, |v| v.open_inconsistencies())
+    }
+
+    /// The authority-move guard's blockers for `from → to` (see `guard`).
+    pub(super) fn blockers(&self, inner: &Inner, from: State, to: State) -> Vec<String> {
+        guard::move_blockers(&GuardInput {
+            from,
+            to,
+            validation_available: self.validation.is_some(),
+            entered_state_at: inner.entered_state_at,
+            last_full: inner.last_full.as_ref(),
+            mirror_now: guard::mirror_health(&self.stats),
+            open_inconsistencies: self.open_inconsistencies(),
+        })
+    }
+
+    /// Move to `to`; `Ok(false)` when `to` is already the state (a no-op,
+    /// so scripts can retry). `expect` (used by the automation) refuses the
+    /// move if the state is no longer the one the caller decided from.
+    ///
+    /// # Errors
+    /// [`SchedulerError::IllegalMove`] / [`SchedulerError::Blocked`] (409,
+    /// unless `force`), [`SchedulerError::BackendUnavailable`] (503, even
+    /// forced), [`SchedulerError::DrainTimeout`], [`SchedulerError::Persist`].
     pub async fn transition(
         &self,
         to: State,
         force: bool,
         trigger: Trigger,
         expect: Option<State>,
-    ) -> Result<(), SchedulerError> {
-        // Cheap legality check first so an illegal move answers 409, not 503.
+    ) -> Result<bool, SchedulerError> {
+        // Cheap checks first so an illegal or unproven move answers 409, not 503.
         {
             let inner = self.inner.lock().await;
-            check_move(&inner, to, force, expect)?;
+            if self.check_move(&inner, to, force, expect)?.is_none() {
+                return Ok(false);
+            }
         }
         // Probe outside the lock: the backends the target pattern needs.
         let failed = self
@@ -172,33 +193,19 @@ impl Scheduler {
             .unavailable_for(to.pattern(), MOVE_PROBE_MAX_AGE)
             .await;
         if !failed.is_empty() {
-            let failed = failed
-                .into_iter()
-                .map(|(side, e)| format!("{side} unreachable ({e})"))
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(SchedulerError::BackendUnavailable { to, failed });
+            return Err(SchedulerError::BackendUnavailable {
+                to,
+                failed: describe_unreachable(failed),
+            });
         }
         let mut inner = self.inner.lock().await;
-        check_move(&inner, to, force, expect)?;
+        let Some(overridden) = self.check_move(&inner, to, force, expect)? else {
+            return Ok(false);
+        };
         let from = inner.persisted.state;
-        let forced = force && !state_machine::LEGAL_MOVES.contains(&(from, to));
-        let mut next = inner.persisted.clone();
-        next.state = to;
-        next.pattern = to.pattern();
-        next.migration_stats.current_state = Some(to);
-        if next.migration_stats.start_time.is_none() {
-            next.migration_stats.start_time = Some(now_rfc3339());
-        }
-        next.history.push(Transition {
-            time: now_rfc3339(),
-            from,
-            to,
-            trigger,
-            forced,
-        });
-        let excess = next.history.len().saturating_sub(MAX_HISTORY);
-        next.history.drain(..excess);
+        let forced =
+            force && (!state_machine::LEGAL_MOVES.contains(&(from, to)) || !overridden.is_empty());
+        let next = next_persisted(&inner.persisted, to, trigger, forced, overridden);
         // A change of authority drains in-flight transactions first (new
         // ones wait at the gate) so no write applies in different orders on
         // the two sides; the state is persisted only once the drain worked.
@@ -226,7 +233,39 @@ impl Scheduler {
         metrics::set_state(to);
         metrics::record_switch(from, to);
         tracing::info!(%from, %to, ?trigger, forced, pattern = %to.pattern(), "state changed");
-        Ok(())
+        Ok(true)
+    }
+
+    /// `Ok(None)`: already there (no-op). `Ok(Some(overridden))`: the move
+    /// may be made; `overridden` lists guard blockers `force` overrode.
+    fn check_move(
+        &self,
+        inner: &Inner,
+        to: State,
+        force: bool,
+        expect: Option<State>,
+    ) -> Result<Option<Vec<String>>, SchedulerError> {
+        let from = inner.persisted.state;
+        if let Some(expected) = expect {
+            if expected != from {
+                return Err(SchedulerError::StateChanged {
+                    expected,
+                    actual: from,
+                    to,
+                });
+            }
+        }
+        match state_machine::check(from, to, force) {
+            Err(IllegalMove::AlreadyThere(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+            Ok(()) => {}
+        }
+        let blockers = self.blockers(inner, from, to);
+        if blockers.is_empty() || force {
+            Ok(Some(blockers))
+        } else {
+            Err(SchedulerError::Blocked { from, to, blockers })
+        }
     }
 
     async fn save(&self, state: PersistedState) -> Result<(), StoreError> {
@@ -256,22 +295,6 @@ impl Scheduler {
         tracing::warn!(error = %message, "control plane error");
         inner.persisted.migration_stats.last_error = Some(message);
         self.save_stats(&inner).await;
-    }
-
-    /// Note that source and destination were seen to diverge (validator,
-    /// data path); resets auto-promotion's quiet period.
-    pub async fn record_inconsistency(&self) {
-        self.inner.lock().await.last_inconsistency = Some(Instant::now());
-    }
-
-    /// Turn new double-write failures / secondary errors into an inconsistency.
-    pub(super) async fn poll_inconsistencies(&self) {
-        let now = failure_count(&self.stats);
-        let mut inner = self.inner.lock().await;
-        if now != inner.seen_failures {
-            inner.seen_failures = now;
-            inner.last_inconsistency = Some(Instant::now());
-        }
     }
 
     pub async fn migration_stats(&self) -> MigrationStats {
@@ -305,11 +328,36 @@ impl Scheduler {
         self.health.both(max_age).await;
     }
 
+    /// `GET /status`.
     pub async fn status(&self) -> Status {
         let pool_health = self.health.both(STATUS_PROBE_MAX_AGE).await;
         let inner = self.inner.lock().await;
+        let state = inner.persisted.state;
+        let next_moves = state
+            .legal_targets()
+            .into_iter()
+            .map(|to| {
+                let guard = self.blockers(&inner, state, to);
+                let mut blockers = guard.clone();
+                for (side, h) in [
+                    (crate::pattern::Side::Source, &pool_health.source),
+                    (crate::pattern::Side::Destination, &pool_health.destination),
+                ] {
+                    if to.pattern().uses(side) && !h.ok {
+                        let e = h.error.as_deref().unwrap_or("unreachable");
+                        blockers.push(format!("{side} reachable ({e})"));
+                    }
+                }
+                NextMove {
+                    to,
+                    allowed: blockers.is_empty(),
+                    forced_only: !guard.is_empty() && guard.len() == blockers.len(),
+                    blockers,
+                }
+            })
+            .collect();
         Status {
-            current_state: inner.persisted.state,
+            current_state: state,
             // Read from the handle, under the lock: what the data path really uses.
             current_pattern: self.pattern.load(),
             migration_stats: inner.persisted.migration_stats.clone(),
@@ -317,127 +365,20 @@ impl Scheduler {
             pool_metrics: self.stats.snapshot(),
             uptime_seconds: self.started.elapsed().as_secs(),
             history: inner.persisted.history.clone(),
-            next_moves: NextMove::legal_from(inner.persisted.state),
+            next_moves,
+            mirror_health: guard::mirror_health(&self.stats),
+            open_inconsistencies: self.open_inconsistencies(),
             auto_promotion: AutoPromotionStatus {
                 enabled: self.settings.auto_promotion,
                 quiet_period_ms: self.settings.quiet_period.as_millis() as u64,
                 waiting_for: inner.promotion_waiting_for.clone(),
             },
             auto_migrate: inner.auto_migrate.clone(),
-            validation: ValidationStatus {
-                available: self.validator.is_some(),
+            validation: ValidationSummary {
+                available: self.validation.is_some(),
                 full_running: inner.full_running.is_some(),
-                last_full: inner.last_full.as_ref().map(|r| r.public.clone()),
+                last_full: inner.last_full.as_ref().map(super::runs::public),
             },
-        }
-    }
-
-    /// Start a full validation in the background (`POST /full/start`).
-    pub async fn start_full(
-        self: &Arc<Self>,
-        tables: Option<Vec<String>>,
-    ) -> Result<(), SchedulerError> {
-        let (token, validator) = self.begin_full().await?;
-        let me = Arc::clone(self);
-        tokio::spawn(async move {
-            let _ = me.finish_full(validator, tables, token).await;
-        });
-        Ok(())
-    }
-
-    /// Run a full validation and wait for it (auto-migrate).
-    pub(super) async fn run_full(
-        &self,
-        cancel: &CancelToken,
-    ) -> Result<(Instant, ValidationReport), SchedulerError> {
-        let (token, validator) = self.begin_full().await?;
-        let run = self.finish_full(validator, None, token);
-        tokio::pin!(run);
-        tokio::select! {
-            r = &mut run => r,
-            _ = cancel.cancelled() => {
-                // Ask the validator to stop and let the run record itself.
-                self.stop_full().await.ok();
-                run.await
-            }
-        }
-    }
-
-    async fn begin_full(&self) -> Result<(CancelToken, Arc<dyn Validator>), SchedulerError> {
-        let validator = self
-            .validator
-            .clone()
-            .ok_or(SchedulerError::ValidatorUnavailable)?;
-        let mut inner = self.inner.lock().await;
-        if inner.full_running.is_some() {
-            return Err(SchedulerError::Conflict(
-                "a full validation is already running".into(),
-            ));
-        }
-        let (canceller, token) = cancel_pair();
-        inner.full_running = Some(canceller);
-        Ok((token, validator))
-    }
-
-    async fn finish_full(
-        &self,
-        validator: Arc<dyn Validator>,
-        tables: Option<Vec<String>>,
-        token: CancelToken,
-    ) -> Result<(Instant, ValidationReport), SchedulerError> {
-        let started = Instant::now();
-        let state_at_start = self.current_state().await;
-        let result = validator.run_full(tables, token).await;
-        let mut inner = self.inner.lock().await;
-        inner.full_running = None;
-        let (report, error) = match &result {
-            Ok(r) => (r.clone(), None),
-            Err(e) => (ValidationReport::default(), Some(e.clone())),
-        };
-        inner.last_full = Some(FullRun {
-            started,
-            finished: Instant::now(),
-            public: LastValidation {
-                finished_at: now_rfc3339(),
-                state: state_at_start,
-                discrepancies: report.discrepancies,
-                tables_checked: report.tables_checked,
-                rows_checked: report.rows_checked,
-                error: error.clone(),
-            },
-        });
-        if error.is_none() {
-            let stats = &mut inner.persisted.migration_stats;
-            stats.full_validation_runs += 1;
-            stats.data_discrepancies = report.discrepancies;
-            metrics::record_validation_run();
-            if report.discrepancies > 0 {
-                inner.last_inconsistency = Some(Instant::now());
-            }
-        }
-        self.save_stats(&inner).await;
-        drop(inner);
-        match result {
-            Ok(r) => Ok((started, r)),
-            Err(e) => Err(SchedulerError::Conflict(format!(
-                "full validation failed: {e}"
-            ))),
-        }
-    }
-
-    /// Cancel the running full validation (`POST /full/stop`).
-    pub async fn stop_full(&self) -> Result<(), SchedulerError> {
-        if self.validator.is_none() {
-            return Err(SchedulerError::ValidatorUnavailable);
-        }
-        match &self.inner.lock().await.full_running {
-            Some(c) => {
-                c.cancel();
-                Ok(())
-            }
-            None => Err(SchedulerError::Conflict(
-                "no full validation is running".into(),
-            )),
         }
     }
 
@@ -464,28 +405,38 @@ impl Scheduler {
     }
 }
 
-fn check_move(
-    inner: &Inner,
+/// The persisted state after a move to `to`.
+fn next_persisted(
+    now: &PersistedState,
     to: State,
-    force: bool,
-    expect: Option<State>,
-) -> Result<(), SchedulerError> {
-    let from = inner.persisted.state;
-    if let Some(expected) = expect {
-        if expected != from {
-            return Err(SchedulerError::StateChanged {
-                expected,
-                actual: from,
-                to,
-            });
-        }
+    trigger: Trigger,
+    forced: bool,
+    overridden: Vec<String>,
+) -> PersistedState {
+    let mut next = now.clone();
+    next.state = to;
+    next.pattern = to.pattern();
+    next.migration_stats.current_state = Some(to);
+    if next.migration_stats.start_time.is_none() {
+        next.migration_stats.start_time = Some(now_rfc3339());
     }
-    state_machine::check(from, to, force)?;
-    Ok(())
+    next.history.push(Transition {
+        time: now_rfc3339(),
+        from: now.state,
+        to,
+        trigger,
+        forced,
+        overridden,
+    });
+    let excess = next.history.len().saturating_sub(MAX_HISTORY);
+    next.history.drain(..excess);
+    next
 }
 
-fn failure_count(stats: &DataPathStats) -> u64 {
-    stats.double_write_failure.load(Ordering::Relaxed)
-        + stats.secondary_errors[0].load(Ordering::Relaxed)
-        + stats.secondary_errors[1].load(Ordering::Relaxed)
+fn describe_unreachable(failed: Vec<(crate::pattern::Side, String)>) -> String {
+    failed
+        .into_iter()
+        .map(|(side, e)| format!("{side} unreachable ({e})"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -30,8 +30,12 @@ pub struct Transition {
     pub from: State,
     pub to: State,
     pub trigger: Trigger,
-    /// The move was not in the state machine and was made with `force=true`.
+    /// `force=true` made the move possible: it was not in the state
+    /// machine, or the authority-move guard had blockers (in `overridden`).
     pub forced: bool,
+    /// The guard's blockers that `force` overrode.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overridden: Vec<String>,
 }
 
 /// The `migration_stats` object (also `GET /stats`).
@@ -41,17 +45,21 @@ pub struct MigrationStats {
     /// When the migration first left `initial` (RFC 3339), if it has.
     pub start_time: Option<String>,
     pub current_state: Option<State>,
+    /// Full validations that completed (all time, persisted).
     pub full_validation_runs: u64,
+    /// Incremental validations started (all time, persisted).
     pub incr_validation_runs: u64,
-    /// Discrepancies found by the last completed full validation.
+    /// What the last *completed* full validation left different
+    /// (`found − repaired`); a failed or cancelled run does not change it.
     pub data_discrepancies: u64,
     /// The last thing that went wrong (a refused automatic move, a failed step).
     pub last_error: Option<String>,
 }
 
-/// Whether one backend answered a probe.
+/// Whether one backend answered the control plane's probe (the data path's
+/// own back-off state is `crate::proxy`'s business).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct BackendHealth {
+pub struct BackendReachability {
     pub ok: bool,
     pub error: Option<String>,
     pub latency_ms: Option<f64>,
@@ -59,8 +67,8 @@ pub struct BackendHealth {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PoolHealth {
-    pub source: BackendHealth,
-    pub destination: BackendHealth,
+    pub source: BackendReachability,
+    pub destination: BackendReachability,
 }
 
 /// How an auto-migrate run is going.
@@ -97,10 +105,10 @@ pub struct AutoPromotionStatus {
     pub waiting_for: Option<String>,
 }
 
-/// The last finished full validation, as the scheduler saw it.
+/// Full validations as the scheduler sees them (`/status` → `validation`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ValidationStatus {
-    /// A validator is plugged in (issue 4); without one `/full/*` and `/incr/*` answer 501.
+pub struct ValidationSummary {
+    /// A validator is plugged in; without one the validation routes answer 501.
     pub available: bool,
     pub full_running: bool,
     pub last_full: Option<LastValidation>,
@@ -109,12 +117,36 @@ pub struct ValidationStatus {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LastValidation {
     pub finished_at: String,
+    /// The state the run started in.
     pub state: State,
-    pub discrepancies: u64,
+    /// `completed`, `failed` or `cancelled`.
+    pub outcome: &'static str,
+    /// What the run left different (`found − repaired`); `null` when it
+    /// did not complete (the number is unknown then).
+    pub discrepancies: Option<u64>,
+    /// Rows found different (each row once per run).
+    pub found: u64,
+    /// Rows the run made equal (fix enabled).
+    pub repaired: u64,
     pub tables_checked: u64,
     pub rows_checked: u64,
-    /// Set when the run did not finish (error or cancel).
+    /// The run covered every table (no `tables` filter).
+    pub all_tables: bool,
+    /// Set when the run did not complete (error or cancel).
     pub error: Option<String>,
+}
+
+/// One move the state machine allows from the current state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NextMove {
+    pub to: State,
+    /// The move would be made now without `force`.
+    pub allowed: bool,
+    /// What stands in the way, in words (guard blockers, unreachable backends).
+    pub blockers: Vec<String>,
+    /// Only `?force=true` makes it possible (every blocker is one the guard
+    /// raised; `force` never skips an unreachable backend).
+    pub forced_only: bool,
 }
 
 /// `GET /status` (and the body of a successful move).
@@ -127,42 +159,15 @@ pub struct Status {
     pub pool_metrics: StatsSnapshot,
     pub uptime_seconds: u64,
     pub history: Vec<Transition>,
-    /// The moves an operator may make from here (the status page's buttons).
+    /// The moves the state machine allows from here, and whether each may be made.
     pub next_moves: Vec<NextMove>,
+    /// Mirror health counters the guard reads (see `control::guard`).
+    pub mirror_health: super::guard::MirrorHealth,
+    /// Inconsistency events now open (`cutover_inconsistencies_open`).
+    pub open_inconsistencies: u64,
     pub auto_promotion: AutoPromotionStatus,
     pub auto_migrate: Option<AutoMigrateStatus>,
-    pub validation: ValidationStatus,
-}
-
-/// One move from the current state, as `GET /status` lists it.
-///
-/// Minimal version: the state machine's legal moves, each `allowed` with no
-/// blockers. Checks that can hold a move back (backend health, a running
-/// validation, open inconsistencies) belong in `blockers`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NextMove {
-    pub to: State,
-    /// The move would be made now (without `force`).
-    pub allowed: bool,
-    /// Why it would not, in words.
-    pub blockers: Vec<String>,
-    /// Possible only with `?force=true` (not in `LEGAL_MOVES`).
-    pub forced_only: bool,
-}
-
-impl NextMove {
-    /// The legal moves from `from` ([`super::state_machine::LEGAL_MOVES`]).
-    pub fn legal_from(from: State) -> Vec<NextMove> {
-        from.legal_targets()
-            .into_iter()
-            .map(|to| NextMove {
-                to,
-                allowed: true,
-                blockers: Vec::new(),
-                forced_only: false,
-            })
-            .collect()
-    }
+    pub validation: ValidationSummary,
 }
 
 /// RFC 3339 with milliseconds, UTC.

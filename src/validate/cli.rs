@@ -1,8 +1,17 @@
 //! `cutover validate`: a one-shot run with a progress line on stderr and a
 //! summary table on stdout.
 //!
+//! The authoritative side comes from the persisted migration state (the
+//! `state_file` `cutover serve` writes), never from a config default: in
+//! `dst_first` the destination is the base and `--fix` copies destination →
+//! source. The CLI refuses when it cannot read that state, and when the
+//! data directory is locked by a running server (one writer per
+//! `data_dir`; use `cutover ctl validate` then, it goes through the server).
+//!
 //! Exit codes: 0 consistent, 1 discrepancies remain, 2 configuration error,
-//! 3 the run could not complete (backend unreachable, query failed, …).
+//! 3 the run could not complete (backend unreachable, query failed, …),
+//! 4 refused (no readable migration state, `--pattern` contradicts it, or
+//! the data directory is in use by another cutover process).
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -19,6 +28,7 @@ pub const EXIT_CONSISTENT: u8 = 0;
 pub const EXIT_DISCREPANCIES: u8 = 1;
 pub const EXIT_CONFIG: u8 = 2;
 pub const EXIT_FAILED: u8 = 3;
+pub const EXIT_REFUSED: u8 = 4;
 
 /// The `validate` subcommand's arguments.
 #[derive(Debug, Clone)]
@@ -29,7 +39,8 @@ pub struct ValidateArgs {
     /// Incremental from this update time (ms since the epoch) instead of full.
     pub since: Option<i64>,
     pub fix: bool,
-    /// Which side is authoritative (default: the config's `initial_pattern`).
+    /// Which side is authoritative, when no migration state exists yet
+    /// (it must agree with the persisted state when one does).
     pub pattern: Option<Pattern>,
 }
 
@@ -42,7 +53,13 @@ pub fn main(args: ValidateArgs) -> u8 {
             return EXIT_CONFIG;
         }
     };
-    let pattern = args.pattern.unwrap_or(cfg.initial_pattern);
+    let pattern = match authoritative_pattern(&cfg, args.pattern) {
+        Ok(p) => p,
+        Err(msg) => {
+            eprintln!("cutover: {msg}");
+            return EXIT_REFUSED;
+        }
+    };
     cfg.initial_pattern = pattern;
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -57,6 +74,10 @@ pub fn main(args: ValidateArgs) -> u8 {
 async fn run(cfg: Arc<Config>, pattern: Pattern, args: ValidateArgs) -> u8 {
     let v = match Validator::new(cfg, PatternHandle::new(pattern)) {
         Ok(v) => v,
+        Err(e @ ValidateError::DataDirLocked { .. }) => {
+            eprintln!("cutover: {e}");
+            return EXIT_REFUSED;
+        }
         Err(e) => {
             eprintln!("cutover: {e}");
             return EXIT_CONFIG;
@@ -91,6 +112,39 @@ async fn run(cfg: Arc<Config>, pattern: Pattern, args: ValidateArgs) -> u8 {
             eprintln!("cutover: {e}");
             EXIT_FAILED
         }
+    }
+}
+
+/// The pattern whose primary is the base: the persisted state's, which
+/// `--pattern` may only confirm; `--pattern` alone when no state exists yet.
+///
+/// # Errors
+/// A sentence for the operator: the state file is unreadable, absent
+/// without `--pattern`, or contradicts `--pattern`.
+pub fn authoritative_pattern(cfg: &Config, asked: Option<Pattern>) -> Result<Pattern, String> {
+    let store = crate::control::FileStateStore::new(&cfg.state_file);
+    match crate::control::StateStore::load(&store) {
+        Err(e) => Err(format!("{e}; not validating without the migration state")),
+        Ok(Some(p)) => {
+            let persisted = p.state.pattern();
+            match asked {
+                Some(a) if a != persisted => Err(format!(
+                    "--pattern {a} contradicts the persisted migration state {} ({}: {} is authoritative); not validating",
+                    p.state,
+                    cfg.state_file.display(),
+                    persisted.primary()
+                )),
+                _ => Ok(persisted),
+            }
+        }
+        Ok(None) => asked.ok_or_else(|| {
+            format!(
+                "no migration state at {} (cutover serve writes it); the authoritative side is \
+                 taken from it, never from initial_pattern — pass --pattern to name it explicitly \
+                 before the first `cutover serve`",
+                cfg.state_file.display()
+            )
+        }),
     }
 }
 

@@ -1,9 +1,10 @@
 //! Row-level drill-down of a differing chunk: fetch (pk, row hash) from both
 //! sides, match by key, classify. Also the re-check of a handful of keys.
+//! (What a run does with what it finds is `RunCtx::settle` in `run.rs`; the
+//! fixer reads row hashes from here, so this module never imports it.)
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use mysql_async::{Row, Value};
 use serde_json::Value as Json;
@@ -13,7 +14,7 @@ use super::db::{values, Db};
 use super::events::{Direction, EventStatus, Finding, Inconsistency, Kind};
 use super::keyset::{any_of, column_list, key_from_json, key_id, key_to_json, Key};
 use super::schema::{self, TableInfo};
-use super::{fix, Inner, RunCtx, RunId, ValidateError};
+use super::{Inner, RunId, ValidateError};
 
 /// Keys per `WHERE (pk = …) OR …` statement.
 pub const KEY_BATCH: usize = 200;
@@ -126,55 +127,6 @@ pub async fn recheck(
     Ok(compare(b, tg))
 }
 
-/// What to do with a batch of differences a run found: repair them (fix
-/// enabled) or, after a short re-check that filters writes in flight between
-/// the two sides, record them as open events.
-pub async fn settle(ctx: &RunCtx, t: &TableInfo, diffs: Vec<RowDiff>) -> Result<(), ValidateError> {
-    if diffs.is_empty() {
-        return Ok(());
-    }
-    let finding = |d: &RowDiff| Finding {
-        table: t.name.clone(),
-        pk: key_to_json(&t.pk, &d.key),
-        kind: d.kind,
-    };
-    if ctx.fix {
-        let keys: Vec<Key> = diffs.iter().map(|d| d.key.clone()).collect();
-        let mut repaired = Vec::new();
-        for batch in keys.chunks(KEY_BATCH) {
-            for (key, was) in fix::fix_keys(&ctx.base, &ctx.target, t, batch).await? {
-                if let Some(kind) = was {
-                    repaired.push(RowDiff { key, kind });
-                }
-            }
-        }
-        let n = repaired.len() as u64;
-        ctx.found(
-            &t.name,
-            repaired.iter().map(finding).collect(),
-            EventStatus::Fixed,
-        )?;
-        ctx.update(|r| {
-            if let Some(tp) = r.table_mut(&t.name) {
-                tp.tally.repaired += n;
-            }
-        });
-        return Ok(());
-    }
-    let delay = ctx.cfg.recheck_delay_ms;
-    let diffs = if delay > 0 {
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-        recheck(&ctx.base, &ctx.target, t, diffs).await?
-    } else {
-        diffs
-    };
-    ctx.found(
-        &t.name,
-        diffs.iter().map(finding).collect(),
-        EventStatus::Open,
-    )
-}
-
 /// The one-row re-check behind [`super::Validator::recheck`].
 pub async fn recheck_one(
     base: &Db,
@@ -221,7 +173,6 @@ pub async fn recheck_one(
     if let Some(id) = events.open_for(&t.name, &pk) {
         return Ok(events.get(id).cloned());
     }
-    inner.count_discrepancies(1);
     metrics::counter!("cutover_inconsistencies_total", "kind" => d.kind.as_str()).increment(1);
     let new = events.record(
         vec![Finding {

@@ -117,9 +117,15 @@ enum Record {
 }
 
 /// The in-memory view of the events file plus the open append handle.
+///
+/// One writer per data directory: opening takes an exclusive lock on
+/// `<data_dir>/lock` (an OS file lock, released when the process exits,
+/// so a crash leaves nothing stale) holding the owner's pid.
 pub struct EventStore {
     path: PathBuf,
     file: File,
+    /// Held for the store's lifetime.
+    _lock: File,
     events: Vec<Inconsistency>,
     by_id: HashMap<u64, usize>,
     /// (table, canonical pk) → id of its open event, for de-duplication.
@@ -127,16 +133,59 @@ pub struct EventStore {
     next_id: u64,
 }
 
+/// Take `<dir>/lock` exclusively and write our pid into it.
+fn lock_dir(dir: &Path) -> Result<File, ValidateError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let path = dir.join("lock");
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| ValidateError::io(&path, e))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = f.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(ValidateError::DataDirLocked {
+                path: dir.display().to_string(),
+                holder: if holder.is_empty() {
+                    "lock held".into()
+                } else {
+                    holder.to_string()
+                },
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(ValidateError::io(&path, e)),
+    }
+    let me = format!("pid {}", std::process::id());
+    f.set_len(0)
+        .and_then(|_| f.seek(SeekFrom::Start(0)))
+        .and_then(|_| f.write_all(me.as_bytes()))
+        .and_then(|_| f.sync_data())
+        .map_err(|e| ValidateError::io(&path, e))?;
+    Ok(f)
+}
+
 fn dedupe_key(table: &str, pk: &Json) -> (String, String) {
     (table.to_string(), pk.to_string())
 }
 
 impl EventStore {
-    /// Create `dir` if needed and load `dir/inconsistencies.jsonl`.
+    /// Create `dir` if needed, lock it and load `dir/inconsistencies.jsonl`.
+    ///
+    /// # Errors
+    /// [`ValidateError::DataDirLocked`] when another store (this process or
+    /// another) holds the directory; [`ValidateError::Io`].
     pub fn open(dir: &Path) -> Result<EventStore, ValidateError> {
         std::fs::create_dir_all(dir).map_err(|e| ValidateError::io(dir, e))?;
+        let lock = lock_dir(dir)?;
         let path = dir.join("inconsistencies.jsonl");
         let mut store = EventStore {
+            _lock: lock,
             file: OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -229,7 +278,11 @@ impl EventStore {
     }
 
     /// Record findings; a finding for a row that already has an open event is
-    /// not recorded again. Returns the new events.
+    /// not recorded again — a repaired one (`status` fixed) closes that
+    /// event instead. Returns the new events.
+    ///
+    /// # Errors
+    /// [`ValidateError::Io`] when the file cannot be appended.
     pub fn record(
         &mut self,
         findings: Vec<Finding>,
@@ -239,8 +292,12 @@ impl EventStore {
     ) -> Result<Vec<Inconsistency>, ValidateError> {
         let at = utc_text(now_ms());
         let mut new = Vec::new();
+        let mut closed = Vec::new();
         for f in findings {
-            if status == EventStatus::Open && self.open.contains_key(&dedupe_key(&f.table, &f.pk)) {
+            if let Some(&id) = self.open.get(&dedupe_key(&f.table, &f.pk)) {
+                if status != EventStatus::Open {
+                    closed.push((id, status));
+                }
                 continue;
             }
             new.push(Inconsistency {
@@ -260,6 +317,7 @@ impl EventStore {
         for ev in &new {
             self.insert(ev.clone());
         }
+        self.set_status(&closed)?;
         Ok(new)
     }
 
@@ -355,6 +413,16 @@ mod tests {
             .unwrap();
         assert!(again.is_empty());
         s.set_status(&[(1, EventStatus::Fixed)]).unwrap();
+        // one writer per directory
+        let e = EventStore::open(dir.path())
+            .err()
+            .expect("second store refused");
+        assert!(matches!(e, ValidateError::DataDirLocked { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{e}"
+        );
         drop(s);
         // a torn last line is skipped
         let path = dir.path().join("inconsistencies.jsonl");

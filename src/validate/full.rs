@@ -16,17 +16,67 @@ use mysql_async::Value;
 use super::checkpoint::{self, Checkpoint, TableCheckpoint};
 use super::checksum::{boundary, chunk_checksum};
 use super::db::{uint, values};
-use super::diff::{diff_range, settle};
-use super::events::Kind;
+use super::diff::diff_range;
 use super::keyset::{after, key_from_json, range, rough_cmp, value_to_json, Key};
 use super::progress::{Outcome, TableProgress};
 use super::schema::{self, TableInfo};
 use super::throttle::{ChunkSizer, Pace, Throttle};
 use super::{now_ms, utc_text, RunCtx, RunId, ValidateError};
 
-/// The run id to reuse when a checkpoint exists (resume).
-pub fn resume_id(dir: &std::path::Path, _fix: bool) -> Option<RunId> {
-    checkpoint::load(dir).map(|c| c.run_id)
+/// What `POST /full/start` will do given a resumable checkpoint.
+pub struct ResumePlan {
+    /// The run to resume, if any.
+    pub run_id: Option<RunId>,
+    /// The tables the run covers.
+    pub tables: Option<Vec<String>>,
+    pub note: Option<String>,
+}
+
+/// Resume `saved` (over its own tables) when there is one; say so when the
+/// request asked for other tables or another `fix`.
+pub fn resume_plan(
+    saved: Option<&Checkpoint>,
+    asked: Option<Vec<String>>,
+    fix: bool,
+) -> ResumePlan {
+    let Some(c) = saved else {
+        return ResumePlan {
+            run_id: None,
+            tables: asked,
+            note: None,
+        };
+    };
+    let mut notes = Vec::new();
+    if asked.is_some() && asked != c.requested {
+        let scope = |t: &Option<Vec<String>>| {
+            t.as_ref()
+                .map_or("every table".to_string(), |t| t.join(", "))
+        };
+        notes.push(format!(
+            "resuming run {} from its checkpoint over {}; the tables asked for ({}) are not checked by it \
+             — send {{\"restart\": true}} to start a new run over them",
+            c.run_id,
+            scope(&c.requested),
+            scope(&asked)
+        ));
+    }
+    if fix != c.fix {
+        notes.push(format!(
+            "resuming run {} (started with fix={}) with fix={fix}: only the rest of the run {}",
+            c.run_id,
+            c.fix,
+            if fix {
+                "repairs; differences found before are open events (POST /fix)"
+            } else {
+                "records instead of repairing"
+            }
+        ));
+    }
+    ResumePlan {
+        run_id: Some(c.run_id),
+        tables: c.requested.clone(),
+        note: (!notes.is_empty()).then(|| notes.join("; ")),
+    }
 }
 
 fn key_json(k: &Key) -> serde_json::Value {
@@ -160,18 +210,10 @@ async fn table(
                 // Backfill: nothing of this range on the target; copy it in bulk.
                 let copied =
                     super::fix::copy_range(&ctx.base, &ctx.target, t, &pred, &params).await?;
-                ctx.update(|r| {
-                    if let Some(tp) = r.table_mut(&t.name) {
-                        tp.tally.add_kind(Kind::TargetMissing, copied);
-                        tp.tally.repaired += copied;
-                    }
-                });
-                ctx.inner.count_discrepancies(copied);
-                metrics::counter!("cutover_inconsistencies_total", "kind" => Kind::TargetMissing.as_str())
-                    .increment(copied);
+                ctx.backfilled(&t.name, copied);
             } else {
                 let diffs = diff_range(&ctx.base, &ctx.target, t, &pred, &params).await?;
-                settle(ctx, t, diffs).await?;
+                ctx.settle(t, diffs).await?;
             }
         }
         metrics::histogram!("cutover_validation_chunk_seconds")

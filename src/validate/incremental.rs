@@ -18,7 +18,7 @@ use mysql_async::Value;
 
 use super::checksum::row_hash;
 use super::db::{values, Db};
-use super::diff::{compare, hashes_for_keys, settle, RowDiff};
+use super::diff::{compare, hashes_for_keys, RowDiff};
 use super::keyset::{after, column_list, quote, Key};
 use super::progress::{Outcome, TableProgress};
 use super::schema::{self, Skipped, TableInfo, UtimeKind};
@@ -80,10 +80,9 @@ pub async fn run(
             }
             None => {}
             Some(ms) => {
-                let mut stop = ctx.stop.clone();
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
-                    _ = stop.wait_for(|s| *s) => {}
+                    _ = ctx.stop.cancelled() => {}
                 }
             }
         }
@@ -182,7 +181,7 @@ async fn scan(
         } else {
             compare(theirs, batch)
         };
-        settle(ctx, t, diffs).await?;
+        ctx.settle(t, diffs).await?;
         let count = rows.len() as u64;
         metrics::histogram!("cutover_validation_chunk_seconds")
             .record(started.elapsed().as_secs_f64());

@@ -27,13 +27,13 @@ mod run;
 pub mod schema;
 mod throttle;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 
 use crate::config::{Config, ValidationConfig};
 use crate::pattern::{PatternHandle, Side};
@@ -85,6 +85,12 @@ pub enum ValidateError {
     Table { table: String, reason: String },
     #[error("bad primary key for `{table}`: {message}")]
     BadKey { table: String, message: String },
+    #[error("unknown table(s): {} (not a base table on the source or the destination)", .0.join(", "))]
+    UnknownTables(Vec<String>),
+    /// One writer per data directory (events, checkpoint).
+    #[error("data_dir {path} is in use by another cutover process ({holder}); \
+             with a running `cutover serve`, use `cutover ctl validate` (it goes through the server)")]
+    DataDirLocked { path: String, holder: String },
 }
 
 impl ValidateError {
@@ -127,33 +133,20 @@ pub(crate) fn utc_text(ms: i64) -> String {
     )
 }
 
-/// A run in progress: how to stop it, what it is doing, how it ended.
-struct RunSlot {
-    stop: watch::Sender<bool>,
-    live: Arc<Mutex<RunReport>>,
-    done: watch::Receiver<Option<RunReport>>,
-}
-
-impl RunSlot {
-    fn running(&self) -> bool {
-        self.done.borrow().is_none()
-    }
-}
-
 pub(crate) struct Inner {
     cfg: Arc<Config>,
     pattern: PatternHandle,
     data_dir: PathBuf,
     events: Mutex<events::EventStore>,
-    full: Mutex<Option<RunSlot>>,
-    incr: Mutex<Option<RunSlot>>,
+    full: Mutex<Option<run::RunSlot>>,
+    incr: Mutex<Option<run::RunSlot>>,
     last_full: Mutex<Option<RunReport>>,
     last_incr: Mutex<Option<RunReport>>,
-    full_runs: AtomicU64,
-    incr_runs: AtomicU64,
-    discrepancies: AtomicU64,
     last_error: Mutex<Option<String>>,
     last_run_id: AtomicU64,
+    /// Tables where a run found more differences than `max_events_per_run`
+    /// let it record: `/fix` cannot repair those from events alone.
+    unrecorded: Mutex<BTreeSet<String>>,
 }
 
 /// The validator: cheap to clone (an `Arc`).
@@ -170,8 +163,30 @@ impl std::fmt::Debug for Validator {
     }
 }
 
+/// How a full run was started (see [`Validator::begin_full`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FullStart {
+    pub run_id: RunId,
+    /// Continues a stopped or crashed run from its checkpoint.
+    pub resumed: bool,
+    /// The tables the run covers (`None`: the configured scope).
+    pub tables: Option<Vec<String>>,
+    /// What differs from the request, in words.
+    pub note: Option<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Validator {
-    /// Opens (and loads) the event store under `cfg.data_dir`.
+    /// Opens (and loads) the event store under `cfg.data_dir`, taking the
+    /// data directory's lock: one writer per `data_dir`.
+    ///
+    /// # Errors
+    /// [`ValidateError::DataDirLocked`] when another process (a running
+    /// `cutover serve`, another `cutover validate`) holds it;
+    /// [`ValidateError::Io`] when the directory or event file cannot be opened.
     pub fn new(cfg: Arc<Config>, pattern: PatternHandle) -> Result<Validator, ValidateError> {
         let data_dir = cfg.data_dir.clone();
         let events = events::EventStore::open(&data_dir)?;
@@ -185,11 +200,9 @@ impl Validator {
                 incr: Mutex::new(None),
                 last_full: Mutex::new(None),
                 last_incr: Mutex::new(None),
-                full_runs: AtomicU64::new(0),
-                incr_runs: AtomicU64::new(0),
-                discrepancies: AtomicU64::new(0),
                 last_error: Mutex::new(None),
                 last_run_id: AtomicU64::new(0),
+                unrecorded: Mutex::new(BTreeSet::new()),
             }),
         })
     }
@@ -210,6 +223,14 @@ impl Validator {
         RunId(now.max(prev + 1))
     }
 
+    /// The authoritative side's direction under the current pattern.
+    fn direction(&self) -> Direction {
+        match self.inner.pattern.load().primary() {
+            Side::Source => Direction::Src,
+            Side::Destination => Direction::Dst,
+        }
+    }
+
     /// (base, target, direction) from the current pattern.
     fn sides(&self) -> Result<(Db, Db, Direction), ValidateError> {
         let base = self.inner.pattern.load().primary();
@@ -218,159 +239,69 @@ impl Validator {
             Side::Source => &cfg.source,
             Side::Destination => &cfg.destination,
         };
-        let direction = match base {
-            Side::Source => Direction::Src,
-            Side::Destination => Direction::Dst,
-        };
         Ok((
             Db::open(base, side_cfg(base))?,
             Db::open(base.other(), side_cfg(base.other()))?,
-            direction,
+            self.direction(),
         ))
     }
 
-    fn new_ctx(
+    /// Start a full run in the background and say how it proceeds: it
+    /// resumes the checkpoint of a stopped or crashed run (over that run's
+    /// tables) unless `restart`, and says so in `note` when that differs
+    /// from the request.
+    ///
+    /// # Errors
+    /// [`ValidateError::UnknownTables`] (nothing starts) when `tables` names
+    /// a table that is on neither side; [`ValidateError::AlreadyRunning`];
+    /// connect/query errors of that check.
+    pub async fn begin_full(
         &self,
-        mode: Mode,
+        tables: Option<Vec<String>>,
         fix: bool,
-        run_id: Option<RunId>,
-    ) -> Result<(RunCtx, watch::Sender<bool>), ValidateError> {
-        let (base, target, direction) = self.sides()?;
-        let run_id = run_id.unwrap_or_else(|| self.next_run_id());
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let live = Arc::new(Mutex::new(RunReport {
-            run_id,
-            mode,
-            direction,
-            fix,
-            started_at: utc_text(now_ms()),
-            finished_at: None,
-            outcome: Outcome::Running,
-            error: None,
-            tables: Vec::new(),
-            skipped: Vec::new(),
-            totals: Tally::default(),
-            events_recorded: 0,
-            events_dropped: 0,
-            passes: 0,
-            backoffs: 0,
-        }));
-        Ok((
-            RunCtx {
-                inner: self.inner.clone(),
-                cfg: self.inner.cfg.validation.clone(),
-                base,
-                target,
-                direction,
-                run_id,
-                fix,
-                stop: stop_rx,
-                live,
-                data_dir: self.inner.data_dir.clone(),
-                events_recorded: AtomicU64::new(0),
-                events_dropped: AtomicU64::new(0),
-            },
-            stop_tx,
-        ))
-    }
-
-    /// Spawn a run in the background and register it in `slot`.
-    fn spawn_run<F, Fut>(&self, mode: Mode, fix: bool, run: F) -> Result<RunId, ValidateError>
-    where
-        F: FnOnce(Arc<RunCtx>) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Result<Outcome, ValidateError>> + Send + 'static,
-    {
-        let (slot_mx, counter, what) = match mode {
-            Mode::Full => (&self.inner.full, &self.inner.full_runs, "full"),
-            Mode::Incremental => (&self.inner.incr, &self.inner.incr_runs, "incremental"),
-        };
-        let mut slot = slot_mx.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.as_ref().is_some_and(|s| s.running()) {
-            return Err(ValidateError::AlreadyRunning(what));
+        restart: bool,
+    ) -> Result<FullStart, ValidateError> {
+        if let Some(names) = tables.as_deref() {
+            let (base, target, _) = self.sides()?;
+            let unknown = schema::unknown_tables(&base, &target, names).await;
+            base.disconnect().await;
+            target.disconnect().await;
+            let unknown = unknown?;
+            if !unknown.is_empty() {
+                return Err(ValidateError::UnknownTables(unknown));
+            }
         }
-        let resume_id = match mode {
-            Mode::Full => full::resume_id(&self.inner.data_dir, fix),
-            Mode::Incremental => None,
-        };
-        let (ctx, stop) = self.new_ctx(mode, fix, resume_id)?;
-        let run_id = ctx.run_id;
-        counter.fetch_add(1, Ordering::Relaxed);
-        let live = ctx.live.clone();
-        let (done_tx, done_rx) = watch::channel(None);
-        let inner = self.inner.clone();
-        let ctx = Arc::new(ctx);
-        tokio::spawn(async move {
-            let span = tracing::info_span!("validation", run = %run_id, mode = what);
-            let _ = span;
-            tracing::info!(run = %run_id, mode = what, direction = ctx.direction_label(), fix, "validation run started");
-            let result = run(ctx.clone()).await;
-            let report = match result {
-                Ok(outcome) => ctx.finish(outcome, None),
-                Err(e) => {
-                    tracing::warn!(run = %run_id, "validation run failed: {e}");
-                    *inner.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(e.to_string());
-                    ctx.finish(Outcome::Failed, Some(e.to_string()))
-                }
-            };
-            tracing::info!(
-                run = %run_id,
-                outcome = ?report.outcome,
-                rows = report.totals.rows_checked,
-                found = report.totals.found(),
-                repaired = report.totals.repaired,
-                "validation run ended"
-            );
-            ctx.base.clone().disconnect().await;
-            ctx.target.clone().disconnect().await;
-            let last = match report.mode {
-                Mode::Full => &inner.last_full,
-                Mode::Incremental => &inner.last_incr,
-            };
-            *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
-            let _ = done_tx.send(Some(report));
-        });
-        *slot = Some(RunSlot {
-            stop,
-            live,
-            done: done_rx,
-        });
-        Ok(run_id)
+        if self.full_running() {
+            return Err(ValidateError::AlreadyRunning("full"));
+        }
+        if restart {
+            checkpoint::remove(&self.inner.data_dir);
+        }
+        let saved = checkpoint::load(&self.inner.data_dir);
+        let resumable = saved.filter(|c| c.direction == self.direction());
+        let plan = full::resume_plan(resumable.as_ref(), tables, fix);
+        let run_id = self.spawn_run(Mode::Full, fix, plan.run_id, {
+            let requested = plan.tables.clone();
+            move |ctx| full::run(ctx, requested)
+        })?;
+        Ok(FullStart {
+            run_id,
+            resumed: plan.run_id.is_some(),
+            tables: plan.tables,
+            note: plan.note,
+        })
     }
 
-    async fn stop_slot(&self, mode: Mode) -> Option<RunReport> {
-        let slot = match mode {
-            Mode::Full => &self.inner.full,
-            Mode::Incremental => &self.inner.incr,
-        };
-        let mut done = {
-            let g = slot.lock().unwrap_or_else(|p| p.into_inner());
-            let s = g.as_ref()?;
-            let _ = s.stop.send(true);
-            s.done.clone()
-        };
-        let r = done.wait_for(|d| d.is_some()).await.ok()?.clone();
-        r
-    }
-
-    async fn wait_slot(&self, mode: Mode) -> Option<RunReport> {
-        let slot = match mode {
-            Mode::Full => &self.inner.full,
-            Mode::Incremental => &self.inner.incr,
-        };
-        let mut done = slot
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()?
-            .done
-            .clone();
-        let r = done.wait_for(|d| d.is_some()).await.ok()?.clone();
-        r
+    fn full_running(&self) -> bool {
+        lock(&self.inner.full).as_ref().is_some_and(|s| s.running())
     }
 
     /// Start a full run in the background. Resumes the checkpoint of a
     /// stopped or crashed run unless `restart`. Fixes when `fix` or
     /// `[validation] auto_fix`.
+    ///
+    /// # Errors
+    /// As [`Validator::begin_full`].
     pub async fn start_full(
         &self,
         tables: Option<Vec<String>>,
@@ -378,35 +309,27 @@ impl Validator {
         restart: bool,
     ) -> Result<RunId, ValidateError> {
         let fix = fix || self.inner.cfg.validation.auto_fix;
-        self.start_full_exact(tables, fix, restart)
-    }
-
-    fn start_full_exact(
-        &self,
-        tables: Option<Vec<String>>,
-        fix: bool,
-        restart: bool,
-    ) -> Result<RunId, ValidateError> {
-        if restart {
-            if self
-                .inner
-                .full
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-                .is_some_and(|s| s.running())
-            {
-                return Err(ValidateError::AlreadyRunning("full"));
-            }
-            checkpoint::remove(&self.inner.data_dir);
-        }
-        self.spawn_run(Mode::Full, fix, move |ctx| full::run(ctx, tables))
+        Ok(self.begin_full(tables, fix, restart).await?.run_id)
     }
 
     /// Ask the running full run to stop after its current chunk and wait for
     /// it (its checkpoint is saved). No-op when none runs.
-    pub async fn stop_full(&self) -> Result<(), ValidateError> {
+    pub async fn stop_full_run(&self) {
         self.stop_slot(Mode::Full).await;
+    }
+
+    /// Wait for the current (or last started) full run to end; its report.
+    pub async fn wait_full(&self) -> Option<RunReport> {
+        self.wait_slot(Mode::Full).await
+    }
+
+    /// Ask the running full run to stop after its current chunk and wait for
+    /// it (its checkpoint is saved). No-op when none runs.
+    ///
+    /// # Errors
+    /// None today; kept fallible for stores that can fail.
+    pub async fn stop_full(&self) -> Result<(), ValidateError> {
+        self.stop_full_run().await;
         Ok(())
     }
 
@@ -420,38 +343,33 @@ impl Validator {
         fix: bool,
     ) -> Result<RunId, ValidateError> {
         let fix = fix || self.inner.cfg.validation.auto_fix;
-        self.spawn_run(Mode::Incremental, fix, move |ctx| {
+        self.spawn_run(Mode::Incremental, fix, None, move |ctx| {
             incremental::run(ctx, None, since_utime_ms, interval_ms)
         })
     }
 
+    /// Stop incremental validation and wait for it. No-op when none runs.
+    ///
+    /// # Errors
+    /// None today; kept fallible for stores that can fail.
     pub async fn stop_incremental(&self) -> Result<(), ValidateError> {
         self.stop_slot(Mode::Incremental).await;
         Ok(())
     }
 
-    /// Run a full validation from scratch and wait for its report (for
-    /// auto-promotion, auto-migrate and the CLI). Fixes only when `fix`.
+    /// Run a full validation from scratch and wait for its report (the
+    /// CLI). Fixes only when `fix`.
+    ///
+    /// # Errors
+    /// As [`Validator::begin_full`]; a run that starts and then fails
+    /// returns `Ok` with `outcome: failed`.
     pub async fn run_full_to_completion(
         &self,
         tables: Option<Vec<String>>,
         fix: bool,
     ) -> Result<RunReport, ValidateError> {
-        self.start_full_exact(tables, fix, true)?;
-        self.wait_slot(Mode::Full)
-            .await
-            .ok_or(ValidateError::Config("validation task vanished".into()))
-    }
-
-    /// Like [`Validator::run_full_to_completion`] but resumes a stopped or
-    /// crashed run from its checkpoint (what `POST /full/start` does).
-    pub async fn run_full_resuming(
-        &self,
-        tables: Option<Vec<String>>,
-        fix: bool,
-    ) -> Result<RunReport, ValidateError> {
-        self.start_full_exact(tables, fix, false)?;
-        self.wait_slot(Mode::Full)
+        self.begin_full(tables, fix, true).await?;
+        self.wait_full()
             .await
             .ok_or(ValidateError::Config("validation task vanished".into()))
     }
@@ -464,7 +382,7 @@ impl Validator {
         since_utime_ms: i64,
         fix: bool,
     ) -> Result<RunReport, ValidateError> {
-        self.spawn_run(Mode::Incremental, fix, move |ctx| {
+        self.spawn_run(Mode::Incremental, fix, None, move |ctx| {
             incremental::run(ctx, tables, since_utime_ms, None)
         })?;
         self.wait_slot(Mode::Incremental)
@@ -472,46 +390,22 @@ impl Validator {
             .ok_or(ValidateError::Config("validation task vanished".into()))
     }
 
-    fn live(slot: &Mutex<Option<RunSlot>>) -> Option<RunReport> {
-        let g = slot.lock().unwrap_or_else(|p| p.into_inner());
-        let s = g.as_ref().filter(|s| s.running())?;
-        let mut r = s.live.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        for t in &mut r.tables {
-            t.refresh();
-        }
-        r.recompute_totals();
-        Some(r)
-    }
-
+    /// Live runs, finished-run summaries and open events (`validation_detail`).
     pub fn status(&self) -> ValidationStatus {
         let i = &self.inner;
         ValidationStatus {
-            full: Self::live(&i.full),
-            incremental: Self::live(&i.incr),
-            last_full: i
-                .last_full
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-            last_incremental: i
-                .last_incr
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-            full_validation_runs: i.full_runs.load(Ordering::Relaxed),
-            incr_validation_runs: i.incr_runs.load(Ordering::Relaxed),
-            data_discrepancies: i.discrepancies.load(Ordering::Relaxed),
-            open_inconsistencies: i
-                .events
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .open_count() as u64,
-            last_error: i
-                .last_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            full: run::live(&i.full),
+            incremental: run::live(&i.incr),
+            last_full: lock(&i.last_full).clone(),
+            last_incremental: lock(&i.last_incr).clone(),
+            open_inconsistencies: self.open_count(),
+            last_error: lock(&i.last_error).clone(),
         }
+    }
+
+    /// Events still open (neither fixed nor obsolete).
+    pub fn open_count(&self) -> u64 {
+        self.inner.events().open_count() as u64
     }
 
     /// Events with id > `after`, oldest first.
@@ -521,33 +415,32 @@ impl Validator {
         limit: usize,
         after: Option<u64>,
     ) -> Vec<Inconsistency> {
-        self.inner
-            .events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .list(status, limit, after)
+        self.inner.events().list(status, limit, after)
     }
 
-    /// Repair every open event from the current authoritative side.
+    /// Repair every open event from the current authoritative side. The
+    /// report names the tables whose differences were not all recorded as
+    /// events (`max_events_per_run`): a full run with fix finishes those.
+    ///
+    /// # Errors
+    /// Connect/query errors; [`ValidateError::Io`] when the event file
+    /// cannot be appended.
     pub async fn fix_open(&self) -> Result<FixReport, ValidateError> {
         let (base, target, _) = self.sides()?;
-        let open = self
-            .inner
-            .events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .open_events();
+        let open = self.inner.events().open_events();
         let result = fix::fix_events(&base, &target, &self.inner, open).await;
         base.disconnect().await;
         target.disconnect().await;
-        if let Err(e) = &result {
-            *self
-                .inner
-                .last_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        match result {
+            Ok(mut report) => {
+                report.unrecorded_tables = lock(&self.inner.unrecorded).iter().cloned().collect();
+                Ok(report)
+            }
+            Err(e) => {
+                *lock(&self.inner.last_error) = Some(e.to_string());
+                Err(e)
+            }
         }
-        result
     }
 
     /// Re-check one row of a table whose primary key is a single column
@@ -608,15 +501,21 @@ impl Validator {
 
 impl Inner {
     pub(crate) fn events(&self) -> std::sync::MutexGuard<'_, events::EventStore> {
-        self.events.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.events)
     }
 
     pub(crate) fn validation_cfg(&self) -> &ValidationConfig {
         &self.cfg.validation
     }
 
-    pub(crate) fn count_discrepancies(&self, n: u64) {
-        self.discrepancies.fetch_add(n, Ordering::Relaxed);
+    /// Remember that `table` has differences no event records.
+    pub(crate) fn mark_unrecorded(&self, table: &str) {
+        lock(&self.unrecorded).insert(table.to_string());
+    }
+
+    /// Every difference of `table` is recorded or repaired now.
+    pub(crate) fn clear_unrecorded(&self, table: &str) {
+        lock(&self.unrecorded).remove(table);
     }
 }
 

@@ -144,10 +144,20 @@ pub struct RunReport {
     pub skipped: Vec<Skipped>,
     /// Totals over all tables.
     pub totals: Tally,
-    /// Events written for this run (differences not repaired in the run).
+    /// Rows found different: `target_missing + base_missing + neq` (each row
+    /// once per run). `found = events_recorded + events_dropped +
+    /// events_already_open + rows bulk-copied by a backfill`.
+    pub found: u64,
+    /// What the run left different: `found − repaired`.
+    pub remaining: u64,
+    /// Events written for this run: `open` ones (found, not repaired) and
+    /// `fixed` ones (repaired row by row). Rows bulk-copied into empty
+    /// ranges by a backfill are counted in `found`/`repaired` only.
     pub events_recorded: u64,
-    /// Differences beyond `max_events_per_run` (counted, not recorded).
+    /// Findings beyond `max_events_per_run` (counted, not recorded).
     pub events_dropped: u64,
+    /// Findings for rows that already had an open event (not recorded twice).
+    pub events_already_open: u64,
     /// Incremental: completed passes.
     pub passes: u64,
     /// Latency back-offs taken.
@@ -175,21 +185,22 @@ impl RunReport {
             t.add(&tp.tally);
         }
         self.totals = t;
+        self.found = self.totals.found();
+        self.remaining = self.remaining();
     }
 }
 
-/// Everything `/status` and `/stats` need from the validator.
+/// The validator's own view for `/status` → `validation_detail` (run
+/// counters live in `migration_stats`, one definition each: docs/ADMIN.md).
 #[derive(Debug, Clone, Serialize)]
 pub struct ValidationStatus {
     pub full: Option<RunReport>,
     pub incremental: Option<RunReport>,
     pub last_full: Option<RunReport>,
     pub last_incremental: Option<RunReport>,
-    pub full_validation_runs: u64,
-    pub incr_validation_runs: u64,
-    /// Differences found since this process started (all runs).
-    pub data_discrepancies: u64,
+    /// Events now `open` (the same number as the gauge `cutover_inconsistencies_open`).
     pub open_inconsistencies: u64,
+    /// The validator's last error (a failed run or repair).
     pub last_error: Option<String>,
 }
 

@@ -110,6 +110,23 @@ async fn read_side(db: &Db) -> Result<Side, ValidateError> {
     Ok(s)
 }
 
+/// The names in `wanted` that are a base table on neither side.
+///
+/// # Errors
+/// Connect/query errors of reading information_schema.
+pub async fn unknown_tables(
+    base: &Db,
+    target: &Db,
+    wanted: &[String],
+) -> Result<Vec<String>, ValidateError> {
+    let (b, t) = tokio::try_join!(read_side(base), read_side(target))?;
+    Ok(wanted
+        .iter()
+        .filter(|n| !b.tables.contains_key(*n) && !t.tables.contains_key(*n))
+        .cloned()
+        .collect())
+}
+
 /// Discover the tables to validate. `wanted` empty = every base table of the
 /// base database. Returns (tables, skipped) in name order.
 pub async fn discover(
