@@ -1,12 +1,9 @@
 //! Statement classification for routing; runs on every COM_QUERY.
 //!
-//! A small hand-written lexer, not a SQL parser: it reads the leading keywords of
+//! Not a SQL parser: over the tokens of [`crate::lexer`] (comments, strings
+//! and executable comments handled there) it reads the leading keywords of
 //! each statement plus a few tokens after them and allocates nothing except a
 //! `USE` name. Anything unrecognised is [`Class::Write`] (mirrored, never dropped).
-//! Skipped: whitespace, `/* … */`, `-- ` (then whitespace/control/EOF), `# …`.
-//! Executable comments `/*!…*/`, `/*!50100 …*/`, `/*M!…*/` are lexed as SQL
-//! (version ignored). `'…'`/`"…"` take backslash and doubled-quote escapes
-//! (`NO_BACKSLASH_ESCAPES` is not modelled); `` `…` `` only doubled backticks.
 //!
 //! Decisions where the routing brief left a choice:
 //! - Multi-statements combine by priority Write > Ddl > Transaction >
@@ -30,6 +27,8 @@
 //!   Transaction(Other). `COMMIT AND CHAIN` is Commit; `BEGIN WORK junk` Write.
 //! - `USE` takes a bare, backticked or double-quoted name (else Write); non-UTF-8
 //!   names are converted lossily.
+
+use crate::lexer::{Lexer, Tok};
 
 /// What kind of statement this is, for routing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -97,24 +96,6 @@ pub fn classify_class(sql: &[u8]) -> Class {
     run(sql).0
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Tok<'a> {
-    /// Unquoted identifier, keyword or number.
-    Word(&'a [u8]),
-    /// Quote byte and the raw text between the quotes.
-    Quoted(u8, &'a [u8]),
-    Punct(u8),
-    /// `:=`
-    Assign,
-    Semi,
-}
-
-impl Tok<'_> {
-    pub(crate) fn is(self, kw: &[u8]) -> bool {
-        matches!(self, Tok::Word(w) if w.eq_ignore_ascii_case(kw))
-    }
-}
-
 fn is(t: Option<Tok<'_>>, kw: &[u8]) -> bool {
     t.is_some_and(|t| t.is(kw))
 }
@@ -132,117 +113,6 @@ fn upper<'b>(w: &[u8], buf: &'b mut [u8; 24]) -> &'b [u8] {
     out.copy_from_slice(w);
     out.make_ascii_uppercase();
     out
-}
-
-fn is_word_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
-}
-
-fn find(s: &[u8], from: usize, pat: &[u8]) -> Option<usize> {
-    let hay = s.get(from..)?;
-    hay.windows(pat.len())
-        .position(|w| w == pat)
-        .map(|i| i + from)
-}
-
-/// The statement lexer, shared with the mirror's rewriter (`determinism`).
-#[derive(Clone, Default)]
-pub(crate) struct Lexer<'a> {
-    s: &'a [u8],
-    /// Byte offset just past the last token returned.
-    pub(crate) pos: usize,
-    /// Inside an executable comment, whose `*/` is skipped.
-    exec: bool,
-}
-
-impl<'a> Lexer<'a> {
-    pub(crate) fn new(s: &'a [u8]) -> Self {
-        Lexer {
-            s,
-            pos: 0,
-            exec: false,
-        }
-    }
-
-    fn at(&self, i: usize) -> u8 {
-        self.s.get(i).copied().unwrap_or(0)
-    }
-
-    fn skip_trivia(&mut self) {
-        let s = self.s;
-        while self.pos < s.len() {
-            let (c, d) = (s[self.pos], self.at(self.pos + 1));
-            if matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c) {
-                self.pos += 1;
-            } else if c == b'/' && d == b'*' {
-                let p = self.pos + 2;
-                let exec = match (self.at(p), self.at(p + 1)) {
-                    (b'!', _) => Some(p + 1),
-                    (b'M', b'!') => Some(p + 2),
-                    _ => None,
-                };
-                match exec {
-                    Some(mut q) => {
-                        while self.at(q).is_ascii_digit() {
-                            q += 1;
-                        }
-                        self.pos = q;
-                        self.exec = true;
-                    }
-                    None => self.pos = find(s, p, b"*/").map_or(s.len(), |i| i + 2),
-                }
-            } else if c == b'*' && d == b'/' && self.exec {
-                self.pos += 2;
-                self.exec = false;
-            } else if c == b'#' || (c == b'-' && d == b'-' && self.at(self.pos + 2) <= b' ') {
-                self.pos = find(s, self.pos, b"\n").map_or(s.len(), |i| i + 1);
-            } else {
-                return;
-            }
-        }
-    }
-
-    /// Next token and the byte offset where it starts.
-    pub(crate) fn next(&mut self) -> Option<(Tok<'a>, usize)> {
-        self.skip_trivia();
-        let s = self.s;
-        let start = self.pos;
-        let c = *s.get(start)?;
-        let tok = match c {
-            b';' => {
-                self.pos += 1;
-                Tok::Semi
-            }
-            b':' if self.at(start + 1) == b'=' => {
-                self.pos += 2;
-                Tok::Assign
-            }
-            b'\'' | b'"' | b'`' => {
-                // Stop at the closing quote; skip `\x` (not in backticks) and doubled quotes.
-                let mut i = start + 1;
-                while i < s.len() && !(s[i] == c && self.at(i + 1) != c) {
-                    i += if s[i] == c || (s[i] == b'\\' && c != b'`') {
-                        2
-                    } else {
-                        1
-                    };
-                }
-                let end = i.min(s.len());
-                self.pos = (end + 1).min(s.len());
-                Tok::Quoted(c, &s[start + 1..end])
-            }
-            c if is_word_byte(c) => {
-                let len = s[start..].iter().position(|&b| !is_word_byte(b));
-                self.pos = len.map_or(s.len(), |k| start + k);
-                Tok::Word(&s[start..self.pos])
-            }
-            _ => {
-                self.pos += 1;
-                Tok::Punct(c)
-            }
-        };
-        Some((tok, start))
-    }
 }
 
 /// The tokens of one statement: those starting before `end`, or with
@@ -283,10 +153,7 @@ type Res<'a> = (Class, Option<TxKind>, Option<Tok<'a>>);
 const RANK: [u8; 5] = [0, 4, 3, 2, 1];
 
 fn run(sql: &[u8]) -> (Class, Option<TxKind>, Option<Tok<'_>>, usize) {
-    let mut lx = Lexer {
-        s: sql,
-        ..Lexer::default()
-    };
+    let mut lx = Lexer::new(sql);
     let (mut class, mut tx, mut db, mut n) = (Class::Read, None, None, 0);
     loop {
         let start = lx.clone();
@@ -421,7 +288,7 @@ fn stmt_end(mut lx: Lexer<'_>) -> usize {
         }
         prev = Some(t);
     }
-    lx.s.len()
+    lx.len()
 }
 
 fn stmt_class<'a>(t: &mut Toks<'a>, depth: u8) -> Res<'a> {

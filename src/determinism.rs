@@ -25,7 +25,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
 
-use crate::classify::{Lexer, Tok};
+use crate::lexer::{Lexer, Tok};
 
 /// The values one mirrored write is pinned to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,6 +13,7 @@ pub mod config;
 pub mod control;
 pub mod determinism;
 pub mod error;
+mod lexer;
 pub mod listener;
 pub mod pattern;
 pub mod proxy;

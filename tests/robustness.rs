@@ -228,7 +228,7 @@ async fn spawn_binary(config: &str, dir: &std::path::Path) -> (std::process::Chi
         state.display()
     );
     std::fs::write(&path, config).unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
         .args(["serve", "--config"])
         .arg(&path)
         .env("CUTOVER_LOG", "warn")
@@ -241,6 +241,8 @@ async fn spawn_binary(config: &str, dir: &std::path::Path) -> (std::process::Chi
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("cutover did not start listening");
 }
 
