@@ -66,7 +66,7 @@ impl Session {
                 DataPathStats::incr(&stats.backend_connect_failures[side.index()]);
                 if e.is_fatal() {
                     let limits = &self.shared.config.limits;
-                    self.shared.health[side.index()].failed(
+                    self.shared.backoff[side.index()].failed(
                         e.to_string(),
                         Duration::from_millis(limits.secondary_backoff_min_ms),
                         Duration::from_millis(limits.secondary_backoff_max_ms),
@@ -77,7 +77,7 @@ impl Session {
             }
         };
         DataPathStats::incr(&stats.backend_connects[side.index()]);
-        self.shared.health[side.index()].succeeded();
+        self.shared.backoff[side.index()].succeeded();
         self.shared.learn_greeting(side, &greeting);
         metrics::gauge!("cutover_backend_up", "backend" => side.as_str()).set(1.0);
         if let Some(opt) = self.state.set_option {
@@ -495,7 +495,7 @@ impl Session {
             return Ok(());
         };
         let reachable = self.backends[side.index()].is_some()
-            || self.shared.health[side.index()].check().is_ok();
+            || self.shared.backoff[side.index()].check().is_ok();
         if reachable && self.ensure_backend(side).await.is_ok() {
             if let Err(Unsendable::Backend(e)) = self.ensure_prepared(side, id).await {
                 warn!(%side, "prepare on mirror failed: {e}");

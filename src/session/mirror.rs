@@ -74,7 +74,7 @@ impl Session {
         if self.backends[side.index()].is_none() {
             let refused = if self.mirror_suspended || self.txn_pattern.is_some() {
                 Some("connection lost inside the current transaction".to_string())
-            } else if let Err(e) = self.shared.health[side.index()].check() {
+            } else if let Err(e) = self.shared.backoff[side.index()].check() {
                 Some(format!("backing off: {e}"))
             } else {
                 self.ensure_backend(side).await.err().map(|e| e.to_string())

@@ -13,15 +13,15 @@ use std::sync::Arc;
 
 use mysql_common::constants::StatusFlags;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::backend::Backend;
 use crate::classify::{self, Class};
 use crate::error::SessionError;
 use crate::pattern::{InFlight, Pattern, Side};
-use crate::proxy::Shared;
 use crate::response::ResponseKind;
+use crate::shared::Shared;
 use crate::wire::{self, PacketIo, ReadError};
 
 use handshake::Login;
@@ -34,8 +34,9 @@ const ER_UNKNOWN_STMT_HANDLER: u16 = 1243;
 const ER_WRONG_ARGUMENTS: u16 = 1210;
 const ER_MAX_PREPARED_STMT_COUNT_REACHED: u16 = 1461;
 
-/// Serve one accepted client until it quits, fails, or shutdown is asked.
-pub async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: watch::Receiver<bool>) {
+/// Serve one accepted client until it quits, fails, or `shutdown` is
+/// cancelled (checked between commands: a running statement finishes).
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: CancellationToken) {
     let conn_id = shared.next_conn_id();
     let peer = stream
         .peer_addr()
@@ -131,15 +132,15 @@ impl Session {
         Ok(Some(session))
     }
 
-    async fn run(&mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), SessionError> {
+    async fn run(&mut self, shutdown: CancellationToken) -> Result<(), SessionError> {
         let limit = self.shared.config.limits.max_allowed_packet;
         loop {
-            if *shutdown.borrow() {
+            if shutdown.is_cancelled() {
                 return Ok(());
             }
             let packet = tokio::select! {
                 biased;
-                _ = shutdown.changed() => return Ok(()),
+                _ = shutdown.cancelled() => return Ok(()),
                 p = self.client.read_packet(limit) => p,
             };
             let payload = match packet {
