@@ -11,6 +11,7 @@ use mysql_common::proto::MyDeserialize;
 use mysql_common::scramble::{scramble_native, scramble_sha256};
 use tokio::net::TcpStream;
 
+use crate::command::{self, Com};
 use crate::config::BackendConfig;
 use crate::error::{BackendError, SessionError};
 use crate::pattern::Side;
@@ -417,7 +418,8 @@ impl Backend {
 
     /// Politely close (COM_QUIT).
     pub async fn quit(mut self) {
-        self.io.queue_packet(0, &[0x01]);
+        self.io
+            .queue_packet(0, &command::payload(Com::COM_QUIT, &[]));
         self.io.shutdown().await;
     }
 }
@@ -510,7 +512,8 @@ pub async fn ping(
         attributes: Vec::new(),
     };
     let (mut b, greeting) = Backend::connect(cfg, side, &params).await?;
-    let fut = b.run(&[0x0E], ResponseKind::Single);
+    let ping = command::payload(Com::COM_PING, &[]);
+    let fut = b.run(&ping, ResponseKind::Single);
     let summary = tokio::time::timeout(timeout, fut)
         .await
         .map_err(|_| BackendError::Io {

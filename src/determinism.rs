@@ -25,6 +25,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
 
+use crate::command;
 use crate::lexer::{Lexer, Tok};
 
 /// The values one mirrored write is pinned to.
@@ -50,10 +51,12 @@ impl Pin {
         }
     }
 
-    /// The COM_QUERY sent before the write.
+    /// The COM_QUERY payload sent before the write: `SET timestamp=<s.µs>,
+    /// rand_seed1=…, rand_seed2=…` and, when given and non-zero,
+    /// `insert_id=<id>` (the mirror gets the primary's first generated id).
     pub fn prefix(&self, insert_id: Option<u64>) -> Vec<u8> {
         let mut sql = format!(
-            "\x03SET timestamp={}.{:06}, rand_seed1={}, rand_seed2={}",
+            "SET timestamp={}.{:06}, rand_seed1={}, rand_seed2={}",
             self.micros.div_euclid(1_000_000),
             self.micros.rem_euclid(1_000_000),
             self.seed1,
@@ -62,12 +65,14 @@ impl Pin {
         if let Some(id) = insert_id.filter(|id| *id > 0) {
             sql.push_str(&format!(", insert_id={id}"));
         }
-        sql.into_bytes()
+        command::query(sql)
     }
 }
 
-/// The COM_QUERY sent after the write.
-pub const RESET: &[u8] = b"\x03SET timestamp=DEFAULT";
+/// The COM_QUERY payload sent after the write: normal time again.
+pub fn reset() -> Vec<u8> {
+    command::query("SET timestamp=DEFAULT")
+}
 
 /// What kind of write this is, as far as determinism cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,7 +247,6 @@ pub fn analyze(sql: &[u8]) -> Analysis {
     }
     if !edits.is_empty() {
         let mut q = Vec::with_capacity(sql.len() + 64);
-        q.push(0x03);
         let mut at = 0;
         for (s, e, lit) in edits {
             q.extend_from_slice(&sql[at..s]);
@@ -250,7 +254,7 @@ pub fn analyze(sql: &[u8]) -> Analysis {
             at = e;
         }
         q.extend_from_slice(&sql[at..]);
-        out.rewritten = Some(q);
+        out.rewritten = Some(command::query(q));
     }
     out
 }

@@ -1,12 +1,8 @@
 //! Errors of the data path, each mapped to the MySQL error a client sees.
 
+use crate::codes::{CR_CONN_HOST_ERROR, CR_SERVER_LOST};
 use crate::pattern::Side;
 use crate::wire::{self, ErrInfo};
-
-/// Client-side error codes (libmysql's CR_*), used when the proxy itself
-/// cannot reach or lost a backend. Clients already know how to treat them.
-pub const CR_CONN_HOST_ERROR: u16 = 2003;
-pub const CR_SERVER_LOST: u16 = 2013;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -54,11 +50,13 @@ impl BackendError {
             BackendError::Server { err, .. } => {
                 wire::err_payload(err.code, &err.state, &err.message)
             }
+            // Client-side codes (libmysql's CR_*): clients already know
+            // how to treat an unreachable or lost server.
             BackendError::Connect { .. } | BackendError::BackingOff { .. } => {
-                wire::err_payload(CR_CONN_HOST_ERROR, "HY000", &format!("cutover: {self}"))
+                CR_CONN_HOST_ERROR.payload(&format!("cutover: {self}"))
             }
             BackendError::Io { .. } | BackendError::Protocol { .. } => {
-                wire::err_payload(CR_SERVER_LOST, "HY000", &format!("cutover: {self}"))
+                CR_SERVER_LOST.payload(&format!("cutover: {self}"))
             }
         }
     }

@@ -9,6 +9,8 @@
 
 pub mod backend;
 pub mod classify;
+pub mod codes;
+pub mod command;
 pub mod config;
 pub mod control;
 pub mod determinism;

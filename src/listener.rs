@@ -12,13 +12,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::codes;
 use crate::config::Config;
 use crate::pattern::{PatternHandle, Side};
 use crate::shared::Shared;
 use crate::stats::DataPathStats;
 use crate::wire;
-
-const ER_CON_COUNT_ERROR: u16 = 1040;
 
 /// A bound, not yet running MySQL-protocol listener: the data path's entry.
 /// `bind`, optionally `probe_source`, then `run` until shutdown.
@@ -130,11 +129,7 @@ impl Listener {
 /// Too many connections: answer with ERR 1040 instead of a greeting.
 async fn refuse(stream: TcpStream) {
     let mut io = wire::PacketIo::new(stream);
-    let _ = io
-        .send_packet(
-            0,
-            &wire::err_payload(ER_CON_COUNT_ERROR, "08004", "Too many connections"),
-        )
-        .await;
+    let err = codes::ER_CON_COUNT_ERROR.payload("Too many connections");
+    let _ = io.send_packet(0, &err).await;
     io.shutdown().await;
 }

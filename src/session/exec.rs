@@ -6,18 +6,17 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
-use super::prepared::Statement;
-use super::{Session, ER_WRONG_ARGUMENTS};
+use super::Session;
 use crate::backend::{Backend, ConnectParams, InfileCopy};
 use crate::classify::{Class, TxKind};
+use crate::codes;
+use crate::command::{self, Com};
 use crate::determinism;
 use crate::error::{BackendError, SessionError};
 use crate::pattern::{Pattern, Side};
 use crate::response::{ResponseKind, Summary};
 use crate::route;
 use crate::stats::DataPathStats;
-
-const ER_LOCK_DEADLOCK: u16 = 1213;
 
 /// The command being run.
 pub(crate) enum Cmd<'a> {
@@ -81,15 +80,11 @@ impl Session {
         self.shared.learn_greeting(side, &greeting);
         metrics::gauge!("cutover_backend_up", "backend" => side.as_str()).set(1.0);
         if let Some(opt) = self.state.set_option {
-            let mut p = vec![0x1B];
-            p.extend_from_slice(&opt.to_le_bytes());
+            let p = command::payload(Com::COM_SET_OPTION, &opt.to_le_bytes());
             replay(&mut backend, &p, ResponseKind::Single).await?;
         }
         for sql in self.state.statements() {
-            let mut p = Vec::with_capacity(sql.len() + 1);
-            p.push(0x03);
-            p.extend_from_slice(sql);
-            replay(&mut backend, &p, ResponseKind::Query).await?;
+            replay(&mut backend, &command::query(sql), ResponseKind::Query).await?;
         }
         debug!(%side, thread_id = backend.thread_id, "backend connection ready");
         self.shared
@@ -115,34 +110,6 @@ impl Session {
         }
     }
 
-    /// Lazily prepare statement `id` on `side` (which must be connected).
-    async fn ensure_prepared(&mut self, side: Side, id: u32) -> Result<(), Unsendable> {
-        let Some(stmt) = self.stmts.get_mut(id) else {
-            return Err(Unsendable::Malformed);
-        };
-        if stmt.id(side).is_some() {
-            return Ok(());
-        }
-        let mut p = Vec::with_capacity(stmt.sql.len() + 1);
-        p.push(0x16);
-        p.extend_from_slice(&stmt.sql);
-        let backend = self.backends[side.index()]
-            .as_mut()
-            .ok_or(Unsendable::Malformed)?;
-        let summary = backend
-            .run(&p, ResponseKind::Prepare)
-            .await
-            .map_err(Unsendable::Backend)?;
-        if let Some(err) = summary.err {
-            return Err(Unsendable::Backend(BackendError::Server { side, err }));
-        }
-        let (backend_id, _, _) = summary.prepared.ok_or(Unsendable::Malformed)?;
-        if let Some(stmt) = self.stmts.get_mut(id) {
-            stmt.set_id(side, backend_id);
-        }
-        Ok(())
-    }
-
     /// The bytes to send to `side` for this command.
     pub(super) async fn payload_for<'a>(
         &mut self,
@@ -161,23 +128,19 @@ impl Session {
         }
     }
 
-    async fn reply_unsendable(&mut self, u: Unsendable) -> Result<(), SessionError> {
+    pub(super) async fn reply_unsendable(&mut self, u: Unsendable) -> Result<(), SessionError> {
         match u {
             Unsendable::Backend(e) => self.reply_backend_error(e).await,
-            Unsendable::Malformed => {
-                self.reply_err(
-                    ER_WRONG_ARGUMENTS,
-                    "HY000",
-                    "Incorrect arguments to mysqld_stmt_execute",
-                )
-                .await
-            }
+            Unsendable::Malformed => self.reply_malformed_execute().await,
         }
     }
 
     /// Tell the client a backend failed. A lost authoritative connection
     /// ends the session (its transaction and temporary state are gone).
-    async fn reply_backend_error(&mut self, e: BackendError) -> Result<(), SessionError> {
+    pub(super) async fn reply_backend_error(
+        &mut self,
+        e: BackendError,
+    ) -> Result<(), SessionError> {
         self.client.send_packet(1, &e.to_err_payload()).await?;
         if matches!(e, BackendError::Io { .. } | BackendError::Protocol { .. }) {
             self.drop_backend(e.side());
@@ -250,7 +213,7 @@ impl Session {
             .relay_primary(plan.primary, &payload, ResponseKind::Query, hold)
             .await?;
         if let (Some(_), Some(b)) = (&pinning, self.backends[plan.primary.index()].as_mut()) {
-            b.queue_silent(determinism::RESET);
+            b.queue_silent(&determinism::reset());
         }
         DataPathStats::incr(&self.shared.stats.statements);
         self.metrics
@@ -260,7 +223,7 @@ impl Session {
             let ended = summary
                 .err
                 .as_ref()
-                .is_some_and(|e| e.code == ER_LOCK_DEADLOCK)
+                .is_some_and(|e| e.code == codes::ER_LOCK_DEADLOCK.code)
                 || tx == Some(TxKind::Commit);
             if ended && plan.mirror.is_some() {
                 self.rollback_others(plan.primary).await;
@@ -293,7 +256,7 @@ impl Session {
     }
 
     /// Send to the authoritative backend and stream its answer to the client.
-    async fn relay_primary(
+    pub(super) async fn relay_primary(
         &mut self,
         side: Side,
         payload: &[u8],
@@ -423,7 +386,7 @@ impl Session {
             None if summary
                 .err
                 .as_ref()
-                .is_some_and(|e| e.code == ER_LOCK_DEADLOCK) =>
+                .is_some_and(|e| e.code == codes::ER_LOCK_DEADLOCK.code) =>
             {
                 false
             }
@@ -443,103 +406,6 @@ impl Session {
             // The authoritative side's transaction ended without the other
             // side following (e.g. it failed there): do not leave it open.
             self.rollback_others(pattern.primary()).await;
-        }
-    }
-
-    pub(super) async fn prepare_statement(
-        &mut self,
-        payload: &[u8],
-        class: Class,
-    ) -> Result<(), SessionError> {
-        let pattern = self.current_pattern();
-        let plan = route::plan(pattern, class);
-        if let Err(e) = self.ensure_backend(plan.primary).await {
-            return self.reply_backend_error(e).await;
-        }
-        let proxy_id = self.stmts.peek_next_id();
-        let limit = self.shared.config.limits.max_allowed_packet;
-        let backend = self.backends[plan.primary.index()]
-            .as_mut()
-            .expect("ensured");
-        let result = match backend.send(payload).await {
-            Ok(()) => {
-                backend
-                    .relay(
-                        &mut self.client,
-                        ResponseKind::Prepare,
-                        Some(proxy_id),
-                        limit,
-                        false,
-                    )
-                    .await
-            }
-            Err(e) => Err(e.into()),
-        };
-        let summary = match result {
-            Ok((s, _)) => s,
-            Err(SessionError::Backend(e)) => return self.reply_backend_error(e).await,
-            Err(e) => return Err(e),
-        };
-        let Some((backend_id, _, params)) = summary.prepared else {
-            return Ok(());
-        };
-        let mut stmt = Statement::new(payload[1..].to_vec(), class, params);
-        stmt.set_id(plan.primary, backend_id);
-        let Some(id) = self.stmts.insert(stmt) else {
-            return Ok(());
-        };
-        debug_assert_eq!(id, proxy_id);
-        // Writes are prepared on the mirror side at once (a backing-off side
-        // is skipped; it gets the statement lazily at its first execute).
-        let Some(side) = plan.mirror.filter(|_| class != Class::Read) else {
-            return Ok(());
-        };
-        let reachable = self.backends[side.index()].is_some()
-            || self.shared.backoff[side.index()].check().is_ok();
-        if reachable && self.ensure_backend(side).await.is_ok() {
-            if let Err(Unsendable::Backend(e)) = self.ensure_prepared(side, id).await {
-                warn!(%side, "prepare on mirror failed: {e}");
-                self.count_secondary_failure(side);
-            }
-        }
-        Ok(())
-    }
-
-    /// RESET / FETCH: the authoritative side answers.
-    pub(super) async fn statement_on_primary(
-        &mut self,
-        id: u32,
-        payload: &[u8],
-        kind: ResponseKind,
-    ) -> Result<(), SessionError> {
-        let side = self.current_pattern().primary();
-        if let Err(e) = self.ensure_backend(side).await {
-            return self.reply_backend_error(e).await;
-        }
-        if let Err(u) = self.ensure_prepared(side, id).await {
-            return self.reply_unsendable(u).await;
-        }
-        let p = self
-            .stmts
-            .get_mut(id)
-            .and_then(|s| s.with_id(side, payload))
-            .unwrap_or_default();
-        self.relay_primary(side, &p, kind, false).await.map(|_| ())
-    }
-
-    /// SEND_LONG_DATA (no response) to one side.
-    pub(super) async fn send_to_statement(&mut self, side: Side, id: u32, payload: &[u8]) {
-        if self.backends[side.index()].is_none() || self.ensure_prepared(side, id).await.is_err() {
-            return;
-        }
-        let p = self
-            .stmts
-            .get_mut(id)
-            .and_then(|s| s.with_id(side, payload));
-        if let (Some(p), Some(b)) = (p, self.backends[side.index()].as_mut()) {
-            if b.send(&p).await.is_err() {
-                self.drop_backend(side);
-            }
         }
     }
 }

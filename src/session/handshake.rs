@@ -9,13 +9,12 @@ use mysql_common::proto::{MyDeserialize, MySerialize};
 use mysql_common::scramble::scramble_native;
 use rand::Rng;
 
+use crate::codes::{ER_ACCESS_DENIED_ERROR, ER_NOT_SUPPORTED_AUTH_MODE};
 use crate::config::Config;
 use crate::error::SessionError;
 use crate::wire::{self, PacketIo};
 
 const NATIVE: &[u8] = b"mysql_native_password";
-pub const ER_ACCESS_DENIED: u16 = 1045;
-const ER_NOT_SUPPORTED_AUTH_MODE: u16 = 1251;
 
 /// Capabilities cutover can offer a client (before limiting them to what
 /// the backends offer). No SSL, no compression, no MariaDB extensions.
@@ -111,20 +110,14 @@ pub async fn accept(
     if client_caps.contains(CapabilityFlags::CLIENT_SSL) && resp.len() <= 32 {
         let msg = "cutover does not offer TLS on its MySQL port; connect without SSL (e.g. ssl-mode=DISABLED/PREFERRED)";
         client
-            .send_packet(
-                seq,
-                &wire::err_payload(ER_NOT_SUPPORTED_AUTH_MODE, "08004", msg),
-            )
+            .send_packet(seq, &ER_NOT_SUPPORTED_AUTH_MODE.payload(msg))
             .await?;
         return Err(SessionError::Malformed("client requested TLS".into()));
     }
     if !client_caps.contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
         let msg = "cutover needs a client speaking protocol 4.1 or newer";
         client
-            .send_packet(
-                seq,
-                &wire::err_payload(ER_NOT_SUPPORTED_AUTH_MODE, "08004", msg),
-            )
+            .send_packet(seq, &ER_NOT_SUPPORTED_AUTH_MODE.payload(msg))
             .await?;
         return Err(SessionError::Malformed("pre-4.1 client".into()));
     }
@@ -219,7 +212,7 @@ pub async fn deny(
         if with_password { "YES" } else { "NO" }
     );
     client
-        .send_packet(seq, &wire::err_payload(ER_ACCESS_DENIED, "28000", &msg))
+        .send_packet(seq, &ER_ACCESS_DENIED_ERROR.payload(&msg))
         .await?;
     Ok(())
 }
@@ -234,8 +227,10 @@ pub struct ChangeUser {
     pub plugin: Option<Vec<u8>>,
 }
 
-pub fn parse_change_user(payload: &[u8], caps: CapabilityFlags) -> Option<ChangeUser> {
-    let mut b = payload.get(1..)?;
+/// Parse the body of a COM_CHANGE_USER (after the command byte); `None` if
+/// it is truncated.
+pub fn parse_change_user(body: &[u8], caps: CapabilityFlags) -> Option<ChangeUser> {
+    let mut b = body;
     let take_cstr = |b: &mut &[u8]| -> Option<Vec<u8>> {
         let n = b.iter().position(|&c| c == 0)?;
         let s = b[..n].to_vec();

@@ -9,6 +9,7 @@ use super::exec::{Cmd, Unsendable};
 use super::Session;
 use crate::backend::{InfileCopy, MirrorTag};
 use crate::classify::Class;
+use crate::command;
 use crate::determinism::{self, Analysis, Pin};
 use crate::pattern::Side;
 use crate::response::{ResponseKind, Summary};
@@ -112,7 +113,7 @@ impl Session {
                     }
                 };
                 if pinning.is_some() && r.is_ok() {
-                    b.queue_silent(determinism::RESET);
+                    b.queue_silent(&determinism::reset());
                 }
                 r.map_err(Unsendable::Backend)
             }
@@ -262,7 +263,7 @@ impl Session {
         }
         warn!(side = %other, "rolling back a transaction left open on the non-authoritative side");
         let outcome = b
-            .run(b"\x03ROLLBACK", ResponseKind::Query)
+            .run(&command::query("ROLLBACK"), ResponseKind::Query)
             .await
             .map_err(Unsendable::Backend);
         self.count_secondary_failure(other);
