@@ -62,6 +62,16 @@ impl BackendError {
     }
 }
 
+/// Why relaying a response stopped: the backend side or the client side failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// Reading from or writing to the client failed.
+    #[error("client i/o: {0}")]
+    Client(std::io::Error),
+}
+
 /// Why a client session ended abnormally (logged; the client may already be gone).
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -75,4 +85,13 @@ pub enum SessionError {
     AccessDenied(String),
     #[error(transparent)]
     Backend(#[from] BackendError),
+}
+
+impl From<RelayError> for SessionError {
+    fn from(e: RelayError) -> Self {
+        match e {
+            RelayError::Backend(e) => SessionError::Backend(e),
+            RelayError::Client(e) => SessionError::ClientIo(e),
+        }
+    }
 }

@@ -23,5 +23,7 @@ pub mod route;
 pub mod session;
 pub mod shared;
 pub mod stats;
+#[cfg(test)]
+mod testing;
 pub mod validate;
 pub mod wire;

@@ -1,10 +1,14 @@
-//! MySQL packet framing and the few payload encodings the proxy writes itself.
+//! MySQL packet framing over any byte stream, and the few payload encodings
+//! the proxy writes itself.
 //!
-//! A packet is `len: u24 LE | seq: u8 | payload`. Payloads of 2^24-1 bytes or
-//! more are split; the last fragment is shorter than 2^24-1 (possibly empty).
+//! A packet is `len: u24 LE | seq: u8 | payload` (MySQL Client/Server
+//! Protocol, "MySQL Packets"). Payloads of 2^24-1 bytes or more are split;
+//! the last fragment is shorter than 2^24-1 (possibly empty).
+
+use std::net::SocketAddr;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::net::TcpStream;
 
 use mysql_common::constants::StatusFlags;
@@ -36,25 +40,57 @@ impl Frame {
     }
 }
 
-/// A buffered packet connection (client or backend side).
+/// A byte stream a MySQL conversation runs over: TCP for clients and
+/// backends, an in-memory [`DuplexStream`] in unit tests; a TLS stream
+/// wrapping either is one more implementation.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The peer's address where the transport has one (logs, and the
+    /// `'user'@'host'` of an access-denied message).
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+
+    /// Send small writes at once (TCP_NODELAY where the transport has it):
+    /// [`PacketIo`] batches packets itself and flushes whole responses.
+    fn set_nodelay(&self) {}
+}
+
+impl Transport for TcpStream {
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        TcpStream::peer_addr(self).ok()
+    }
+
+    fn set_nodelay(&self) {
+        let _ = TcpStream::set_nodelay(self, true);
+    }
+}
+
+impl Transport for DuplexStream {}
+
+/// A buffered packet connection (client or backend side) over a boxed
+/// [`Transport`]: one dynamic call per read or write syscall, none per packet.
 pub struct PacketIo {
-    stream: TcpStream,
+    stream: Box<dyn Transport>,
+    peer: Option<SocketAddr>,
     rbuf: BytesMut,
     wbuf: Vec<u8>,
 }
 
 impl PacketIo {
-    pub fn new(stream: TcpStream) -> Self {
-        let _ = stream.set_nodelay(true);
+    /// Wrap a connected stream (TCP_NODELAY is set where applicable).
+    pub fn new(stream: impl Transport) -> Self {
+        stream.set_nodelay();
         PacketIo {
-            stream,
+            peer: stream.peer_addr(),
+            stream: Box::new(stream),
             rbuf: BytesMut::with_capacity(16 * 1024),
             wbuf: Vec::with_capacity(16 * 1024),
         }
     }
 
-    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
-        self.stream.peer_addr().ok()
+    /// The peer's address, if the transport has one.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer
     }
 
     /// Read one physical packet. `Ok(None)` on a clean EOF before any byte.

@@ -12,7 +12,7 @@ use crate::classify::{Class, TxKind};
 use crate::codes;
 use crate::command::{self, Com};
 use crate::determinism;
-use crate::error::{BackendError, SessionError};
+use crate::error::{BackendError, RelayError, SessionError};
 use crate::pattern::{Pattern, Side};
 use crate::response::{ResponseKind, Summary};
 use crate::route;
@@ -279,14 +279,14 @@ impl Session {
         };
         match result {
             Ok(r) => Ok(r),
-            Err(SessionError::Backend(e)) => {
+            Err(RelayError::Backend(e)) => {
                 warn!("authoritative backend failed mid-statement: {e}");
                 // Its transaction and session state are gone: tell the client and end.
                 let _ = self.client.send_packet(1, &e.to_err_payload()).await;
                 self.drop_backend(e.side());
                 Err(e.into())
             }
-            Err(e) => Err(e),
+            Err(RelayError::Client(e)) => Err(e.into()),
         }
     }
 
@@ -413,8 +413,8 @@ impl Session {
 /// Replay one session-state command on a fresh backend. Server errors are
 /// logged (the statement succeeded on the authoritative side before);
 /// broken connections fail the open.
-async fn replay(
-    backend: &mut Backend,
+async fn replay<T>(
+    backend: &mut Backend<T>,
     payload: &[u8],
     kind: ResponseKind,
 ) -> Result<(), BackendError> {

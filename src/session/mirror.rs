@@ -7,7 +7,7 @@ use tracing::{debug, warn};
 
 use super::exec::{Cmd, Unsendable};
 use super::Session;
-use crate::backend::{InfileCopy, MirrorTag};
+use crate::backend::InfileCopy;
 use crate::classify::Class;
 use crate::command;
 use crate::determinism::{self, Analysis, Pin};
@@ -15,6 +15,16 @@ use crate::pattern::Side;
 use crate::response::{ResponseKind, Summary};
 use crate::route::Plan;
 use crate::stats::{DataPathStats, DirtyRecord};
+
+/// What a deferred mirrored statement must be compared with once its answer
+/// arrives: the authoritative side's outcome and where it wrote.
+#[derive(Debug, Clone)]
+pub(super) struct MirrorCheck {
+    pub primary: Summary,
+    pub pinned: bool,
+    pub table: Option<String>,
+    pub digest: String,
+}
 
 /// How one mirrored write is made deterministic.
 pub(super) struct Pinning {
@@ -89,7 +99,7 @@ impl Session {
             .ok
             .map(|o| o.last_insert_id)
             .filter(|_| pinning.is_some_and(|p| !p.analysis.multi));
-        let tag = MirrorTag {
+        let tag = MirrorCheck {
             primary: primary.clone(),
             pinned: pinning.is_some(),
             table: pinning.and_then(|p| p.analysis.table.clone()),
@@ -142,7 +152,7 @@ impl Session {
         }
     }
 
-    fn judge(&mut self, side: Side, tag: &MirrorTag, mirror: Summary) {
+    fn judge(&mut self, side: Side, tag: &MirrorCheck, mirror: Summary) {
         self.diff_outcomes(side, tag, &mirror);
         self.note_secondary(side, Ok(mirror), Some(&tag.primary));
     }
@@ -150,7 +160,7 @@ impl Session {
     /// Compare the mirror's outcome with the primary's: affected rows,
     /// generated ids, error vs success. A difference means the sides have
     /// diverged: counted and queued for a targeted re-check.
-    fn diff_outcomes(&mut self, side: Side, tag: &MirrorTag, mirror: &Summary) {
+    fn diff_outcomes(&mut self, side: Side, tag: &MirrorCheck, mirror: &Summary) {
         let primary = &tag.primary;
         let kind = match (&primary.ok, &mirror.ok, &mirror.err) {
             (_, _, Some(_)) => Some("error"),

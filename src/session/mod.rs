@@ -76,7 +76,7 @@ pub struct Session {
     conn_id: u32,
     login: Login,
     scramble: [u8; 20],
-    backends: [Option<Backend>; 2],
+    backends: [Option<Backend<mirror::MirrorCheck>>; 2],
     state: SessionState,
     stmts: Statements,
     /// The pattern a running transaction started under (kept until it ends).

@@ -18,7 +18,7 @@ use crate::classify::{self, Class, TxKind};
 use crate::codes;
 use crate::command::{self, Com};
 use crate::determinism::Analysis;
-use crate::error::{BackendError, SessionError};
+use crate::error::{BackendError, RelayError, SessionError};
 use crate::pattern::Side;
 use crate::response::ResponseKind;
 use crate::route;
@@ -241,10 +241,8 @@ impl Session {
         };
         let summary = match result {
             Ok((s, _)) => s,
-            Err(SessionError::Backend(e)) => {
-                return self.reply_backend_error(e).await.map(|_| None)
-            }
-            Err(e) => return Err(e),
+            Err(RelayError::Backend(e)) => return self.reply_backend_error(e).await.map(|_| None),
+            Err(RelayError::Client(e)) => return Err(e.into()),
         };
         let Some((backend_id, _, params)) = summary.prepared else {
             return Ok(None);
