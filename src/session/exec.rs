@@ -160,18 +160,9 @@ impl Session {
         tx: Option<TxKind>,
         remember: Remember,
     ) -> Result<(), SessionError> {
-        let pattern = match self.txn_pattern {
-            Some(p) => p,
-            None => {
-                let (p, unit) = self.shared.pattern.enter().await;
-                self.unit = Some(unit);
-                p
-            }
-        };
+        let pattern = self.gate.begin(&self.shared.pattern).await;
         let result = self.run_statement(pattern, cmd, class, tx, remember).await;
-        if self.txn_pattern.is_none() {
-            self.unit = None;
-        }
+        self.gate.end();
         result
     }
 
@@ -233,7 +224,7 @@ impl Session {
                 // Plain writes inside a transaction are pipelined: nobody else
                 // can see them before COMMIT, which is mirrored synchronously.
                 let defer = class == Class::Write
-                    && self.txn_pattern.is_some()
+                    && self.gate.in_transaction()
                     && summary.in_trans() == Some(true);
                 self.mirror(
                     side,
@@ -325,9 +316,7 @@ impl Session {
             self.fan_out_kind(side, &Cmd::Raw(payload), remember, kind)
                 .await;
             if reset {
-                self.txn_pattern = None;
-                self.unit = None;
-                self.mirror_suspended = false;
+                self.gate.reset();
             }
         }
         self.client.flush().await?;
@@ -379,25 +368,17 @@ impl Session {
         self.note_secondary(other, outcome, None);
     }
 
-    /// Transaction bookkeeping after a statement on `pattern`'s primary.
+    /// Transaction bookkeeping after a statement on `pattern`'s primary. A
+    /// deadlock ERR carries no status flags but ends the transaction.
     async fn after_statement(&mut self, pattern: Pattern, summary: &Summary) {
-        let in_trans = match summary.in_trans() {
-            Some(t) => t,
-            None if summary
-                .err
-                .as_ref()
-                .is_some_and(|e| e.code == codes::ER_LOCK_DEADLOCK.code) =>
-            {
-                false
-            }
-            None => self.txn_pattern.is_some(),
-        };
-        if in_trans {
-            self.txn_pattern = Some(pattern);
+        let deadlock = summary
+            .err
+            .as_ref()
+            .is_some_and(|e| e.code == codes::ER_LOCK_DEADLOCK.code);
+        let in_trans = summary.in_trans().or(deadlock.then_some(false));
+        if self.gate.observe(in_trans) {
             return;
         }
-        self.txn_pattern = None;
-        self.mirror_suspended = false;
         let other = pattern.primary().other();
         if self.backends[other.index()]
             .as_ref()

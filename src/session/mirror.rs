@@ -83,7 +83,7 @@ impl Session {
         defer: bool,
     ) {
         if self.backends[side.index()].is_none() {
-            let refused = if self.mirror_suspended || self.txn_pattern.is_some() {
+            let refused = if self.gate.mirror_suspended() || self.gate.in_transaction() {
                 Some("connection lost inside the current transaction".to_string())
             } else if let Err(e) = self.shared.backoff[side.index()].check() {
                 Some(format!("backing off: {e}"))
@@ -220,7 +220,7 @@ impl Session {
     pub(super) fn skip_mirror(&mut self, side: Side, reason: &str) {
         debug!(%side, reason, "mirror skipped");
         self.count_secondary_failure(side);
-        self.mirror_suspended = true;
+        self.gate.suspend_mirror();
     }
 
     pub(super) fn count_secondary_failure(&self, side: Side) {
@@ -252,8 +252,8 @@ impl Session {
                 self.count_secondary_failure(side);
                 if e.is_fatal() {
                     self.drop_backend(side);
-                    if self.txn_pattern.is_some() {
-                        self.mirror_suspended = true;
+                    if self.gate.in_transaction() {
+                        self.gate.suspend_mirror();
                     }
                 }
             }

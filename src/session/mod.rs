@@ -8,6 +8,7 @@ mod metrics;
 mod mirror;
 pub mod prepared;
 pub mod state;
+mod txn;
 
 use std::sync::Arc;
 
@@ -21,7 +22,7 @@ use crate::classify::{self, Class};
 use crate::codes::{self, ErrorCode};
 use crate::command::{Com, Command, ParseError};
 use crate::error::SessionError;
-use crate::pattern::{InFlight, Pattern, Side};
+use crate::pattern::{Pattern, Side};
 use crate::response::ResponseKind;
 use crate::shared::Shared;
 use crate::wire::{self, PacketIo, ReadError};
@@ -29,6 +30,7 @@ use crate::wire::{self, PacketIo, ReadError};
 use handshake::Login;
 use prepared::Statements;
 use state::SessionState;
+use txn::TxnGate;
 
 /// Serve one accepted client until it quits, fails, or `shutdown` is
 /// cancelled (checked between commands: a running statement finishes).
@@ -79,14 +81,9 @@ pub struct Session {
     backends: [Option<Backend<mirror::MirrorCheck>>; 2],
     state: SessionState,
     stmts: Statements,
-    /// The pattern a running transaction started under (kept until it ends).
-    txn_pattern: Option<Pattern>,
-    /// Held while a transaction / autocommit statement runs (pattern gate).
-    unit: Option<InFlight>,
+    /// The open transaction's frozen pattern and the pattern gate unit.
+    gate: TxnGate,
     metrics: metrics::StatementMetrics,
-    /// The mirror side was lost or skipped inside the current transaction:
-    /// do not reopen it before the transaction ends.
-    mirror_suspended: bool,
 }
 
 impl Session {
@@ -110,10 +107,8 @@ impl Session {
             scramble,
             backends: [None, None],
             stmts: Statements::default(),
-            txn_pattern: None,
-            unit: None,
+            gate: TxnGate::default(),
             metrics: metrics::StatementMetrics::default(),
-            mirror_suspended: false,
         };
         let primary = session.shared.pattern.load().primary();
         if let Err(e) = session.ensure_backend(primary).await {
@@ -287,9 +282,7 @@ impl Session {
         }
         self.state = SessionState::new(cu.database);
         self.stmts.clear();
-        self.txn_pattern = None;
-        self.unit = None;
-        self.mirror_suspended = false;
+        self.gate.reset();
         let primary = self.current_pattern().primary();
         if let Err(e) = self.ensure_backend(primary).await {
             self.client.send_packet(seq, &e.to_err_payload()).await?;
@@ -304,7 +297,8 @@ impl Session {
 
     /// The pattern for the next statement: the running transaction's, or the current one.
     fn current_pattern(&self) -> Pattern {
-        self.txn_pattern
+        self.gate
+            .transaction_pattern()
             .unwrap_or_else(|| self.shared.pattern.load())
     }
 
