@@ -71,12 +71,9 @@ impl Session {
             let Some(thread) = threads[side.index()] else {
                 continue;
             };
-            if self.ensure_backend(side).await.is_err() {
-                continue;
-            }
             let what = if kill.query_only { "QUERY " } else { "" };
             let sql = command::query(format!("KILL {what}{thread}"));
-            let Some(b) = self.backends[side.index()].as_mut() else {
+            let Ok(b) = self.backends.ensure(side).await else {
                 continue;
             };
             match b.run(&sql, ResponseKind::Query).await {

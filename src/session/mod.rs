@@ -1,13 +1,21 @@
-//! One client session: authentication, the command loop, session state,
-//! prepared statements and transaction bookkeeping.
+//! One client session: the login, the command loop, and one `on_*` handler
+//! per command.
+//!
+//! A session owns its client connection and its [`Backends`] (one pinned
+//! connection per side, opened on demand), its [`TxnGate`] (the pattern a
+//! statement runs under) and its [`Secondary`] (the mirror side). Statement
+//! execution is in `exec`, prepared statements in `prepared`.
 
+mod backends;
 mod exec;
 pub mod handshake;
 mod kill;
 mod metrics;
-mod mirror;
 pub mod prepared;
+mod secondary;
 pub mod state;
+#[cfg(test)]
+mod tests;
 mod txn;
 
 use std::sync::Arc;
@@ -17,19 +25,19 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::backend::Backend;
+use crate::backend::ConnectParams;
 use crate::classify::{self, Class};
 use crate::codes::{self, ErrorCode};
 use crate::command::{Com, Command, ParseError};
 use crate::error::SessionError;
-use crate::pattern::{Pattern, Side};
+use crate::pattern::Pattern;
 use crate::response::ResponseKind;
 use crate::shared::Shared;
 use crate::wire::{self, PacketIo, ReadError};
 
+use backends::Backends;
 use handshake::Login;
-use prepared::Statements;
-use state::SessionState;
+use secondary::Secondary;
 use txn::TxnGate;
 
 /// Serve one accepted client until it quits, fails, or `shutdown` is
@@ -72,17 +80,20 @@ enum Flow {
     Quit,
 }
 
+/// One authenticated client and everything it owns.
 pub struct Session {
     shared: Arc<Shared>,
     client: PacketIo,
     conn_id: u32,
     login: Login,
+    /// The scramble the client's password was last checked against.
     scramble: [u8; 20],
-    backends: [Option<Backend<mirror::MirrorCheck>>; 2],
-    state: SessionState,
-    stmts: Statements,
+    /// Backend connections, replayable session state, prepared statements.
+    backends: Backends,
     /// The open transaction's frozen pattern and the pattern gate unit.
     gate: TxnGate,
+    /// The mirror side.
+    secondary: Secondary,
     metrics: metrics::StatementMetrics,
 }
 
@@ -98,20 +109,9 @@ impl Session {
         let (login, scramble) =
             handshake::accept(&mut client, &shared.config, &identity, conn_id).await?;
         let seq = login.seq;
-        let mut session = Session {
-            state: SessionState::new(login.database.clone()),
-            shared,
-            client,
-            conn_id,
-            login,
-            scramble,
-            backends: [None, None],
-            stmts: Statements::default(),
-            gate: TxnGate::default(),
-            metrics: metrics::StatementMetrics::default(),
-        };
+        let mut session = Session::new(shared, client, conn_id, login, scramble);
         let primary = session.shared.pattern.load().primary();
-        if let Err(e) = session.ensure_backend(primary).await {
+        if let Err(e) = session.backends.ensure(primary).await {
             session.client.send_packet(seq, &e.to_err_payload()).await?;
             return Err(e.into());
         }
@@ -121,6 +121,35 @@ impl Session {
             .send_packet(seq, &wire::ok_payload(0, 0, 0, status, 0))
             .await?;
         Ok(Some(session))
+    }
+
+    /// A logged-in session with no backend connection yet.
+    fn new(
+        shared: Arc<Shared>,
+        client: PacketIo,
+        conn_id: u32,
+        login: Login,
+        scramble: [u8; 20],
+    ) -> Session {
+        let params = ConnectParams {
+            capabilities: login.capabilities,
+            collation: login.collation,
+            database: login.database.clone(),
+            max_packet: shared.config.limits.max_allowed_packet as u32,
+            timeout: shared.connect_timeout(),
+            attributes: login.attributes.clone(),
+        };
+        Session {
+            backends: Backends::new(shared.clone(), conn_id, params),
+            gate: TxnGate::default(),
+            secondary: Secondary::new(shared.clone()),
+            metrics: metrics::StatementMetrics::default(),
+            shared,
+            client,
+            conn_id,
+            login,
+            scramble,
+        }
     }
 
     /// The command loop: read a packet, dispatch it, until the client quits,
@@ -270,21 +299,14 @@ impl Session {
             }
             Err(e) => return Err(e),
         };
-        for side in [Side::Source, Side::Destination] {
-            if let Some(b) = self.backends[side.index()].take() {
-                b.quit().await;
-                self.shared.sessions.set(self.conn_id, side, None);
-            }
-        }
+        self.backends.change_user(cu.database, cu.collation).await;
         self.login.user = cu.user;
         if let Some(c) = cu.collation {
             self.login.collation = c;
         }
-        self.state = SessionState::new(cu.database);
-        self.stmts.clear();
         self.gate.reset();
         let primary = self.current_pattern().primary();
-        if let Err(e) = self.ensure_backend(primary).await {
+        if let Err(e) = self.backends.ensure(primary).await {
             self.client.send_packet(seq, &e.to_err_payload()).await?;
             return Ok(Flow::Quit);
         }
@@ -302,13 +324,9 @@ impl Session {
             .unwrap_or_else(|| self.shared.pattern.load())
     }
 
+    /// Log every backend connection out and close the client's.
     async fn close(mut self) {
-        self.shared.sessions.remove(self.conn_id);
-        for side in [Side::Source, Side::Destination] {
-            if let Some(b) = self.backends[side.index()].take() {
-                b.quit().await;
-            }
-        }
+        self.backends.quit_all().await;
         self.client.shutdown().await;
         debug!(conn = self.conn_id, "closed");
     }

@@ -12,12 +12,13 @@ use std::collections::HashMap;
 
 use tracing::{debug, warn};
 
+use super::backends::Backends;
 use super::exec::{Cmd, Remember, Unsendable};
 use super::Session;
 use crate::classify::{self, Class, TxKind};
 use crate::codes;
 use crate::command::{self, Com};
-use crate::determinism::Analysis;
+use crate::determinism::{self, Analysis};
 use crate::error::{BackendError, RelayError, SessionError};
 use crate::pattern::Side;
 use crate::response::ResponseKind;
@@ -38,9 +39,8 @@ pub struct Statement {
     types: Option<Vec<u8>>,
     /// Whether each side has received parameter types since it prepared.
     types_sent: [bool; 2],
-    /// What determinism makes of the text (computed at the first mirrored
-    /// execute; the text never changes).
-    pub analysis: Option<Analysis>,
+    /// Cache of [`Statement::analysis`].
+    analysis: Option<Analysis>,
 }
 
 impl Statement {
@@ -100,6 +100,22 @@ impl Statement {
             out.extend_from_slice(&payload[5..]);
         }
         Some(out)
+    }
+
+    /// What determinism makes of the text, computed at the first mirrored
+    /// execute and kept (the text never changes). A prepared text is fixed,
+    /// so its UUID()/SYSDATE() cannot be pinned per execution: they make the
+    /// statement unsafe instead of being rewritten.
+    pub fn analysis(&mut self) -> &Analysis {
+        let sql = &self.sql;
+        self.analysis.get_or_insert_with(|| {
+            let mut a = determinism::analyze(sql);
+            if a.rewritten.take().is_some() {
+                a.unsafe_reason
+                    .get_or_insert("nondeterministic_function_in_prepared_statement");
+            }
+            a
+        })
     }
 
     /// Rewrite the statement id of SEND_LONG_DATA / RESET / FETCH / CLOSE.
@@ -193,7 +209,7 @@ impl Session {
         payload: &[u8],
         sql: &[u8],
     ) -> Result<(), SessionError> {
-        if self.stmts.len() >= MAX_STATEMENTS {
+        if self.backends.stmts.len() >= MAX_STATEMENTS {
             let msg =
                 "Can't create more than max_prepared_stmt_count statements (current value: 16382)";
             return self
@@ -202,7 +218,7 @@ impl Session {
         }
         let class = classify::classify_class(sql);
         let plan = route::plan(self.current_pattern(), class);
-        if let Err(e) = self.ensure_backend(plan.primary).await {
+        if let Err(e) = self.backends.ensure(plan.primary).await {
             return self.reply_backend_error(e).await;
         }
         let Some(id) = self
@@ -227,9 +243,9 @@ impl Session {
         side: Side,
         class: Class,
     ) -> Result<Option<u32>, SessionError> {
-        let proxy_id = self.stmts.peek_next_id();
+        let proxy_id = self.backends.stmts.peek_next_id();
         let limit = self.shared.config.limits.max_allowed_packet;
-        let backend = self.backends[side.index()].as_mut().expect("ensured");
+        let backend = self.backends.get(side).expect("ensured");
         let result = match backend.send(payload).await {
             Ok(()) => {
                 let kind = ResponseKind::Prepare;
@@ -249,18 +265,18 @@ impl Session {
         };
         let mut stmt = Statement::new(payload[1..].to_vec(), class, params);
         stmt.set_id(side, backend_id);
-        let id = self.stmts.insert(stmt);
+        let id = self.backends.stmts.insert(stmt);
         debug_assert!(id.is_none_or(|id| id == proxy_id));
         Ok(id)
     }
 
     async fn prepare_on_mirror(&mut self, side: Side, id: u32) {
-        let reachable = self.backends[side.index()].is_some()
-            || self.shared.backoff[side.index()].check().is_ok();
-        if reachable && self.ensure_backend(side).await.is_ok() {
-            if let Err(Unsendable::Backend(e)) = self.ensure_prepared(side, id).await {
+        let reachable =
+            self.backends.is_open(side) || self.shared.backoff[side.index()].check().is_ok();
+        if reachable && self.backends.ensure(side).await.is_ok() {
+            if let Err(Unsendable::Backend(e)) = self.backends.ensure_prepared(side, id).await {
                 warn!(%side, "prepare on mirror failed: {e}");
-                self.count_secondary_failure(side);
+                self.secondary.count_failure(side);
             }
         }
     }
@@ -271,8 +287,8 @@ impl Session {
         payload: &[u8],
         id: u32,
     ) -> Result<(), SessionError> {
-        let id = self.stmts.resolve(id);
-        let Some(class) = self.stmts.get_mut(id).map(|s| s.class) else {
+        let id = self.backends.stmts.resolve(id);
+        let Some(class) = self.backends.stmts.get_mut(id).map(|s| s.class) else {
             return self.unknown_statement(id, "mysqld_stmt_execute").await;
         };
         let tx = (class == Class::Transaction).then_some(TxKind::Other);
@@ -283,8 +299,8 @@ impl Session {
     /// COM_STMT_SEND_LONG_DATA: to every side the statement's execute will
     /// reach. No response is ever sent; errors surface at execute.
     pub(super) async fn on_stmt_send_long_data(&mut self, payload: &[u8], id: u32) {
-        let id = self.stmts.resolve(id);
-        let Some(class) = self.stmts.get_mut(id).map(|s| s.class) else {
+        let id = self.backends.stmts.resolve(id);
+        let Some(class) = self.backends.stmts.get_mut(id).map(|s| s.class) else {
             return;
         };
         let plan = route::plan(self.current_pattern(), class);
@@ -295,14 +311,11 @@ impl Session {
 
     /// COM_STMT_CLOSE: on every backend that has the statement; no response.
     pub(super) async fn on_stmt_close(&mut self, payload: &[u8], id: u32) {
-        let Some(stmt) = self.stmts.remove(self.stmts.resolve(id)) else {
+        let Some(stmt) = self.backends.stmts.remove(self.backends.stmts.resolve(id)) else {
             return;
         };
         for side in [Side::Source, Side::Destination] {
-            if let (Some(p), Some(b)) = (
-                stmt.with_id(side, payload),
-                self.backends[side.index()].as_mut(),
-            ) {
+            if let (Some(p), Some(b)) = (stmt.with_id(side, payload), self.backends.get(side)) {
                 if let Err(e) = b.send(&p).await {
                     debug!("closing statement on {side}: {e}");
                     self.drop_backend(side);
@@ -318,16 +331,17 @@ impl Session {
         payload: &[u8],
         id: u32,
     ) -> Result<(), SessionError> {
-        let id = self.stmts.resolve(id);
-        if self.stmts.get_mut(id).is_none() {
+        let id = self.backends.stmts.resolve(id);
+        if self.backends.stmts.get_mut(id).is_none() {
             return self.unknown_statement(id, "mysqld_stmt_reset").await;
         }
         let other = self.current_pattern().primary().other();
         if let (Some(p), Some(b)) = (
-            self.stmts
+            self.backends
+                .stmts
                 .get_mut(id)
                 .and_then(|s| s.with_id(other, payload)),
-            self.backends[other.index()].as_mut(),
+            self.backends.get(other),
         ) {
             if b.run(&p, ResponseKind::Single).await.is_err() {
                 self.drop_backend(other);
@@ -343,8 +357,8 @@ impl Session {
         payload: &[u8],
         id: u32,
     ) -> Result<(), SessionError> {
-        let id = self.stmts.resolve(id);
-        if self.stmts.get_mut(id).is_none() {
+        let id = self.backends.stmts.resolve(id);
+        if self.backends.stmts.get_mut(id).is_none() {
             return self.unknown_statement(id, "mysqld_stmt_fetch").await;
         }
         self.statement_on_primary(id, payload, ResponseKind::Rows)
@@ -376,13 +390,14 @@ impl Session {
         kind: ResponseKind,
     ) -> Result<(), SessionError> {
         let side = self.current_pattern().primary();
-        if let Err(e) = self.ensure_backend(side).await {
+        if let Err(e) = self.backends.ensure(side).await {
             return self.reply_backend_error(e).await;
         }
-        if let Err(u) = self.ensure_prepared(side, id).await {
+        if let Err(u) = self.backends.ensure_prepared(side, id).await {
             return self.reply_unsendable(u).await;
         }
         let p = self
+            .backends
             .stmts
             .get_mut(id)
             .and_then(|s| s.with_id(side, payload))
@@ -392,21 +407,28 @@ impl Session {
 
     /// SEND_LONG_DATA (no response) to one side.
     async fn send_to_statement(&mut self, side: Side, id: u32, payload: &[u8]) {
-        if self.backends[side.index()].is_none() || self.ensure_prepared(side, id).await.is_err() {
+        if !self.backends.is_open(side) || self.backends.ensure_prepared(side, id).await.is_err() {
             return;
         }
         let p = self
+            .backends
             .stmts
             .get_mut(id)
             .and_then(|s| s.with_id(side, payload));
-        if let (Some(p), Some(b)) = (p, self.backends[side.index()].as_mut()) {
+        if let (Some(p), Some(b)) = (p, self.backends.get(side)) {
             if b.send(&p).await.is_err() {
                 self.drop_backend(side);
             }
         }
     }
+}
 
+impl Backends {
     /// Lazily prepare statement `id` on `side` (which must be connected).
+    ///
+    /// # Errors
+    /// [`Unsendable::Backend`] when the backend fails or refuses the
+    /// PREPARE, [`Unsendable::Malformed`] for an unknown id or no connection.
     pub(super) async fn ensure_prepared(&mut self, side: Side, id: u32) -> Result<(), Unsendable> {
         let Some(stmt) = self.stmts.get_mut(id) else {
             return Err(Unsendable::Malformed);
@@ -415,9 +437,7 @@ impl Session {
             return Ok(());
         }
         let p = command::payload(Com::COM_STMT_PREPARE, &stmt.sql);
-        let backend = self.backends[side.index()]
-            .as_mut()
-            .ok_or(Unsendable::Malformed)?;
+        let backend = self.get(side).ok_or(Unsendable::Malformed)?;
         let summary = backend
             .run(&p, ResponseKind::Prepare)
             .await
