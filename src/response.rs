@@ -167,46 +167,7 @@ impl Tracker {
         }
         match self.state {
             State::Done => Err(Malformed("packet after end of response")),
-            State::First => match (self.kind, head) {
-                (ResponseKind::Single, 0x00) | (ResponseKind::Single, 0xFE) => {
-                    if let Some(ok) = wire::parse_ok(payload) {
-                        if head == 0x00 || self.deprecate_eof {
-                            self.summary.ok = Some(ok);
-                            self.summary.status = Some(ok.status);
-                        }
-                    }
-                    if head == 0xFE && !self.deprecate_eof {
-                        self.summary.status = Some(wire::parse_eof_status(payload));
-                    }
-                    Ok(Step::Done)
-                }
-                (ResponseKind::Single, _) => Ok(Step::Done),
-                (ResponseKind::Prepare, 0x00) => {
-                    if payload.len() < 12 {
-                        return Err(Malformed("short PREPARE_OK"));
-                    }
-                    let id = u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]);
-                    let cols = u16::from_le_bytes([payload[5], payload[6]]);
-                    let params = u16::from_le_bytes([payload[7], payload[8]]);
-                    self.summary.prepared = Some((id, cols, params));
-                    self.state = State::Params(params, cols);
-                    Ok(self.prepare_next())
-                }
-                (ResponseKind::Prepare, _) => Err(Malformed("unexpected PREPARE response")),
-                (_, 0x00) => {
-                    let ok = wire::parse_ok(payload).ok_or(Malformed("bad OK packet"))?;
-                    self.summary.ok = Some(ok);
-                    self.summary.status = Some(ok.status);
-                    Ok(self.after_result(ok.status))
-                }
-                (_, 0xFB) => Ok(Step::LocalInfile),
-                _ => {
-                    let mut b = payload;
-                    let n = wire::get_lenenc_int(&mut b).ok_or(Malformed("bad column count"))?;
-                    self.state = State::Columns(n);
-                    Ok(Step::More)
-                }
-            },
+            State::First => self.first(head, payload),
             State::Columns(n) => {
                 self.state = match n.saturating_sub(1) {
                     0 if self.deprecate_eof => State::Rows,
@@ -245,6 +206,50 @@ impl Tracker {
                 Ok(self.prepare_next())
             }
             State::PrepColumnsEof => Ok(Step::Done),
+        }
+    }
+
+    /// The first packet of a response (or of the next result set).
+    fn first(&mut self, head: u8, payload: &[u8]) -> Result<Step, Malformed> {
+        match (self.kind, head) {
+            (ResponseKind::Single, 0x00) | (ResponseKind::Single, 0xFE) => {
+                if let Some(ok) = wire::parse_ok(payload) {
+                    if head == 0x00 || self.deprecate_eof {
+                        self.summary.ok = Some(ok);
+                        self.summary.status = Some(ok.status);
+                    }
+                }
+                if head == 0xFE && !self.deprecate_eof {
+                    self.summary.status = Some(wire::parse_eof_status(payload));
+                }
+                Ok(Step::Done)
+            }
+            (ResponseKind::Single, _) => Ok(Step::Done),
+            (ResponseKind::Prepare, 0x00) => {
+                if payload.len() < 12 {
+                    return Err(Malformed("short PREPARE_OK"));
+                }
+                let id = u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]);
+                let cols = u16::from_le_bytes([payload[5], payload[6]]);
+                let params = u16::from_le_bytes([payload[7], payload[8]]);
+                self.summary.prepared = Some((id, cols, params));
+                self.state = State::Params(params, cols);
+                Ok(self.prepare_next())
+            }
+            (ResponseKind::Prepare, _) => Err(Malformed("unexpected PREPARE response")),
+            (_, 0x00) => {
+                let ok = wire::parse_ok(payload).ok_or(Malformed("bad OK packet"))?;
+                self.summary.ok = Some(ok);
+                self.summary.status = Some(ok.status);
+                Ok(self.after_result(ok.status))
+            }
+            (_, 0xFB) => Ok(Step::LocalInfile),
+            _ => {
+                let mut b = payload;
+                let n = wire::get_lenenc_int(&mut b).ok_or(Malformed("bad column count"))?;
+                self.state = State::Columns(n);
+                Ok(Step::More)
+            }
         }
     }
 

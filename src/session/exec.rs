@@ -96,24 +96,21 @@ impl Session {
         self.metrics.record(class, plan.primary, failed, started);
         let other = plan.primary.other();
         if failed {
+            // The authoritative side's transaction may be over (deadlock,
+            // failed COMMIT): the mirror's must not stay open.
             if ends_transaction(&summary, tx) && plan.mirror.is_some() {
                 let (up, gate) = (&mut self.backends, &mut self.gate);
                 self.secondary.roll_back_if_open(up, gate, other).await;
             }
         } else {
             if let Some(side) = plan.mirror {
-                // Plain writes inside a transaction are pipelined: nobody else
-                // can see them before COMMIT, which is mirrored synchronously.
-                let defer = class == Class::Write
-                    && self.gate.in_transaction()
-                    && summary.in_trans() == Some(true);
                 let m = Mirrored {
                     side,
+                    class,
                     cmd: &cmd,
                     primary: &summary,
                     infile: infile.as_ref(),
                     pinning: pinning.as_ref(),
-                    defer,
                 };
                 self.secondary
                     .mirror(&mut self.backends, &mut self.gate, m)

@@ -73,15 +73,26 @@ impl Pinning {
 /// A statement that succeeded on the authoritative side, to mirror.
 pub(super) struct Mirrored<'c, 'a> {
     pub side: Side,
+    pub class: Class,
     pub cmd: &'c Cmd<'a>,
     /// The authoritative side's outcome.
     pub primary: &'c Summary,
     /// The LOCAL INFILE data the client sent, if the statement read a file.
     pub infile: Option<&'c InfileCopy>,
     pub pinning: Option<&'c Pinning>,
-    /// Pipeline it: send without waiting for the answer (a plain write
-    /// inside a transaction).
-    pub defer: bool,
+}
+
+impl Mirrored<'_, '_> {
+    /// Whether to pipeline it (send without waiting for the answer): a plain
+    /// write inside a transaction that was already open and stays open.
+    /// Nobody else can see it before COMMIT, which is mirrored synchronously.
+    /// A LOAD DATA LOCAL is never deferred (the mirror asks for the file).
+    fn deferred(&self, gate: &TxnGate) -> bool {
+        self.class == Class::Write
+            && gate.in_transaction()
+            && self.primary.in_trans() == Some(true)
+            && self.infile.is_none()
+    }
 }
 
 /// The mirror side of one session (see the module docs for its rules).
@@ -144,8 +155,9 @@ impl Secondary {
                 .map(|p| p.analysis.digest.clone())
                 .unwrap_or_default(),
         };
+        let defer = m.deferred(gate);
         let outcome = match up.payload_for(m.cmd, side).await {
-            Ok(payload) => self.send(up, &m, &payload, &check).await,
+            Ok(payload) => self.send(up, &m, &payload, &check, defer).await,
             Err(u) => Err(u),
         };
         if m.infile.is_some_and(|f| f.truncated) {
@@ -183,12 +195,13 @@ impl Secondary {
         m: &Mirrored<'_, '_>,
         payload: &[u8],
         check: &MirrorCheck,
+        defer: bool,
     ) -> Result<Option<Summary>, Unsendable> {
         let b = up.get(m.side).expect("opened above");
         if let Some(pin) = m.pinning {
             pin.before(b, m.primary.ok.map(|o| o.last_insert_id));
         }
-        let r = if m.defer && m.infile.is_none() {
+        let r = if defer {
             b.send_deferred(payload, check.clone()).await.map(|()| None)
         } else {
             match b.send(payload).await {
