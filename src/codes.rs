@@ -5,6 +5,8 @@
 //! "Server Error Message Reference" for ER_*, "Client Error Message
 //! Reference" for CR_*), so clients and their retry logic recognise them.
 
+#![warn(missing_docs)]
+
 use crate::wire;
 
 /// A MySQL error as a client sees it: the error number and its SQLSTATE.

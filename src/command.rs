@@ -7,6 +7,8 @@
 //! relayed, so a command reaches the backends byte for byte. Bytes are named
 //! by `mysql_common`'s [`Com`] enum.
 
+#![warn(missing_docs)]
+
 pub use mysql_common::constants::Command as Com;
 
 /// One client command, borrowing from its packet.

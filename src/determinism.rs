@@ -20,6 +20,8 @@
 //! The SET commands are pipelined with the statement (no extra round trip):
 //! the proxy consumes their answers itself.
 
+#![warn(missing_docs)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -31,12 +33,16 @@ use crate::lexer::{Lexer, Tok};
 /// The values one mirrored write is pinned to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pin {
+    /// `timestamp`, in microseconds since the Unix epoch.
     pub micros: i64,
+    /// `rand_seed1`, in 1..0x3FFFFFFF.
     pub seed1: u32,
+    /// `rand_seed2`, in 1..0x3FFFFFFF.
     pub seed2: u32,
 }
 
 impl Pin {
+    /// The current time and two fresh random seeds.
     pub fn now() -> Pin {
         let micros = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -77,10 +83,15 @@ pub fn reset() -> Vec<u8> {
 /// What kind of write this is, as far as determinism cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
+    /// INSERT or REPLACE.
     Insert,
+    /// UPDATE.
     Update,
+    /// DELETE.
     Delete,
+    /// LOAD DATA / LOAD XML.
     Load,
+    /// Anything else (DDL, CALL, …).
     Other,
 }
 
@@ -94,6 +105,7 @@ pub struct Analysis {
     pub unsafe_reason: Option<&'static str>,
     /// The table the write targets (first one), when it could be read.
     pub table: Option<String>,
+    /// The statement's verb (`None` for an empty text).
     pub verb: Option<Verb>,
     /// More statements follow the first (multi-statement text).
     pub multi: bool,

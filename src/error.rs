@@ -1,19 +1,24 @@
 //! Errors of the data path, each mapped to the MySQL error a client sees.
 
+#![warn(missing_docs)]
+
 use crate::codes::{CR_CONN_HOST_ERROR, CR_SERVER_LOST};
 use crate::pattern::Side;
 use crate::wire::{self, ErrInfo};
 
+/// A failure talking to one backend; every variant names the side.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // fields: the side, and what the message says
 pub enum BackendError {
-    /// TCP connect failed or timed out.
+    /// TCP connect failed or timed out (`addr` is `host:port`).
     #[error("cannot connect to {side} backend {addr}: {reason}")]
     Connect {
         side: Side,
         addr: String,
         reason: String,
     },
-    /// The backend answered with an ERR packet (login or command).
+    /// The backend answered with an ERR packet (login or command); relayed
+    /// to the client verbatim.
     #[error("{side} backend refused: {} ({})", .err.message, .err.code)]
     Server { side: Side, err: ErrInfo },
     /// The connection broke mid-conversation.
@@ -28,6 +33,7 @@ pub enum BackendError {
 }
 
 impl BackendError {
+    /// Which backend failed.
     pub fn side(&self) -> Side {
         match self {
             BackendError::Connect { side, .. }
@@ -65,6 +71,7 @@ impl BackendError {
 /// Why relaying a response stopped: the backend side or the client side failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
+    /// The backend failed (the client may have part of the response).
     #[error(transparent)]
     Backend(#[from] BackendError),
     /// Reading from or writing to the client failed.
@@ -75,14 +82,19 @@ pub enum RelayError {
 /// Why a client session ended abnormally (logged; the client may already be gone).
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
+    /// Reading from or writing to the client failed (it left).
     #[error("client i/o: {0}")]
     ClientIo(#[from] std::io::Error),
+    /// The client sent something that is not the MySQL protocol (what).
     #[error("malformed packet from client: {0}")]
     Malformed(String),
+    /// A client packet over `max_allowed_packet` (ER_NET_PACKET_TOO_LARGE sent).
     #[error("client packet larger than max_allowed_packet")]
     PacketTooLarge,
+    /// Wrong user or password (the user name; ER_ACCESS_DENIED_ERROR sent).
     #[error("authentication failed for user '{0}'")]
     AccessDenied(String),
+    /// The authoritative backend failed in a way that ends the session.
     #[error(transparent)]
     Backend(#[from] BackendError),
 }

@@ -11,6 +11,8 @@
 //! to the end of the text. Source of the rules: MySQL Reference Manual,
 //! "Comments" and "String Literals"; MariaDB "Comment Syntax".
 
+#![warn(missing_docs)]
+
 /// One token of SQL text, borrowing from the statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Tok<'a> {

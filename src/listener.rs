@@ -1,6 +1,8 @@
 //! The MySQL-protocol listener: the accept loop, the connection limit, one
 //! task per client session, and the graceful drain at shutdown.
 
+#![warn(missing_docs)]
+
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -2,6 +2,8 @@
 //! the identity shown to clients, the KILL registry and the per-backend
 //! connect back-off.
 
+#![warn(missing_docs)]
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,8 +19,11 @@ use crate::stats::DataPathStats;
 
 /// State shared by the listener and every client session (one per process).
 pub struct Shared {
+    /// The configuration the process started with.
     pub config: Arc<Config>,
+    /// The current pattern and drain gate (written by the control plane).
     pub pattern: PatternHandle,
+    /// Counters the control plane reads.
     pub stats: Arc<DataPathStats>,
     identity: ArcSwap<ServerIdentity>,
     /// Connect back-off per side (index = [`Side::index`]).

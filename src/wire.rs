@@ -5,6 +5,8 @@
 //! Protocol, "MySQL Packets"). Payloads of 2^24-1 bytes or more are split;
 //! the last fragment is shorter than 2^24-1 (possibly empty).
 
+#![warn(missing_docs)]
+
 use std::net::SocketAddr;
 
 use bytes::{Buf, BytesMut};
@@ -21,16 +23,22 @@ pub const FLUSH_THRESHOLD: usize = 64 * 1024;
 /// One physical packet as read off the wire, header included.
 #[derive(Debug)]
 pub struct Frame {
+    /// Header (4 bytes: length u24 LE, sequence id) and payload.
     pub bytes: BytesMut,
 }
 
 impl Frame {
+    /// The sequence id.
     pub fn seq(&self) -> u8 {
         self.bytes[3]
     }
+
+    /// The payload (after the 4-byte header).
     pub fn payload(&self) -> &[u8] {
         &self.bytes[4..]
     }
+
+    /// Payload length in bytes.
     pub fn payload_len(&self) -> usize {
         self.bytes.len() - 4
     }
@@ -94,6 +102,9 @@ impl PacketIo {
     }
 
     /// Read one physical packet. `Ok(None)` on a clean EOF before any byte.
+    ///
+    /// # Errors
+    /// The stream's read error; `UnexpectedEof` when it closes mid-packet.
     pub async fn read_frame(&mut self) -> std::io::Result<Option<Frame>> {
         while self.rbuf.len() < 4 {
             if self.fill().await? == 0 {
@@ -120,12 +131,20 @@ impl PacketIo {
     }
 
     /// Read a frame, treating EOF as an error.
+    ///
+    /// # Errors
+    /// As [`Self::read_frame`], and `UnexpectedEof` for a clean EOF.
     pub async fn expect_frame(&mut self) -> std::io::Result<Frame> {
         self.read_frame().await?.ok_or_else(truncated)
     }
 
     /// Read one logical packet (joining split payloads), refusing payloads
-    /// larger than `limit`. Returns the payload and the last sequence id.
+    /// larger than `limit` bytes. Returns the payload and the last sequence
+    /// id; `Ok(None)` on a clean EOF.
+    ///
+    /// # Errors
+    /// [`ReadError::TooLarge`] over `limit`; [`ReadError::Io`] as
+    /// [`Self::read_frame`].
     pub async fn read_packet(&mut self, limit: usize) -> Result<Option<(Vec<u8>, u8)>, ReadError> {
         let Some(first) = self.read_frame().await? else {
             return Ok(None);
@@ -165,10 +184,16 @@ impl PacketIo {
         self.wbuf.extend_from_slice(&frame.bytes);
     }
 
+    /// Bytes queued for writing and not yet flushed.
     pub fn buffered(&self) -> usize {
         self.wbuf.len()
     }
 
+    /// Write everything queued. Also gives back memory a huge packet left
+    /// behind in the buffers.
+    ///
+    /// # Errors
+    /// The stream's write error.
     pub async fn flush(&mut self) -> std::io::Result<()> {
         if !self.wbuf.is_empty() {
             self.stream.write_all(&self.wbuf).await?;
@@ -186,23 +211,30 @@ impl PacketIo {
         Ok(())
     }
 
-    /// Queue and flush one payload.
+    /// Queue and flush one payload; returns the next sequence id.
+    ///
+    /// # Errors
+    /// The stream's write error.
     pub async fn send_packet(&mut self, seq: u8, payload: &[u8]) -> std::io::Result<u8> {
         let next = self.queue_packet(seq, payload);
         self.flush().await?;
         Ok(next)
     }
 
+    /// Flush and shut the stream down (errors ignored: the peer may be gone).
     pub async fn shutdown(&mut self) {
         let _ = self.flush().await;
         let _ = self.stream.shutdown().await;
     }
 }
 
+/// Why [`PacketIo::read_packet`] returned no packet.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
+    /// The payload is larger than the limit (the rest is left unread).
     #[error("packet larger than max_allowed_packet")]
     TooLarge,
+    /// The stream failed or closed mid-packet.
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -232,6 +264,7 @@ pub fn write_packet(out: &mut Vec<u8>, mut seq: u8, payload: &[u8]) -> u8 {
 
 // ---- length-encoded integers -------------------------------------------------
 
+/// Append `v` as a length-encoded integer (1, 3, 4 or 9 bytes).
 pub fn put_lenenc_int(out: &mut Vec<u8>, v: u64) {
     match v {
         0..=250 => out.push(v as u8),
@@ -301,11 +334,16 @@ pub fn ok_payload(
 /// Parsed fields of an ERR payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrInfo {
+    /// The MySQL error number.
     pub code: u16,
+    /// The SQLSTATE (`HY000` when the packet carries none).
     pub state: String,
+    /// The message text (lossily UTF-8).
     pub message: String,
 }
 
+/// The fields of an ERR payload (`0xFF code [#state] message`); a
+/// truncated packet gives code 0 rather than an error.
 pub fn parse_err(payload: &[u8]) -> ErrInfo {
     let code = if payload.len() >= 3 {
         u16::from_le_bytes([payload[1], payload[2]])
@@ -331,12 +369,18 @@ pub fn parse_err(payload: &[u8]) -> ErrInfo {
 /// Parsed fields of an OK payload (header 0x00 or 0xFE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct OkInfo {
+    /// Rows changed (or matched, with CLIENT_FOUND_ROWS).
     pub affected_rows: u64,
+    /// The first AUTO_INCREMENT id generated, 0 if none.
     pub last_insert_id: u64,
+    /// Server status flags (IN_TRANS, AUTOCOMMIT, MORE_RESULTS, …).
     pub status: u16,
+    /// Number of warnings.
     pub warnings: u16,
 }
 
+/// The fields of an OK payload; `None` if the length-encoded integers are
+/// truncated.
 pub fn parse_ok(payload: &[u8]) -> Option<OkInfo> {
     let mut b = payload.get(1..)?;
     let affected_rows = get_lenenc_int(&mut b)?;

@@ -30,6 +30,7 @@ const CACHING_SHA2: &[u8] = b"caching_sha2_password";
 pub struct Greeting {
     /// Server version string, e.g. `5.5.5-10.11.6-MariaDB`.
     pub version: String,
+    /// Capabilities the server offers.
     pub capabilities: CapabilityFlags,
     /// Default collation id of the server.
     pub collation: u8,

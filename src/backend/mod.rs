@@ -2,10 +2,12 @@
 //! session: the streaming relay of its responses, and a queue of answers
 //! still to be read for commands sent ahead (pipelined).
 //!
-//! Logging in is in [`login`]. Answers on one connection come in the order
+//! Logging in is in `login.rs`. Answers on one connection come in the order
 //! the commands were sent, so every read first consumes the outstanding
 //! ones: silent answers are dropped (an ERR is logged), deferred ones are
 //! kept with the caller's opaque tag `T` until [`Backend::take_settled`].
+
+#![warn(missing_docs)]
 
 mod login;
 
@@ -24,6 +26,7 @@ use crate::wire::{self, PacketIo, FLUSH_THRESHOLD};
 /// A logged-in backend connection; `T` tags deferred answers (see
 /// [`Backend::send_deferred`]).
 pub struct Backend<T = ()> {
+    /// Which database this connection is to.
     pub side: Side,
     io: PacketIo,
     /// The backend's own connection (thread) id.
@@ -49,6 +52,7 @@ enum Expected<T> {
 /// Bytes of a LOCAL INFILE the client sent, kept (up to a limit) to mirror.
 #[derive(Debug, Default)]
 pub struct InfileCopy {
+    /// The file's bytes, at most the limit given to [`Backend::relay`].
     pub data: Vec<u8>,
     /// More than the limit arrived; `data` holds only the beginning.
     pub truncated: bool,

@@ -43,18 +43,26 @@ pub fn offered_capabilities() -> CapabilityFlags {
 /// What the server side of the greeting says about itself.
 #[derive(Debug, Clone)]
 pub struct ServerIdentity {
+    /// Server version string (the authoritative backend's, once learned).
     pub version: String,
+    /// Capabilities offered to clients.
     pub capabilities: CapabilityFlags,
+    /// Default collation id.
     pub collation: u8,
 }
 
 /// A client that passed authentication.
 #[derive(Debug, Clone)]
 pub struct Login {
+    /// The user name the client logged in as.
     pub user: String,
+    /// Default database from the handshake, if any.
     pub database: Option<String>,
+    /// Capabilities in effect (the client's, limited to what was offered).
     pub capabilities: CapabilityFlags,
+    /// The client's collation id.
     pub collation: u8,
+    /// Connection attributes the client sent, sorted by name.
     pub attributes: Vec<(String, String)>,
     /// Next sequence id to answer with.
     pub seq: u8,
@@ -244,6 +252,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Send ER_ACCESS_DENIED_ERROR worded like the server's
+/// (`Access denied for user 'u'@'host' (using password: YES)`).
+///
+/// # Errors
+/// The client write error.
 pub async fn deny(
     client: &mut PacketIo,
     seq: u8,
@@ -267,10 +280,15 @@ pub async fn deny(
 /// A parsed COM_CHANGE_USER.
 #[derive(Debug)]
 pub struct ChangeUser {
+    /// The new user name.
     pub user: String,
+    /// Auth response (a mysql_native_password scramble answer: 20 bytes).
     pub auth: Vec<u8>,
+    /// The new default database, if any.
     pub database: Option<String>,
+    /// The new collation id, if sent.
     pub collation: Option<u8>,
+    /// The auth plugin the client used, if sent.
     pub plugin: Option<Vec<u8>>,
 }
 
@@ -313,7 +331,12 @@ pub fn parse_change_user(body: &[u8], caps: CapabilityFlags) -> Option<ChangeUse
 }
 
 /// Authenticate a COM_CHANGE_USER; switches plugins like the first login.
-/// Returns the next sequence id on success; the ERR is sent on failure.
+/// Returns the next sequence id on success.
+///
+/// # Errors
+/// [`SessionError::AccessDenied`] (the ERR is sent),
+/// [`SessionError::Malformed`] when the client leaves mid-switch,
+/// [`SessionError::ClientIo`] on a broken client connection.
 pub async fn change_user(
     client: &mut PacketIo,
     config: &Config,

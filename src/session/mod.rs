@@ -1,10 +1,12 @@
 //! One client session: the login, the command loop, and one `on_*` handler
 //! per command.
 //!
-//! A session owns its client connection and its [`Backends`] (one pinned
-//! connection per side, opened on demand), its [`TxnGate`] (the pattern a
-//! statement runs under) and its [`Secondary`] (the mirror side). Statement
+//! A session owns its client connection and its `Backends` (one pinned
+//! connection per side, opened on demand), its `TxnGate` (the pattern a
+//! statement runs under) and its `Secondary` (the mirror side). Statement
 //! execution is in `exec`, prepared statements in `prepared`.
+
+#![warn(missing_docs)]
 
 mod backends;
 mod exec;

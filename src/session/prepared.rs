@@ -28,10 +28,14 @@ use crate::route;
 /// max_prepared_stmt_count is 16382 for the whole server).
 pub const MAX_STATEMENTS: usize = 16_382;
 
+/// One prepared statement of a session.
 #[derive(Debug)]
 pub struct Statement {
+    /// The statement text as the client prepared it.
     pub sql: Vec<u8>,
+    /// Its routing class (an EXECUTE routes like the text would).
     pub class: Class,
+    /// Number of `?` parameters.
     pub params: u16,
     /// The backend's statement id, per side, where prepared.
     pub ids: [Option<u32>; 2],
@@ -44,6 +48,7 @@ pub struct Statement {
 }
 
 impl Statement {
+    /// A statement prepared nowhere yet.
     pub fn new(sql: Vec<u8>, class: Class, params: u16) -> Self {
         Statement {
             sql,
@@ -56,11 +61,13 @@ impl Statement {
         }
     }
 
+    /// `side` prepared it as `id` (parameter types must be re-sent there).
     pub fn set_id(&mut self, side: Side, id: u32) {
         self.ids[side.index()] = Some(id);
         self.types_sent[side.index()] = false;
     }
 
+    /// `side`'s statement id, if prepared there.
     pub fn id(&self, side: Side) -> Option<u32> {
         self.ids[side.index()]
     }
@@ -127,6 +134,8 @@ impl Statement {
     }
 }
 
+/// A session's prepared statements by cutover's id (at most
+/// [`MAX_STATEMENTS`]; ids 1, 2, …, skipping ids in use after a wrap).
 #[derive(Debug, Default)]
 pub struct Statements {
     next_id: u32,
@@ -135,6 +144,7 @@ pub struct Statements {
 }
 
 impl Statements {
+    /// Register a statement; its id, or `None` when the session is full.
     pub fn insert(&mut self, stmt: Statement) -> Option<u32> {
         if self.map.len() >= MAX_STATEMENTS {
             return None;
@@ -172,22 +182,27 @@ impl Statements {
         }
     }
 
+    /// The statement `id`, if the session holds it.
     pub fn get_mut(&mut self, id: u32) -> Option<&mut Statement> {
         self.map.get_mut(&id)
     }
 
+    /// Forget statement `id` (COM_STMT_CLOSE).
     pub fn remove(&mut self, id: u32) -> Option<Statement> {
         self.map.remove(&id)
     }
 
+    /// Forget every statement (COM_RESET_CONNECTION, COM_CHANGE_USER).
     pub fn clear(&mut self) {
         self.map.clear();
     }
 
+    /// Number of statements held.
     pub fn len(&self) -> usize {
         self.map.len()
     }
 
+    /// Whether no statement is held.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
