@@ -122,8 +122,7 @@ impl Session {
             }
         }
         self.after_statement(pattern, &summary).await;
-        self.secondary
-            .settle(&mut self.backends, pattern.primary().other());
+        self.secondary.settle(&mut self.backends, other);
         self.client.flush().await?;
         Ok(())
     }
