@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
@@ -75,9 +76,11 @@ impl Pin {
     }
 }
 
-/// The COM_QUERY payload sent after the write: normal time again.
-pub fn reset() -> Vec<u8> {
-    command::query("SET timestamp=DEFAULT")
+/// The COM_QUERY payload sent after the write: normal time again (built
+/// once; it is queued after every pinned write).
+pub fn reset() -> &'static [u8] {
+    static RESET: LazyLock<Vec<u8>> = LazyLock::new(|| command::query("SET timestamp=DEFAULT"));
+    &RESET
 }
 
 /// What kind of write this is, as far as determinism cares.

@@ -66,7 +66,7 @@ impl Pinning {
 
     /// Queue `SET timestamp=DEFAULT` after the write on `backend`.
     pub fn after(&self, backend: &mut Conn) {
-        backend.queue_silent(&determinism::reset());
+        backend.queue_silent(determinism::reset());
     }
 }
 
