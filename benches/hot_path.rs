@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the per-statement hot path: classification, routing,
-//! packet framing, the response relay state machine and the prepared-statement
-//! EXECUTE rewrite. `cargo bench --bench hot_path` (criterion, no plots).
+//! packet framing, the response relay state machine, the prepared-statement
+//! EXECUTE rewrite and buffered packet I/O over a loopback TCP pair.
+//! `cargo bench --bench hot_path` (criterion, no plots).
 //!
 //! These are not tests: nothing here asserts timings.
 
@@ -220,12 +221,62 @@ fn bench_execute(c: &mut Criterion) {
     });
 }
 
+/// `PacketIo` over a loopback TCP pair: what the relay pays per packet for
+/// buffering, framing and the stream's read/write calls (syscalls included).
+fn bench_packet_io(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (mut a, mut b) = rt.block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (c, s) = tokio::join!(tokio::net::TcpStream::connect(addr), l.accept());
+        (
+            wire::PacketIo::new(c.unwrap()),
+            wire::PacketIo::new(s.unwrap().0),
+        )
+    });
+    let mut g = c.benchmark_group("packet_io");
+    let packets = result_set(100, true);
+    g.throughput(Throughput::Elements(packets.len() as u64));
+    g.bench_function("result_100_rows", |bench| {
+        bench.iter(|| {
+            rt.block_on(async {
+                let mut seq = 1u8;
+                for p in &packets {
+                    seq = a.queue_packet(seq, p);
+                }
+                a.flush().await.unwrap();
+                for _ in 0..packets.len() {
+                    black_box(b.expect_frame().await.unwrap());
+                }
+            })
+        })
+    });
+    g.throughput(Throughput::Elements(2));
+    let query = [&[0x03u8][..], POINT_SELECT.as_bytes()].concat();
+    let ok = [0x00u8, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00];
+    g.bench_function("ping_pong", |bench| {
+        bench.iter(|| {
+            rt.block_on(async {
+                a.send_packet(0, &query).await.unwrap();
+                let f = b.expect_frame().await.unwrap();
+                b.send_packet(f.seq().wrapping_add(1), &ok).await.unwrap();
+                black_box(a.expect_frame().await.unwrap());
+            })
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_classify,
     bench_route,
     bench_framing,
     bench_tracker,
-    bench_execute
+    bench_execute,
+    bench_packet_io
 );
 criterion_main!(benches);

@@ -20,22 +20,30 @@
 //! The SET commands are pipelined with the statement (no extra round trip):
 //! the proxy consumes their answers itself.
 
+#![warn(missing_docs)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
 
-use crate::classify::{Lexer, Tok};
+use crate::command;
+use crate::lexer::{Lexer, Tok};
 
 /// The values one mirrored write is pinned to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pin {
+    /// `timestamp`, in microseconds since the Unix epoch.
     pub micros: i64,
+    /// `rand_seed1`, in 1..0x3FFFFFFF.
     pub seed1: u32,
+    /// `rand_seed2`, in 1..0x3FFFFFFF.
     pub seed2: u32,
 }
 
 impl Pin {
+    /// The current time and two fresh random seeds.
     pub fn now() -> Pin {
         let micros = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -50,10 +58,12 @@ impl Pin {
         }
     }
 
-    /// The COM_QUERY sent before the write.
+    /// The COM_QUERY payload sent before the write: `SET timestamp=<s.µs>,
+    /// rand_seed1=…, rand_seed2=…` and, when given and non-zero,
+    /// `insert_id=<id>` (the mirror gets the primary's first generated id).
     pub fn prefix(&self, insert_id: Option<u64>) -> Vec<u8> {
         let mut sql = format!(
-            "\x03SET timestamp={}.{:06}, rand_seed1={}, rand_seed2={}",
+            "SET timestamp={}.{:06}, rand_seed1={}, rand_seed2={}",
             self.micros.div_euclid(1_000_000),
             self.micros.rem_euclid(1_000_000),
             self.seed1,
@@ -62,20 +72,29 @@ impl Pin {
         if let Some(id) = insert_id.filter(|id| *id > 0) {
             sql.push_str(&format!(", insert_id={id}"));
         }
-        sql.into_bytes()
+        command::query(sql)
     }
 }
 
-/// The COM_QUERY sent after the write.
-pub const RESET: &[u8] = b"\x03SET timestamp=DEFAULT";
+/// The COM_QUERY payload sent after the write: normal time again (built
+/// once; it is queued after every pinned write).
+pub fn reset() -> &'static [u8] {
+    static RESET: LazyLock<Vec<u8>> = LazyLock::new(|| command::query("SET timestamp=DEFAULT"));
+    &RESET
+}
 
 /// What kind of write this is, as far as determinism cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
+    /// INSERT or REPLACE.
     Insert,
+    /// UPDATE.
     Update,
+    /// DELETE.
     Delete,
+    /// LOAD DATA / LOAD XML.
     Load,
+    /// Anything else (DDL, CALL, …).
     Other,
 }
 
@@ -89,6 +108,7 @@ pub struct Analysis {
     pub unsafe_reason: Option<&'static str>,
     /// The table the write targets (first one), when it could be read.
     pub table: Option<String>,
+    /// The statement's verb (`None` for an empty text).
     pub verb: Option<Verb>,
     /// More statements follow the first (multi-statement text).
     pub multi: bool,
@@ -134,125 +154,152 @@ const UNPINNABLE: [&[u8]; 4] = [
     b"MASTER_POS_WAIT",
 ];
 
-/// Look at a write (COM_QUERY text without the command byte).
+/// Look at a write (COM_QUERY text without the command byte). Only the
+/// first statement of a multi-statement text is analysed.
 pub fn analyze(sql: &[u8]) -> Analysis {
     let mut lx = Lexer::new(sql);
-    let mut out = Analysis {
-        digest: digest(sql),
-        ..Analysis::default()
-    };
-    let mut depth = 0i32;
-    let mut first: Option<Verb> = None;
-    let mut expect_table = false;
-    let (mut limit, mut order, mut select, mut values) = (false, false, false, false);
-    let mut per_row_uuid = false;
-    // (start, end, replacement) spans
-    let mut edits: Vec<(usize, usize, String)> = Vec::new();
+    let mut scan = Scan::default();
     while let Some((tok, start)) = lx.next() {
         match tok {
             Tok::Semi => {
-                // analyse the first statement only
-                out.multi = lx.clone().next().is_some();
+                scan.out.multi = lx.clone().next().is_some();
                 break;
             }
-            Tok::Punct(b'(') => depth += 1,
-            Tok::Punct(b')') => depth -= 1,
-            Tok::Word(w) => {
-                if first.is_none() {
-                    let v = if tok.is(b"INSERT") || tok.is(b"REPLACE") {
-                        Verb::Insert
-                    } else if tok.is(b"UPDATE") {
-                        Verb::Update
-                    } else if tok.is(b"DELETE") {
-                        Verb::Delete
-                    } else if tok.is(b"LOAD") {
-                        Verb::Load
-                    } else {
-                        Verb::Other
-                    };
-                    first = Some(v);
-                    expect_table = v != Verb::Other;
-                    continue;
-                }
-                if expect_table {
-                    let skip = [
-                        &b"INTO"[..],
-                        b"IGNORE",
-                        b"LOW_PRIORITY",
-                        b"DELAYED",
-                        b"HIGH_PRIORITY",
-                        b"QUICK",
-                        b"FROM",
-                        b"DATA",
-                        b"XML",
-                        b"LOCAL",
-                        b"CONCURRENT",
-                        b"INFILE",
-                        b"REPLACE",
-                        b"TABLE",
-                    ];
-                    if !skip.iter().any(|k| tok.is(k)) {
-                        out.table = Some(qualified(&lx, w));
-                        expect_table = false;
-                    }
-                }
-                if depth == 0 {
-                    limit |= tok.is(b"LIMIT");
-                    values |= tok.is(b"VALUES")
-                        || tok.is(b"VALUE")
-                        || (tok.is(b"SET") && first == Some(Verb::Insert));
-                }
-                order |= tok.is(b"ORDER");
-                select |= tok.is(b"SELECT") && first == Some(Verb::Insert) && !values;
-                let call = is_call(&lx);
-                if call && (tok.is(b"UUID") || tok.is(b"UUID_SHORT")) {
-                    let per_row = first != Some(Verb::Insert) || select || !values;
-                    if per_row {
-                        per_row_uuid = true;
-                    } else if let Some(end) = call_end(&lx) {
-                        let lit = if tok.is(b"UUID") {
-                            uuid_literal()
-                        } else {
-                            uuid_short_literal()
-                        };
-                        edits.push((start, end, lit));
-                    }
-                } else if call && tok.is(b"SYSDATE") {
-                    edits.push((start, start + w.len(), "NOW".into()));
-                } else if call && UNPINNABLE.iter().any(|f| tok.is(f)) {
-                    out.unsafe_reason.get_or_insert("unpinnable_function");
-                }
-            }
-            Tok::Quoted(b'`', q) if expect_table => {
-                out.table = Some(qualified(&lx, q));
-                expect_table = false;
+            Tok::Punct(b'(') => scan.depth += 1,
+            Tok::Punct(b')') => scan.depth -= 1,
+            Tok::Word(_) if scan.verb.is_none() => scan.first_word(tok),
+            Tok::Word(w) => scan.word(&lx, tok, w, start),
+            Tok::Quoted(b'`', q) if scan.expect_table => {
+                scan.out.table = Some(qualified(&lx, q));
+                scan.expect_table = false;
             }
             _ => {}
         }
     }
-    out.verb = first;
-    let verb = first.unwrap_or(Verb::Other);
-    if per_row_uuid {
-        out.unsafe_reason = Some("uuid_per_row");
-    } else if matches!(verb, Verb::Update | Verb::Delete) && limit && !order {
-        out.unsafe_reason = Some("limit_without_order_by");
-    } else if verb == Verb::Insert && select && !order {
-        out.unsafe_reason
-            .get_or_insert("insert_select_without_order_by");
+    scan.finish(sql)
+}
+
+/// Words skipped between a write's verb and its table name.
+const BEFORE_TABLE: [&[u8]; 14] = [
+    b"INTO",
+    b"IGNORE",
+    b"LOW_PRIORITY",
+    b"DELAYED",
+    b"HIGH_PRIORITY",
+    b"QUICK",
+    b"FROM",
+    b"DATA",
+    b"XML",
+    b"LOCAL",
+    b"CONCURRENT",
+    b"INFILE",
+    b"REPLACE",
+    b"TABLE",
+];
+
+/// What [`analyze`] gathers while reading the first statement's tokens.
+#[derive(Default)]
+struct Scan {
+    out: Analysis,
+    /// Parenthesis depth (LIMIT / VALUES count at the top level only).
+    depth: i32,
+    verb: Option<Verb>,
+    /// The next name is the target table.
+    expect_table: bool,
+    limit: bool,
+    order: bool,
+    /// INSERT … SELECT.
+    select: bool,
+    /// INSERT … VALUES / SET.
+    values: bool,
+    per_row_uuid: bool,
+    /// (start, end, replacement) spans of the text to rewrite.
+    edits: Vec<(usize, usize, String)>,
+}
+
+impl Scan {
+    fn first_word(&mut self, tok: Tok<'_>) {
+        let v = if tok.is(b"INSERT") || tok.is(b"REPLACE") {
+            Verb::Insert
+        } else if tok.is(b"UPDATE") {
+            Verb::Update
+        } else if tok.is(b"DELETE") {
+            Verb::Delete
+        } else if tok.is(b"LOAD") {
+            Verb::Load
+        } else {
+            Verb::Other
+        };
+        self.verb = Some(v);
+        self.expect_table = v != Verb::Other;
     }
-    if !edits.is_empty() {
-        let mut q = Vec::with_capacity(sql.len() + 64);
-        q.push(0x03);
-        let mut at = 0;
-        for (s, e, lit) in edits {
-            q.extend_from_slice(&sql[at..s]);
-            q.extend_from_slice(lit.as_bytes());
-            at = e;
+
+    fn word(&mut self, lx: &Lexer<'_>, tok: Tok<'_>, w: &[u8], start: usize) {
+        if self.expect_table && !BEFORE_TABLE.iter().any(|k| tok.is(k)) {
+            self.out.table = Some(qualified(lx, w));
+            self.expect_table = false;
         }
-        q.extend_from_slice(&sql[at..]);
-        out.rewritten = Some(q);
+        let insert = self.verb == Some(Verb::Insert);
+        if self.depth == 0 {
+            self.limit |= tok.is(b"LIMIT");
+            self.values |= tok.is(b"VALUES") || tok.is(b"VALUE") || (tok.is(b"SET") && insert);
+        }
+        self.order |= tok.is(b"ORDER");
+        self.select |= tok.is(b"SELECT") && insert && !self.values;
+        if is_call(lx) {
+            self.call(lx, tok, w, start);
+        }
     }
-    out
+
+    /// A function call: UUID()/UUID_SHORT() in INSERT … VALUES become
+    /// literals, SYSDATE() becomes NOW(); per-row or unpinnable ones are unsafe.
+    fn call(&mut self, lx: &Lexer<'_>, tok: Tok<'_>, w: &[u8], start: usize) {
+        if tok.is(b"UUID") || tok.is(b"UUID_SHORT") {
+            let per_row = self.verb != Some(Verb::Insert) || self.select || !self.values;
+            if per_row {
+                self.per_row_uuid = true;
+            } else if let Some(end) = call_end(lx) {
+                let lit = if tok.is(b"UUID") {
+                    uuid_literal()
+                } else {
+                    uuid_short_literal()
+                };
+                self.edits.push((start, end, lit));
+            }
+        } else if tok.is(b"SYSDATE") {
+            self.edits.push((start, start + w.len(), "NOW".into()));
+        } else if UNPINNABLE.iter().any(|f| tok.is(f)) {
+            self.out.unsafe_reason.get_or_insert("unpinnable_function");
+        }
+    }
+
+    /// The verdict, and the rewritten text if anything was pinned.
+    fn finish(mut self, sql: &[u8]) -> Analysis {
+        let mut out = std::mem::take(&mut self.out);
+        out.digest = digest(sql);
+        out.verb = self.verb;
+        let verb = self.verb.unwrap_or(Verb::Other);
+        if self.per_row_uuid {
+            out.unsafe_reason = Some("uuid_per_row");
+        } else if matches!(verb, Verb::Update | Verb::Delete) && self.limit && !self.order {
+            out.unsafe_reason = Some("limit_without_order_by");
+        } else if verb == Verb::Insert && self.select && !self.order {
+            out.unsafe_reason
+                .get_or_insert("insert_select_without_order_by");
+        }
+        if !self.edits.is_empty() {
+            let mut q = Vec::with_capacity(sql.len() + 64);
+            let mut at = 0;
+            for (s, e, lit) in self.edits {
+                q.extend_from_slice(&sql[at..s]);
+                q.extend_from_slice(lit.as_bytes());
+                at = e;
+            }
+            q.extend_from_slice(&sql[at..]);
+            out.rewritten = Some(command::query(q));
+        }
+        out
+    }
 }
 
 /// `name`, or `name.next` when a `.` follows (schema-qualified table).

@@ -1,32 +1,24 @@
 //! Errors of the data path, each mapped to the MySQL error a client sees.
 
+#![warn(missing_docs)]
+
+use crate::codes::{ER_CONNECT_TO_FOREIGN_DATA_SOURCE, ER_NET_READ_ERROR};
 use crate::pattern::Side;
 use crate::wire::{self, ErrInfo};
 
-/// Errors cutover itself makes use server-range codes only: a client library
-/// reads codes 2000–2999 (its own CR_* range) in a server's ERR packet as a
-/// protocol violation (libmariadb: `ERROR 2027 Received malformed packet`).
-///
-/// `ER_CONNECT_TO_FOREIGN_DATA_SOURCE` (1429, SQLSTATE HY000, "Unable to
-/// connect to foreign data source"): cutover cannot reach a backend (or is
-/// backing off after failures). The message names the backend.
-pub const ER_CONNECT_TO_FOREIGN_DATA_SOURCE: u16 = 1429;
-/// `ER_NET_READ_ERROR` (1158, SQLSTATE 08S01, "Got an error reading
-/// communication packets"): cutover lost a backend mid-conversation; the
-/// session's state on it is gone, so 08S01 (communication link failure)
-/// tells pools to drop the connection. The message names the backend.
-pub const ER_NET_READ_ERROR: u16 = 1158;
-
+/// A failure talking to one backend; every variant names the side.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // fields: the side, and what the message says
 pub enum BackendError {
-    /// TCP connect failed or timed out.
+    /// TCP connect failed or timed out (`addr` is `host:port`).
     #[error("cannot connect to {side} backend {addr}: {reason}")]
     Connect {
         side: Side,
         addr: String,
         reason: String,
     },
-    /// The backend answered with an ERR packet (login or command).
+    /// The backend answered with an ERR packet (login or command); relayed
+    /// to the client verbatim.
     #[error("{side} backend refused: {} ({})", .err.message, .err.code)]
     Server { side: Side, err: ErrInfo },
     /// The connection broke mid-conversation.
@@ -41,6 +33,7 @@ pub enum BackendError {
 }
 
 impl BackendError {
+    /// Which backend failed.
     pub fn side(&self) -> Side {
         match self {
             BackendError::Connect { side, .. }
@@ -63,29 +56,52 @@ impl BackendError {
             BackendError::Server { err, .. } => {
                 wire::err_payload(err.code, &err.state, &err.message)
             }
-            BackendError::Connect { .. } | BackendError::BackingOff { .. } => wire::err_payload(
-                ER_CONNECT_TO_FOREIGN_DATA_SOURCE,
-                "HY000",
-                &format!("cutover: {self}"),
-            ),
+            BackendError::Connect { .. } | BackendError::BackingOff { .. } => {
+                ER_CONNECT_TO_FOREIGN_DATA_SOURCE.payload(&format!("cutover: {self}"))
+            }
             BackendError::Io { .. } | BackendError::Protocol { .. } => {
-                wire::err_payload(ER_NET_READ_ERROR, "08S01", &format!("cutover: {self}"))
+                ER_NET_READ_ERROR.payload(&format!("cutover: {self}"))
             }
         }
     }
 }
 
+/// Why relaying a response stopped: the backend side or the client side failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The backend failed (the client may have part of the response).
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// Reading from or writing to the client failed.
+    #[error("client i/o: {0}")]
+    Client(std::io::Error),
+}
+
 /// Why a client session ended abnormally (logged; the client may already be gone).
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
+    /// Reading from or writing to the client failed (it left).
     #[error("client i/o: {0}")]
     ClientIo(#[from] std::io::Error),
+    /// The client sent something that is not the MySQL protocol (what).
     #[error("malformed packet from client: {0}")]
     Malformed(String),
+    /// A client packet over `max_allowed_packet` (ER_NET_PACKET_TOO_LARGE sent).
     #[error("client packet larger than max_allowed_packet")]
     PacketTooLarge,
+    /// Wrong user or password (the user name; ER_ACCESS_DENIED_ERROR sent).
     #[error("authentication failed for user '{0}'")]
     AccessDenied(String),
+    /// The authoritative backend failed in a way that ends the session.
     #[error(transparent)]
     Backend(#[from] BackendError),
+}
+
+impl From<RelayError> for SessionError {
+    fn from(e: RelayError) -> Self {
+        match e {
+            RelayError::Backend(e) => SessionError::Backend(e),
+            RelayError::Client(e) => SessionError::ClientIo(e),
+        }
+    }
 }

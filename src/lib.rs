@@ -12,19 +12,24 @@
 pub mod backend;
 pub mod build_info;
 pub mod classify;
+pub mod codes;
+pub mod command;
 pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod determinism;
 pub mod error;
+mod lexer;
 pub mod listener;
 pub mod logging;
 pub mod metric_catalog;
 pub mod pattern;
-pub mod proxy;
 pub mod response;
 pub mod route;
 pub mod session;
+pub mod shared;
 pub mod stats;
+#[cfg(test)]
+mod testing;
 pub mod validate;
 pub mod wire;

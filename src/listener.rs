@@ -1,4 +1,7 @@
-//! The accept loop: connection limit, one task per client, graceful drain.
+//! The MySQL-protocol listener: the accept loop, the connection limit, one
+//! task per client session, and the graceful drain at shutdown.
+
+#![warn(missing_docs)]
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -6,36 +9,43 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::codes;
 use crate::config::Config;
 use crate::pattern::{PatternHandle, Side};
-use crate::proxy::Shared;
+use crate::shared::Shared;
 use crate::stats::DataPathStats;
 use crate::wire;
 
-const ER_CON_COUNT_ERROR: u16 = 1040;
-
-/// A bound, not yet running MySQL-protocol listener.
-pub struct Proxy {
+/// A bound, not yet running MySQL-protocol listener: the data path's entry.
+/// `bind`, optionally `probe_source`, then `run` until shutdown.
+pub struct Listener {
     listener: TcpListener,
     shared: Arc<Shared>,
 }
 
-impl Proxy {
-    /// Bind `config.listen` (port 0 picks a free port).
+impl Listener {
+    /// Bind `config.listen` (port 0 picks a free port). Sessions read the
+    /// pattern from `pattern` and count into `stats`, both shared with the
+    /// control plane.
+    ///
+    /// # Errors
+    /// The bind error (address in use, permission denied, bad address).
     pub async fn bind(
         config: Arc<Config>,
         pattern: PatternHandle,
         stats: Arc<DataPathStats>,
-    ) -> std::io::Result<Proxy> {
+    ) -> std::io::Result<Listener> {
         let listener = TcpListener::bind(&config.listen).await?;
         let shared = Arc::new(Shared::new(config, pattern, stats));
-        Ok(Proxy { listener, shared })
+        Ok(Listener { listener, shared })
     }
 
+    /// The address actually bound (the chosen port when `listen` used port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
@@ -57,16 +67,17 @@ impl Proxy {
         }
     }
 
-    /// Accept clients until `shutdown` turns true, then let sessions finish
-    /// their current statement for up to `shutdown_timeout_ms`.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Accept clients until `shutdown` is cancelled, then let sessions finish
+    /// their current statement for up to `shutdown_timeout_ms`; sessions
+    /// still running after that are aborted.
+    pub async fn run(self, shutdown: CancellationToken) {
         let limits = self.shared.config.limits.clone();
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         let mut sessions = JoinSet::new();
         info!(addr = %self.local_addr(), "accepting MySQL clients");
         loop {
             let accepted = tokio::select! {
-                _ = shutdown.changed() => break,
+                _ = shutdown.cancelled() => break,
                 Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
                 a = self.listener.accept() => a,
             };
@@ -89,9 +100,9 @@ impl Proxy {
             stats.client_connections.fetch_add(1, Ordering::Relaxed);
             metrics::gauge!("cutover_client_connections").increment(1.0);
             let shared = self.shared.clone();
-            let rx = shutdown.clone();
+            let stop = shutdown.clone();
             sessions.spawn(async move {
-                crate::session::serve(shared, stream, rx).await;
+                crate::session::serve(shared, stream, stop).await;
                 stats.client_connections.fetch_sub(1, Ordering::Relaxed);
                 metrics::gauge!("cutover_client_connections").decrement(1.0);
                 drop(permit);
@@ -120,11 +131,7 @@ impl Proxy {
 /// Too many connections: answer with ERR 1040 instead of a greeting.
 async fn refuse(stream: TcpStream) {
     let mut io = wire::PacketIo::new(stream);
-    let _ = io
-        .send_packet(
-            0,
-            &wire::err_payload(ER_CON_COUNT_ERROR, "08004", "Too many connections"),
-        )
-        .await;
+    let err = codes::ER_CON_COUNT_ERROR.payload("Too many connections");
+    let _ = io.send_packet(0, &err).await;
     io.shutdown().await;
 }

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use cutover::config::{Config, Overrides};
 use cutover::control::ControlPlane;
-use cutover::listener::Proxy;
+use cutover::listener::Listener;
 use cutover::pattern::PatternHandle;
 use cutover::stats::DataPathStats;
 
@@ -143,29 +143,29 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .context("cannot open the validation event store (data_dir)")?;
     let control = control.with_validation(Arc::new(validator));
     let stats = DataPathStats::new();
-    let proxy = Proxy::bind(cfg.clone(), pattern.clone(), stats.clone())
+    let listener = Listener::bind(cfg.clone(), pattern.clone(), stats.clone())
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let admin = tokio::net::TcpListener::bind(&cfg.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin_listen)", cfg.admin_listen))?;
-    proxy.probe_source().await;
+    listener.probe_source().await;
     tracing::info!(pattern = %pattern.load(), state = ?control.state(), admin = %cfg.admin_listen, "cutover started");
 
-    let (tx, rx) = watch::channel(false);
-    let mut admin_stop = rx.clone();
-    let admin_task =
-        tokio::spawn(
-            control.serve(admin, pattern.clone(), stats.clone(), async move {
-                let _ = admin_stop.wait_for(|stop| *stop).await;
-            }),
-        );
+    let shutdown = CancellationToken::new();
+    let admin_task = tokio::spawn(control.serve(
+        admin,
+        pattern.clone(),
+        stats.clone(),
+        shutdown.clone().cancelled_owned(),
+    ));
+    let signal = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutdown requested; draining");
-        let _ = tx.send(true);
+        signal.cancel();
     });
-    proxy.run(rx).await;
+    listener.run(shutdown).await;
     match admin_task.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!("admin API stopped with an error: {e}"),

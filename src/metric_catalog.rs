@@ -379,7 +379,8 @@ mod tests {
         let mut found = std::collections::BTreeSet::new();
         for src in [
             include_str!("determinism.rs"),
-            include_str!("session/mirror.rs"),
+            include_str!("session/secondary.rs"),
+            include_str!("session/prepared.rs"),
         ] {
             for part in src.split("unsafe_reason").skip(1) {
                 let Some(open) = part.find("(\"") else {

@@ -4,6 +4,8 @@
 //! *reads* a [`Pattern`] snapshot from a [`PatternHandle`]; the control plane
 //! is the only writer.
 
+#![warn(missing_docs)]
+
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,11 +20,14 @@ use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
+    /// The database the application is moving away from.
     Source,
+    /// The database the application is moving to.
     Destination,
 }
 
 impl Side {
+    /// `source` / `destination` (metric labels, JSON).
     pub fn as_str(self) -> &'static str {
         match self {
             Side::Source => "source",
@@ -30,6 +35,7 @@ impl Side {
         }
     }
 
+    /// The other side.
     pub fn other(self) -> Side {
         match self {
             Side::Source => Side::Destination,
@@ -37,6 +43,7 @@ impl Side {
         }
     }
 
+    /// 0 for the source, 1 for the destination (per-side arrays).
     pub fn index(self) -> usize {
         match self {
             Side::Source => 0,
@@ -66,6 +73,7 @@ pub enum Pattern {
 }
 
 impl Pattern {
+    /// Every pattern, in migration order.
     pub const ALL: [Pattern; 4] = [
         Pattern::SrcOnly,
         Pattern::SrcFirst,
@@ -100,6 +108,7 @@ impl Pattern {
         self.primary() == side || self.secondary() == Some(side)
     }
 
+    /// The pattern's name (`src_only`, …): admin routes, config, JSON.
     pub fn as_str(self) -> &'static str {
         match self {
             Pattern::SrcOnly => "src_only",
@@ -118,6 +127,7 @@ impl fmt::Display for Pattern {
 
 #[derive(Debug, thiserror::Error)]
 #[error("unknown pattern `{0}` (expected src_only, src_first, dst_first or dst_only)")]
+/// A pattern name that is none of the four (the name given).
 pub struct UnknownPattern(pub String);
 
 impl FromStr for Pattern {
@@ -173,6 +183,7 @@ pub struct Drained {
 }
 
 impl Drained {
+    /// Swap the pattern while the gate is closed; returns the previous one.
     pub fn swap(&self, next: Pattern) -> Pattern {
         self.handle.swap(next)
     }
@@ -197,11 +208,14 @@ impl Drop for Drained {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{in_flight} transaction(s)/statement(s) still in flight after {waited_ms} ms; switch aborted, pattern unchanged")]
 pub struct DrainTimeout {
+    /// Units (transactions / statements) still in flight at the deadline.
     pub in_flight: usize,
+    /// How long the drain waited, in milliseconds.
     pub waited_ms: u64,
 }
 
 impl PatternHandle {
+    /// A handle starting at `initial`, gate open.
     pub fn new(initial: Pattern) -> Self {
         PatternHandle {
             inner: Arc::new(HandleInner {
@@ -243,6 +257,10 @@ impl PatternHandle {
     }
 
     /// Close the gate and wait (up to `timeout`) for in-flight units.
+    ///
+    /// # Errors
+    /// [`DrainTimeout`] when units are still in flight at the deadline; the
+    /// gate re-opens and nothing changes.
     pub async fn drain(&self, timeout: Duration) -> Result<Drained, DrainTimeout> {
         let started = Instant::now();
         match tokio::time::timeout(timeout, self.inner.gate.clone().write_owned()).await {

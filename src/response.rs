@@ -5,10 +5,13 @@
 //! discarded). It never buffers a result set, so memory does not grow with
 //! result size.
 
+#![warn(missing_docs)]
+
 use crate::wire::{self, ErrInfo, OkInfo, MAX_PAYLOAD};
 
 const MORE_RESULTS: u16 = 0x0008;
 const CURSOR_EXISTS: u16 = 0x0040;
+/// SERVER_STATUS_IN_TRANS: a transaction is open after this answer.
 pub const IN_TRANS: u16 = 0x0001;
 
 /// The shape of response a command produces.
@@ -40,9 +43,12 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Whether the command failed (an ERR packet ended the response).
     pub fn is_err(&self) -> bool {
         self.err.is_some()
     }
+    /// The IN_TRANS flag of the last status seen; `None` if the response
+    /// carried no status (an ERR packet, a classic EOF-less answer).
     pub fn in_trans(&self) -> Option<bool> {
         self.status.map(|s| s & IN_TRANS != 0)
     }
@@ -64,7 +70,9 @@ enum State {
 /// Progress after feeding one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
+    /// More packets of this response follow.
     More,
+    /// That was the last packet.
     Done,
     /// The server asked for a LOCAL INFILE; the client must send the file.
     LocalInfile,
@@ -72,17 +80,22 @@ pub enum Step {
 
 #[derive(Debug, thiserror::Error)]
 #[error("malformed response packet from backend ({0})")]
+/// A backend packet that does not fit the response being read (what).
 pub struct Malformed(&'static str);
 
+/// Follows one response packet by packet (see the module docs).
 pub struct Tracker {
     kind: ResponseKind,
     deprecate_eof: bool,
     state: State,
     continuation: bool,
+    /// What the response amounted to so far.
     pub summary: Summary,
 }
 
 impl Tracker {
+    /// A tracker for a response of `kind`, in the framing the connection
+    /// negotiated (`deprecate_eof`: results end with an OK, not an EOF).
     pub fn new(kind: ResponseKind, deprecate_eof: bool) -> Self {
         let state = match kind {
             ResponseKind::Rows => State::Rows,
@@ -97,6 +110,7 @@ impl Tracker {
         }
     }
 
+    /// Whether the last packet was fed.
     pub fn is_done(&self) -> bool {
         self.state == State::Done
     }
@@ -107,6 +121,10 @@ impl Tracker {
     }
 
     /// Feed the next packet's payload (one physical packet).
+    ///
+    /// # Errors
+    /// [`Malformed`] for an empty packet, a packet after the end, or one
+    /// that does not parse where a header is expected.
     pub fn feed(&mut self, payload: &[u8]) -> Result<Step, Malformed> {
         let was_continuation = self.continuation;
         self.continuation = payload.len() == MAX_PAYLOAD;
@@ -167,46 +185,7 @@ impl Tracker {
         }
         match self.state {
             State::Done => Err(Malformed("packet after end of response")),
-            State::First => match (self.kind, head) {
-                (ResponseKind::Single, 0x00) | (ResponseKind::Single, 0xFE) => {
-                    if let Some(ok) = wire::parse_ok(payload) {
-                        if head == 0x00 || self.deprecate_eof {
-                            self.summary.ok = Some(ok);
-                            self.summary.status = Some(ok.status);
-                        }
-                    }
-                    if head == 0xFE && !self.deprecate_eof {
-                        self.summary.status = Some(wire::parse_eof_status(payload));
-                    }
-                    Ok(Step::Done)
-                }
-                (ResponseKind::Single, _) => Ok(Step::Done),
-                (ResponseKind::Prepare, 0x00) => {
-                    if payload.len() < 12 {
-                        return Err(Malformed("short PREPARE_OK"));
-                    }
-                    let id = u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]);
-                    let cols = u16::from_le_bytes([payload[5], payload[6]]);
-                    let params = u16::from_le_bytes([payload[7], payload[8]]);
-                    self.summary.prepared = Some((id, cols, params));
-                    self.state = State::Params(params, cols);
-                    Ok(self.prepare_next())
-                }
-                (ResponseKind::Prepare, _) => Err(Malformed("unexpected PREPARE response")),
-                (_, 0x00) => {
-                    let ok = wire::parse_ok(payload).ok_or(Malformed("bad OK packet"))?;
-                    self.summary.ok = Some(ok);
-                    self.summary.status = Some(ok.status);
-                    Ok(self.after_result(ok.status))
-                }
-                (_, 0xFB) => Ok(Step::LocalInfile),
-                _ => {
-                    let mut b = payload;
-                    let n = wire::get_lenenc_int(&mut b).ok_or(Malformed("bad column count"))?;
-                    self.state = State::Columns(n);
-                    Ok(Step::More)
-                }
-            },
+            State::First => self.first(head, payload),
             State::Columns(n) => {
                 self.state = match n.saturating_sub(1) {
                     0 if self.deprecate_eof => State::Rows,
@@ -245,6 +224,50 @@ impl Tracker {
                 Ok(self.prepare_next())
             }
             State::PrepColumnsEof => Ok(Step::Done),
+        }
+    }
+
+    /// The first packet of a response (or of the next result set).
+    fn first(&mut self, head: u8, payload: &[u8]) -> Result<Step, Malformed> {
+        match (self.kind, head) {
+            (ResponseKind::Single, 0x00) | (ResponseKind::Single, 0xFE) => {
+                if let Some(ok) = wire::parse_ok(payload) {
+                    if head == 0x00 || self.deprecate_eof {
+                        self.summary.ok = Some(ok);
+                        self.summary.status = Some(ok.status);
+                    }
+                }
+                if head == 0xFE && !self.deprecate_eof {
+                    self.summary.status = Some(wire::parse_eof_status(payload));
+                }
+                Ok(Step::Done)
+            }
+            (ResponseKind::Single, _) => Ok(Step::Done),
+            (ResponseKind::Prepare, 0x00) => {
+                if payload.len() < 12 {
+                    return Err(Malformed("short PREPARE_OK"));
+                }
+                let id = u32::from_le_bytes([payload[1], payload[2], payload[3], payload[4]]);
+                let cols = u16::from_le_bytes([payload[5], payload[6]]);
+                let params = u16::from_le_bytes([payload[7], payload[8]]);
+                self.summary.prepared = Some((id, cols, params));
+                self.state = State::Params(params, cols);
+                Ok(self.prepare_next())
+            }
+            (ResponseKind::Prepare, _) => Err(Malformed("unexpected PREPARE response")),
+            (_, 0x00) => {
+                let ok = wire::parse_ok(payload).ok_or(Malformed("bad OK packet"))?;
+                self.summary.ok = Some(ok);
+                self.summary.status = Some(ok.status);
+                Ok(self.after_result(ok.status))
+            }
+            (_, 0xFB) => Ok(Step::LocalInfile),
+            _ => {
+                let mut b = payload;
+                let n = wire::get_lenenc_int(&mut b).ok_or(Malformed("bad column count"))?;
+                self.state = State::Columns(n);
+                Ok(Step::More)
+            }
         }
     }
 

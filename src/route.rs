@@ -1,5 +1,7 @@
 //! Routing: which backend answers a statement and whether it is mirrored.
 
+#![warn(missing_docs)]
+
 use crate::classify::Class;
 use crate::pattern::{Pattern, Side};
 
@@ -16,6 +18,10 @@ pub struct Plan {
     pub all_connected: bool,
 }
 
+/// Where a statement of `class` goes under `pattern`: reads to the
+/// authoritative side only; writes, DDL and transaction control there first,
+/// then to the other side in double-write patterns; session state to every
+/// open backend.
 pub fn plan(pattern: Pattern, class: Class) -> Plan {
     let primary = pattern.primary();
     match class {

@@ -5,6 +5,8 @@
 //! without parsing the exporter's text. Part of the narrow handle between the
 //! wings: the data path only increments, the control plane only reads.
 
+#![warn(missing_docs)]
+
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,6 +15,7 @@ use serde::Serialize;
 
 use crate::pattern::Side;
 
+/// The data path's counters (monotonic unless noted).
 #[derive(Debug, Default)]
 pub struct DataPathStats {
     /// Client connections currently open.
@@ -49,9 +52,11 @@ pub struct DirtyRecord {
     pub table: Option<String>,
     /// The AUTO_INCREMENT key, when the statement inserted one row.
     pub key: Option<u64>,
+    /// `mismatch:<kind>` or `unsafe:<reason>` (the metric labels).
     pub reason: String,
     /// Digest of the statement text (see logs).
     pub digest: String,
+    /// When it was recorded, in milliseconds since the Unix epoch.
     pub at_ms: u64,
 }
 
@@ -60,12 +65,15 @@ pub struct DirtyRecord {
 #[derive(Debug, Default)]
 pub struct DirtyQueue {
     queue: Mutex<VecDeque<DirtyRecord>>,
+    /// Records dropped because the queue was full.
     pub dropped: AtomicU64,
 }
 
 impl DirtyQueue {
+    /// Most records kept.
     pub const CAPACITY: usize = 10_000;
 
+    /// Queue a record, dropping the oldest when full.
     pub fn push(&self, r: DirtyRecord) {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         if q.len() >= Self::CAPACITY {
@@ -75,6 +83,7 @@ impl DirtyQueue {
         q.push_back(r);
     }
 
+    /// Take every queued record, oldest first.
     pub fn drain(&self) -> Vec<DirtyRecord> {
         self.queue
             .lock()
@@ -83,17 +92,21 @@ impl DirtyQueue {
             .collect()
     }
 
+    /// Records queued.
     pub fn len(&self) -> usize {
         self.queue.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
-/// A plain copy for JSON.
+/// A plain copy for JSON: the [`DataPathStats`] counters of the same names,
+/// per-side arrays split into `source_…` / `destination_…`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[allow(missing_docs)] // each field is the counter of the same name above
 pub struct StatsSnapshot {
     pub client_connections: i64,
     pub connections_accepted: u64,
@@ -112,18 +125,22 @@ pub struct StatsSnapshot {
 }
 
 impl DataPathStats {
+    /// All counters at zero.
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
 
+    /// Add one (relaxed: counters order nothing).
     pub fn incr(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Count an error on the non-authoritative side `side`.
     pub fn secondary_error(&self, side: Side) {
         Self::incr(&self.secondary_errors[side.index()]);
     }
 
+    /// Read every counter (not atomically as a whole).
     pub fn snapshot(&self) -> StatsSnapshot {
         let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
         StatsSnapshot {

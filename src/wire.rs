@@ -1,10 +1,16 @@
-//! MySQL packet framing and the few payload encodings the proxy writes itself.
+//! MySQL packet framing over any byte stream, and the few payload encodings
+//! the proxy writes itself.
 //!
-//! A packet is `len: u24 LE | seq: u8 | payload`. Payloads of 2^24-1 bytes or
-//! more are split; the last fragment is shorter than 2^24-1 (possibly empty).
+//! A packet is `len: u24 LE | seq: u8 | payload` (MySQL Client/Server
+//! Protocol, "MySQL Packets"). Payloads of 2^24-1 bytes or more are split;
+//! the last fragment is shorter than 2^24-1 (possibly empty).
+
+#![warn(missing_docs)]
+
+use std::net::SocketAddr;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::net::TcpStream;
 
 use mysql_common::constants::StatusFlags;
@@ -17,16 +23,22 @@ pub const FLUSH_THRESHOLD: usize = 64 * 1024;
 /// One physical packet as read off the wire, header included.
 #[derive(Debug)]
 pub struct Frame {
+    /// Header (4 bytes: length u24 LE, sequence id) and payload.
     pub bytes: BytesMut,
 }
 
 impl Frame {
+    /// The sequence id.
     pub fn seq(&self) -> u8 {
         self.bytes[3]
     }
+
+    /// The payload (after the 4-byte header).
     pub fn payload(&self) -> &[u8] {
         &self.bytes[4..]
     }
+
+    /// Payload length in bytes.
     pub fn payload_len(&self) -> usize {
         self.bytes.len() - 4
     }
@@ -36,28 +48,63 @@ impl Frame {
     }
 }
 
-/// A buffered packet connection (client or backend side).
+/// A byte stream a MySQL conversation runs over: TCP for clients and
+/// backends, an in-memory [`DuplexStream`] in unit tests; a TLS stream
+/// wrapping either is one more implementation.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The peer's address where the transport has one (logs, and the
+    /// `'user'@'host'` of an access-denied message).
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        None
+    }
+
+    /// Send small writes at once (TCP_NODELAY where the transport has it):
+    /// [`PacketIo`] batches packets itself and flushes whole responses.
+    fn set_nodelay(&self) {}
+}
+
+impl Transport for TcpStream {
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        TcpStream::peer_addr(self).ok()
+    }
+
+    fn set_nodelay(&self) {
+        let _ = TcpStream::set_nodelay(self, true);
+    }
+}
+
+impl Transport for DuplexStream {}
+
+/// A buffered packet connection (client or backend side) over a boxed
+/// [`Transport`]: one dynamic call per read or write syscall, none per packet.
 pub struct PacketIo {
-    stream: TcpStream,
+    stream: Box<dyn Transport>,
+    peer: Option<SocketAddr>,
     rbuf: BytesMut,
     wbuf: Vec<u8>,
 }
 
 impl PacketIo {
-    pub fn new(stream: TcpStream) -> Self {
-        let _ = stream.set_nodelay(true);
+    /// Wrap a connected stream (TCP_NODELAY is set where applicable).
+    pub fn new(stream: impl Transport) -> Self {
+        stream.set_nodelay();
         PacketIo {
-            stream,
+            peer: stream.peer_addr(),
+            stream: Box::new(stream),
             rbuf: BytesMut::with_capacity(16 * 1024),
             wbuf: Vec::with_capacity(16 * 1024),
         }
     }
 
-    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
-        self.stream.peer_addr().ok()
+    /// The peer's address, if the transport has one.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer
     }
 
     /// Read one physical packet. `Ok(None)` on a clean EOF before any byte.
+    ///
+    /// # Errors
+    /// The stream's read error; `UnexpectedEof` when it closes mid-packet.
     pub async fn read_frame(&mut self) -> std::io::Result<Option<Frame>> {
         while self.rbuf.len() < 4 {
             if self.fill().await? == 0 {
@@ -84,12 +131,20 @@ impl PacketIo {
     }
 
     /// Read a frame, treating EOF as an error.
+    ///
+    /// # Errors
+    /// As [`Self::read_frame`], and `UnexpectedEof` for a clean EOF.
     pub async fn expect_frame(&mut self) -> std::io::Result<Frame> {
         self.read_frame().await?.ok_or_else(truncated)
     }
 
     /// Read one logical packet (joining split payloads), refusing payloads
-    /// larger than `limit`. Returns the payload and the last sequence id.
+    /// larger than `limit` bytes. Returns the payload and the last sequence
+    /// id; `Ok(None)` on a clean EOF.
+    ///
+    /// # Errors
+    /// [`ReadError::TooLarge`] over `limit`; [`ReadError::Io`] as
+    /// [`Self::read_frame`].
     pub async fn read_packet(&mut self, limit: usize) -> Result<Option<(Vec<u8>, u8)>, ReadError> {
         let Some(first) = self.read_frame().await? else {
             return Ok(None);
@@ -129,10 +184,16 @@ impl PacketIo {
         self.wbuf.extend_from_slice(&frame.bytes);
     }
 
+    /// Bytes queued for writing and not yet flushed.
     pub fn buffered(&self) -> usize {
         self.wbuf.len()
     }
 
+    /// Write everything queued. Also gives back memory a huge packet left
+    /// behind in the buffers.
+    ///
+    /// # Errors
+    /// The stream's write error.
     pub async fn flush(&mut self) -> std::io::Result<()> {
         if !self.wbuf.is_empty() {
             self.stream.write_all(&self.wbuf).await?;
@@ -150,23 +211,30 @@ impl PacketIo {
         Ok(())
     }
 
-    /// Queue and flush one payload.
+    /// Queue and flush one payload; returns the next sequence id.
+    ///
+    /// # Errors
+    /// The stream's write error.
     pub async fn send_packet(&mut self, seq: u8, payload: &[u8]) -> std::io::Result<u8> {
         let next = self.queue_packet(seq, payload);
         self.flush().await?;
         Ok(next)
     }
 
+    /// Flush and shut the stream down (errors ignored: the peer may be gone).
     pub async fn shutdown(&mut self) {
         let _ = self.flush().await;
         let _ = self.stream.shutdown().await;
     }
 }
 
+/// Why [`PacketIo::read_packet`] returned no packet.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
+    /// The payload is larger than the limit (the rest is left unread).
     #[error("packet larger than max_allowed_packet")]
     TooLarge,
+    /// The stream failed or closed mid-packet.
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -196,6 +264,7 @@ pub fn write_packet(out: &mut Vec<u8>, mut seq: u8, payload: &[u8]) -> u8 {
 
 // ---- length-encoded integers -------------------------------------------------
 
+/// Append `v` as a length-encoded integer (1, 3, 4 or 9 bytes).
 pub fn put_lenenc_int(out: &mut Vec<u8>, v: u64) {
     match v {
         0..=250 => out.push(v as u8),
@@ -265,11 +334,16 @@ pub fn ok_payload(
 /// Parsed fields of an ERR payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrInfo {
+    /// The MySQL error number.
     pub code: u16,
+    /// The SQLSTATE (`HY000` when the packet carries none).
     pub state: String,
+    /// The message text (lossily UTF-8).
     pub message: String,
 }
 
+/// The fields of an ERR payload (`0xFF code [#state] message`); a
+/// truncated packet gives code 0 rather than an error.
 pub fn parse_err(payload: &[u8]) -> ErrInfo {
     let code = if payload.len() >= 3 {
         u16::from_le_bytes([payload[1], payload[2]])
@@ -295,12 +369,18 @@ pub fn parse_err(payload: &[u8]) -> ErrInfo {
 /// Parsed fields of an OK payload (header 0x00 or 0xFE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct OkInfo {
+    /// Rows changed (or matched, with CLIENT_FOUND_ROWS).
     pub affected_rows: u64,
+    /// The first AUTO_INCREMENT id generated, 0 if none.
     pub last_insert_id: u64,
+    /// Server status flags (IN_TRANS, AUTOCOMMIT, MORE_RESULTS, …).
     pub status: u16,
+    /// Number of warnings.
     pub warnings: u16,
 }
 
+/// The fields of an OK payload; `None` if the length-encoded integers are
+/// truncated.
 pub fn parse_ok(payload: &[u8]) -> Option<OkInfo> {
     let mut b = payload.get(1..)?;
     let affected_rows = get_lenenc_int(&mut b)?;

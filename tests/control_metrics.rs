@@ -8,11 +8,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use control_support::{config, Admin};
-use cutover::listener::Proxy;
+use cutover::listener::Listener;
 use mysql_async::prelude::*;
 use prometheus_parse::{Sample, Scrape, Value};
 use support::Pair;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 fn parse(text: &str) -> Scrape {
     Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("valid Prometheus text")
@@ -42,7 +42,7 @@ async fn metrics_parse_and_follow_the_state() {
         "listen = '127.0.0.1:0'",
     );
     let admin = Admin::start(&cfg).await;
-    let proxy = Proxy::bind(
+    let proxy = Listener::bind(
         Arc::new(cfg.clone()),
         admin.pattern.clone(),
         admin.stats.clone(),
@@ -50,8 +50,8 @@ async fn metrics_parse_and_follow_the_state() {
     .await
     .unwrap();
     let proxy_port = proxy.local_addr().port();
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let proxy_task = tokio::spawn(proxy.run(stop_rx));
+    let stop = CancellationToken::new();
+    let proxy_task = tokio::spawn(proxy.run(stop.clone()));
 
     for step in ["/src_only", "/src_first"] {
         assert_eq!(admin.post(step, "").await.status, 200, "{step}");
@@ -194,7 +194,7 @@ async fn metrics_parse_and_follow_the_state() {
     );
 
     conn.disconnect().await.unwrap();
-    stop_tx.send_replace(true);
+    stop.cancel();
     proxy_task.await.unwrap();
     admin.stop().await;
 }

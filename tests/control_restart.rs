@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use control_support::{config, Admin};
 use cutover::control::ControlPlane;
-use cutover::listener::Proxy;
+use cutover::listener::Listener;
 use cutover::pattern::Pattern;
 use mysql_async::prelude::*;
 use support::Pair;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
 async fn restart_in_dst_first_keeps_routing_to_the_destination() {
@@ -44,7 +44,7 @@ async fn restart_in_dst_first_keeps_routing_to_the_destination() {
         "dst_first"
     );
 
-    let proxy = Proxy::bind(
+    let proxy = Listener::bind(
         Arc::new(cfg.clone()),
         admin.pattern.clone(),
         admin.stats.clone(),
@@ -52,8 +52,8 @@ async fn restart_in_dst_first_keeps_routing_to_the_destination() {
     .await
     .unwrap();
     let proxy_port = proxy.local_addr().port();
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let proxy_task = tokio::spawn(proxy.run(stop_rx));
+    let stop = CancellationToken::new();
+    let proxy_task = tokio::spawn(proxy.run(stop.clone()));
 
     let opts = mysql_async::OptsBuilder::default()
         .ip_or_hostname("127.0.0.1")
@@ -79,7 +79,7 @@ async fn restart_in_dst_first_keeps_routing_to_the_destination() {
     let on_destination: Vec<i32> = pair.destination.query("SELECT id FROM t").await;
     assert_eq!(on_destination, vec![1]);
 
-    stop_tx.send_replace(true);
+    stop.cancel();
     proxy_task.await.unwrap();
     admin.stop().await;
 }

@@ -197,7 +197,7 @@ async fn unreachable_backend_gives_an_error_naming_it_not_a_hang() {
     // a server-range code (issue 10: 2003 is a client-side code libmariadb rejects)
     assert_eq!(
         server_code(&e),
-        cutover::error::ER_CONNECT_TO_FOREIGN_DATA_SOURCE
+        cutover::codes::ER_CONNECT_TO_FOREIGN_DATA_SOURCE.code
     );
     assert!(e.to_string().contains("destination"), "{e}");
     assert!(started.elapsed() < Duration::from_secs(5));

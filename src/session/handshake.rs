@@ -9,13 +9,12 @@ use mysql_common::proto::{MyDeserialize, MySerialize};
 use mysql_common::scramble::scramble_native;
 use rand::Rng;
 
+use crate::codes::{ER_ACCESS_DENIED_ERROR, ER_NOT_SUPPORTED_AUTH_MODE};
 use crate::config::Config;
 use crate::error::SessionError;
 use crate::wire::{self, PacketIo};
 
 const NATIVE: &[u8] = b"mysql_native_password";
-pub const ER_ACCESS_DENIED: u16 = 1045;
-const ER_NOT_SUPPORTED_AUTH_MODE: u16 = 1251;
 
 /// Capabilities cutover can offer a client (before limiting them to what
 /// the backends offer). No SSL, no compression, no MariaDB extensions.
@@ -44,18 +43,26 @@ pub fn offered_capabilities() -> CapabilityFlags {
 /// What the server side of the greeting says about itself.
 #[derive(Debug, Clone)]
 pub struct ServerIdentity {
+    /// Server version string (the authoritative backend's, once learned).
     pub version: String,
+    /// Capabilities offered to clients.
     pub capabilities: CapabilityFlags,
+    /// Default collation id.
     pub collation: u8,
 }
 
 /// A client that passed authentication.
 #[derive(Debug, Clone)]
 pub struct Login {
+    /// The user name the client logged in as.
     pub user: String,
+    /// Default database from the handshake, if any.
     pub database: Option<String>,
+    /// Capabilities in effect (the client's, limited to what was offered).
     pub capabilities: CapabilityFlags,
+    /// The client's collation id.
     pub collation: u8,
+    /// Connection attributes the client sent, sorted by name.
     pub attributes: Vec<(String, String)>,
     /// Next sequence id to answer with.
     pub seq: u8,
@@ -71,7 +78,18 @@ fn new_scramble() -> [u8; 20] {
     s
 }
 
-/// Greet, authenticate. On failure the ERR has been sent already.
+/// Largest packet accepted before authentication (handshake response,
+/// auth-switch answer), in bytes.
+const PRE_AUTH_LIMIT: usize = 64 * 1024;
+
+/// Greet, authenticate. Returns the login and the scramble the password was
+/// checked against.
+///
+/// # Errors
+/// [`SessionError::AccessDenied`] for a wrong user or password,
+/// [`SessionError::Malformed`] for a client asking for TLS, a pre-4.1
+/// client or an unparsable response, [`SessionError::ClientIo`] when the
+/// client leaves. On failure the ERR has been sent already.
 pub async fn accept(
     client: &mut PacketIo,
     config: &Config,
@@ -79,6 +97,47 @@ pub async fn accept(
     conn_id: u32,
 ) -> Result<(Login, [u8; 20]), SessionError> {
     let scramble = new_scramble();
+    send_greeting(client, identity, conn_id, &scramble).await?;
+    let Some((resp, seq)) = client.read_packet(PRE_AUTH_LIMIT).await.map_err(read_err)? else {
+        return Err(SessionError::ClientIo(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "client left during handshake",
+        )));
+    };
+    let mut seq = seq.wrapping_add(1);
+    let client_caps = CapabilityFlags::from_bits_truncate(u32::from_le_bytes(
+        resp.get(..4)
+            .and_then(|b| b.try_into().ok())
+            .unwrap_or([0; 4]),
+    ));
+    refuse_unsupported(client, seq, client_caps, resp.len()).await?;
+    let hs = HandshakeResponse::deserialize((), &mut ParseBuf(&resp))
+        .map_err(|e| SessionError::Malformed(format!("handshake response: {e}")))?;
+    let user = String::from_utf8_lossy(hs.user()).into_owned();
+    let native = matches!(
+        hs.auth_plugin(),
+        None | Some(AuthPlugin::MysqlNativePassword)
+    );
+    let mut auth_data = hs.scramble_buf().to_vec();
+    if !native {
+        // e.g. caching_sha2_password: ask the client to answer the native way.
+        (auth_data, seq) = switch_to_native(client, seq, &scramble).await?;
+    }
+    let capabilities = client_caps & identity.capabilities;
+    if !verify(config, &user, &scramble, &auth_data) {
+        deny(client, seq, &user, !auth_data.is_empty()).await?;
+        return Err(SessionError::AccessDenied(user));
+    }
+    Ok((login(&hs, user, capabilities, seq), scramble))
+}
+
+/// The initial handshake packet (protocol 10) announcing `identity`.
+async fn send_greeting(
+    client: &mut PacketIo,
+    identity: &ServerIdentity,
+    conn_id: u32,
+    scramble: &[u8; 20],
+) -> Result<(), SessionError> {
     let mut tail = scramble[8..].to_vec();
     tail.push(0);
     let greeting = HandshakePacket::new(
@@ -95,69 +154,61 @@ pub async fn accept(
     let mut payload = Vec::with_capacity(128);
     greeting.serialize(&mut payload);
     client.send_packet(0, &payload).await?;
+    Ok(())
+}
 
-    let Some((resp, seq)) = client.read_packet(64 * 1024).await.map_err(read_err)? else {
-        return Err(SessionError::ClientIo(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "client left during handshake",
-        )));
-    };
-    let mut seq = seq.wrapping_add(1);
-    let client_caps = CapabilityFlags::from_bits_truncate(u32::from_le_bytes(
-        resp.get(..4)
-            .and_then(|b| b.try_into().ok())
-            .unwrap_or([0; 4]),
-    ));
-    if client_caps.contains(CapabilityFlags::CLIENT_SSL) && resp.len() <= 32 {
+/// Refuse what cutover cannot serve with ER_NOT_SUPPORTED_AUTH_MODE: an
+/// SSLRequest (a short response with CLIENT_SSL) and pre-4.1 clients.
+async fn refuse_unsupported(
+    client: &mut PacketIo,
+    seq: u8,
+    caps: CapabilityFlags,
+    response_len: usize,
+) -> Result<(), SessionError> {
+    let (msg, why) = if caps.contains(CapabilityFlags::CLIENT_SSL) && response_len <= 32 {
         let msg = "cutover does not offer TLS on its MySQL port; connect without SSL (e.g. ssl-mode=DISABLED/PREFERRED)";
-        client
-            .send_packet(
-                seq,
-                &wire::err_payload(ER_NOT_SUPPORTED_AUTH_MODE, "08004", msg),
-            )
-            .await?;
-        return Err(SessionError::Malformed("client requested TLS".into()));
-    }
-    if !client_caps.contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
+        (msg, "client requested TLS")
+    } else if !caps.contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
         let msg = "cutover needs a client speaking protocol 4.1 or newer";
-        client
-            .send_packet(
-                seq,
-                &wire::err_payload(ER_NOT_SUPPORTED_AUTH_MODE, "08004", msg),
-            )
-            .await?;
-        return Err(SessionError::Malformed("pre-4.1 client".into()));
-    }
-    let hs = HandshakeResponse::deserialize((), &mut ParseBuf(&resp))
-        .map_err(|e| SessionError::Malformed(format!("handshake response: {e}")))?;
-    let user = String::from_utf8_lossy(hs.user()).into_owned();
-    let native = matches!(
-        hs.auth_plugin(),
-        None | Some(AuthPlugin::MysqlNativePassword)
-    );
-    let mut auth_data = hs.scramble_buf().to_vec();
-    if !native {
-        // e.g. caching_sha2_password: ask the client to answer the native way.
-        let mut switch = Vec::with_capacity(48);
-        switch.push(0xFE);
-        switch.extend_from_slice(NATIVE);
-        switch.push(0);
-        switch.extend_from_slice(&scramble);
-        switch.push(0);
-        client.send_packet(seq, &switch).await?;
-        let Some((answer, s)) = client.read_packet(64 * 1024).await.map_err(read_err)? else {
-            return Err(SessionError::Malformed(
-                "client left during auth switch".into(),
-            ));
-        };
-        seq = s.wrapping_add(1);
-        auth_data = answer;
-    }
-    let capabilities = client_caps & identity.capabilities;
-    if !verify(config, &user, &scramble, &auth_data) {
-        deny(client, seq, &user, !auth_data.is_empty()).await?;
-        return Err(SessionError::AccessDenied(user));
-    }
+        (msg, "pre-4.1 client")
+    } else {
+        return Ok(());
+    };
+    client
+        .send_packet(seq, &ER_NOT_SUPPORTED_AUTH_MODE.payload(msg))
+        .await?;
+    Err(SessionError::Malformed(why.into()))
+}
+
+/// Ask the client to answer `scramble` with mysql_native_password (an
+/// AuthSwitchRequest); returns its answer and the next sequence id.
+async fn switch_to_native(
+    client: &mut PacketIo,
+    seq: u8,
+    scramble: &[u8; 20],
+) -> Result<(Vec<u8>, u8), SessionError> {
+    let mut switch = Vec::with_capacity(48);
+    switch.push(0xFE);
+    switch.extend_from_slice(NATIVE);
+    switch.push(0);
+    switch.extend_from_slice(scramble);
+    switch.push(0);
+    client.send_packet(seq, &switch).await?;
+    let Some((answer, s)) = client.read_packet(PRE_AUTH_LIMIT).await.map_err(read_err)? else {
+        return Err(SessionError::Malformed(
+            "client left during auth switch".into(),
+        ));
+    };
+    Ok((answer, s.wrapping_add(1)))
+}
+
+/// The [`Login`] of an authenticated handshake response.
+fn login(
+    hs: &HandshakeResponse<'_>,
+    user: String,
+    capabilities: CapabilityFlags,
+    seq: u8,
+) -> Login {
     let database = hs
         .db_name()
         .filter(|d| !d.is_empty() && capabilities.contains(CapabilityFlags::CLIENT_CONNECT_WITH_DB))
@@ -168,17 +219,14 @@ pub async fn accept(
         .into_iter()
         .collect();
     attributes.sort();
-    Ok((
-        Login {
-            user,
-            database,
-            capabilities,
-            collation: hs.collation(),
-            attributes,
-            seq,
-        },
-        scramble,
-    ))
+    Login {
+        user,
+        database,
+        capabilities,
+        collation: hs.collation(),
+        attributes,
+        seq,
+    }
 }
 
 fn read_err(e: wire::ReadError) -> SessionError {
@@ -204,6 +252,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Send ER_ACCESS_DENIED_ERROR worded like the server's
+/// (`Access denied for user 'u'@'host' (using password: YES)`).
+///
+/// # Errors
+/// The client write error.
 pub async fn deny(
     client: &mut PacketIo,
     seq: u8,
@@ -219,7 +272,7 @@ pub async fn deny(
         if with_password { "YES" } else { "NO" }
     );
     client
-        .send_packet(seq, &wire::err_payload(ER_ACCESS_DENIED, "28000", &msg))
+        .send_packet(seq, &ER_ACCESS_DENIED_ERROR.payload(&msg))
         .await?;
     Ok(())
 }
@@ -227,15 +280,22 @@ pub async fn deny(
 /// A parsed COM_CHANGE_USER.
 #[derive(Debug)]
 pub struct ChangeUser {
+    /// The new user name.
     pub user: String,
+    /// Auth response (a mysql_native_password scramble answer: 20 bytes).
     pub auth: Vec<u8>,
+    /// The new default database, if any.
     pub database: Option<String>,
+    /// The new collation id, if sent.
     pub collation: Option<u8>,
+    /// The auth plugin the client used, if sent.
     pub plugin: Option<Vec<u8>>,
 }
 
-pub fn parse_change_user(payload: &[u8], caps: CapabilityFlags) -> Option<ChangeUser> {
-    let mut b = payload.get(1..)?;
+/// Parse the body of a COM_CHANGE_USER (after the command byte); `None` if
+/// it is truncated.
+pub fn parse_change_user(body: &[u8], caps: CapabilityFlags) -> Option<ChangeUser> {
+    let mut b = body;
     let take_cstr = |b: &mut &[u8]| -> Option<Vec<u8>> {
         let n = b.iter().position(|&c| c == 0)?;
         let s = b[..n].to_vec();
@@ -271,7 +331,12 @@ pub fn parse_change_user(payload: &[u8], caps: CapabilityFlags) -> Option<Change
 }
 
 /// Authenticate a COM_CHANGE_USER; switches plugins like the first login.
-/// Returns the next sequence id on success; the ERR is sent on failure.
+/// Returns the next sequence id on success.
+///
+/// # Errors
+/// [`SessionError::AccessDenied`] (the ERR is sent),
+/// [`SessionError::Malformed`] when the client leaves mid-switch,
+/// [`SessionError::ClientIo`] on a broken client connection.
 pub async fn change_user(
     client: &mut PacketIo,
     config: &Config,
@@ -286,19 +351,7 @@ pub async fn change_user(
         .is_none_or(|p| p == NATIVE || p.is_empty());
     if !native {
         *scramble = new_scramble();
-        let mut switch = vec![0xFE];
-        switch.extend_from_slice(NATIVE);
-        switch.push(0);
-        switch.extend_from_slice(&scramble[..]);
-        switch.push(0);
-        client.send_packet(seq, &switch).await?;
-        let Some((a, s)) = client.read_packet(64 * 1024).await.map_err(read_err)? else {
-            return Err(SessionError::Malformed(
-                "client left during auth switch".into(),
-            ));
-        };
-        answer = a;
-        seq = s.wrapping_add(1);
+        (answer, seq) = switch_to_native(client, seq, scramble).await?;
     }
     if !verify(config, &cu.user, scramble, &answer) {
         deny(client, seq, &cu.user, !answer.is_empty()).await?;

@@ -4,12 +4,12 @@
 use tracing::info;
 
 use super::Session;
+use crate::codes;
+use crate::command;
 use crate::error::SessionError;
 use crate::pattern::Side;
 use crate::response::ResponseKind;
 use crate::wire;
-
-const ER_NO_SUCH_THREAD: u16 = 1094;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Kill {
@@ -58,7 +58,7 @@ impl Session {
     pub(super) async fn kill(&mut self, kill: Kill) -> Result<(), SessionError> {
         let Some(threads) = self.shared.sessions.threads(kill.id) else {
             let msg = format!("Unknown thread id: {}", kill.id);
-            return self.reply_err(ER_NO_SUCH_THREAD, "HY000", &msg).await;
+            return self.reply_err(codes::ER_NO_SUCH_THREAD, &msg).await;
         };
         info!(
             target_conn = kill.id,
@@ -71,15 +71,12 @@ impl Session {
             let Some(thread) = threads[side.index()] else {
                 continue;
             };
-            if self.ensure_backend(side).await.is_err() {
-                continue;
-            }
             let what = if kill.query_only { "QUERY " } else { "" };
-            let sql = format!("\x03KILL {what}{thread}");
-            let Some(b) = self.backends[side.index()].as_mut() else {
+            let sql = command::query(format!("KILL {what}{thread}"));
+            let Ok(b) = self.backends.ensure(side).await else {
                 continue;
             };
-            match b.run(sql.as_bytes(), ResponseKind::Query).await {
+            match b.run(&sql, ResponseKind::Query).await {
                 Ok(s) => match s.err {
                     None => done = true,
                     Some(e) => {
@@ -97,7 +94,10 @@ impl Session {
             return Ok(());
         }
         let e = first_err.expect("checked");
-        self.reply_err(e.code, &e.state, &e.message).await
+        self.client
+            .send_packet(1, &wire::err_payload(e.code, &e.state, &e.message))
+            .await?;
+        Ok(())
     }
 }
 

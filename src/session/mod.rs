@@ -1,41 +1,50 @@
-//! One client session: authentication, the command loop, session state,
-//! prepared statements and transaction bookkeeping.
+//! One client session: the login, the command loop, and one `on_*` handler
+//! per command.
+//!
+//! A session owns its client connection and its `Backends` (one pinned
+//! connection per side, opened on demand), its `TxnGate` (the pattern a
+//! statement runs under) and its `Secondary` (the mirror side). Statement
+//! execution is in `exec`, prepared statements in `prepared`.
 
+#![warn(missing_docs)]
+
+mod backends;
 mod exec;
 pub mod handshake;
 mod kill;
 mod metrics;
-mod mirror;
 pub mod prepared;
+mod secondary;
 pub mod state;
+#[cfg(test)]
+mod tests;
+mod txn;
 
 use std::sync::Arc;
 
 use mysql_common::constants::StatusFlags;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::backend::Backend;
+use crate::backend::ConnectParams;
 use crate::classify::{self, Class};
+use crate::codes::{self, ErrorCode};
+use crate::command::{Com, Command, ParseError};
 use crate::error::SessionError;
-use crate::pattern::{InFlight, Pattern, Side};
-use crate::proxy::Shared;
+use crate::pattern::Pattern;
 use crate::response::ResponseKind;
+use crate::shared::Shared;
 use crate::wire::{self, PacketIo, ReadError};
 
+use backends::Backends;
 use handshake::Login;
-use prepared::Statements;
-use state::SessionState;
+use secondary::Secondary;
+use txn::TxnGate;
 
-const ER_UNKNOWN_COM_ERROR: u16 = 1047;
-const ER_NET_PACKET_TOO_LARGE: u16 = 1153;
-const ER_UNKNOWN_STMT_HANDLER: u16 = 1243;
-const ER_WRONG_ARGUMENTS: u16 = 1210;
-const ER_MAX_PREPARED_STMT_COUNT_REACHED: u16 = 1461;
-
-/// Serve one accepted client until it quits, fails, or shutdown is asked.
-pub async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: watch::Receiver<bool>) {
+/// Serve one accepted client until it quits, fails, or `shutdown` is
+/// cancelled (checked between commands: a running statement finishes).
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: CancellationToken) {
     let conn_id = shared.next_conn_id();
     let peer = stream
         .peer_addr()
@@ -73,23 +82,21 @@ enum Flow {
     Quit,
 }
 
+/// One authenticated client and everything it owns.
 pub struct Session {
     shared: Arc<Shared>,
     client: PacketIo,
     conn_id: u32,
     login: Login,
+    /// The scramble the client's password was last checked against.
     scramble: [u8; 20],
-    backends: [Option<Backend>; 2],
-    state: SessionState,
-    stmts: Statements,
-    /// The pattern a running transaction started under (kept until it ends).
-    txn_pattern: Option<Pattern>,
-    /// Held while a transaction / autocommit statement runs (pattern gate).
-    unit: Option<InFlight>,
+    /// Backend connections, replayable session state, prepared statements.
+    backends: Backends,
+    /// The open transaction's frozen pattern and the pattern gate unit.
+    gate: TxnGate,
+    /// The mirror side.
+    secondary: Secondary,
     metrics: metrics::StatementMetrics,
-    /// The mirror side was lost or skipped inside the current transaction:
-    /// do not reopen it before the transaction ends.
-    mirror_suspended: bool,
 }
 
 impl Session {
@@ -104,22 +111,9 @@ impl Session {
         let (login, scramble) =
             handshake::accept(&mut client, &shared.config, &identity, conn_id).await?;
         let seq = login.seq;
-        let mut session = Session {
-            state: SessionState::new(login.database.clone()),
-            shared,
-            client,
-            conn_id,
-            login,
-            scramble,
-            backends: [None, None],
-            stmts: Statements::default(),
-            txn_pattern: None,
-            unit: None,
-            metrics: metrics::StatementMetrics::default(),
-            mirror_suspended: false,
-        };
+        let mut session = Session::new(shared, client, conn_id, login, scramble);
         let primary = session.shared.pattern.load().primary();
-        if let Err(e) = session.ensure_backend(primary).await {
+        if let Err(e) = session.backends.ensure(primary).await {
             session.client.send_packet(seq, &e.to_err_payload()).await?;
             return Err(e.into());
         }
@@ -131,15 +125,46 @@ impl Session {
         Ok(Some(session))
     }
 
-    async fn run(&mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), SessionError> {
+    /// A logged-in session with no backend connection yet.
+    fn new(
+        shared: Arc<Shared>,
+        client: PacketIo,
+        conn_id: u32,
+        login: Login,
+        scramble: [u8; 20],
+    ) -> Session {
+        let params = ConnectParams {
+            capabilities: login.capabilities,
+            collation: login.collation,
+            database: login.database.clone(),
+            max_packet: shared.config.limits.max_allowed_packet as u32,
+            timeout: shared.connect_timeout(),
+            attributes: login.attributes.clone(),
+        };
+        Session {
+            backends: Backends::new(shared.clone(), conn_id, params),
+            gate: TxnGate::default(),
+            secondary: Secondary::new(shared.clone()),
+            metrics: metrics::StatementMetrics::default(),
+            shared,
+            client,
+            conn_id,
+            login,
+            scramble,
+        }
+    }
+
+    /// The command loop: read a packet, dispatch it, until the client quits,
+    /// fails, or `shutdown` is cancelled between two commands.
+    async fn run(&mut self, shutdown: CancellationToken) -> Result<(), SessionError> {
         let limit = self.shared.config.limits.max_allowed_packet;
         loop {
-            if *shutdown.borrow() {
+            if shutdown.is_cancelled() {
                 return Ok(());
             }
             let packet = tokio::select! {
                 biased;
-                _ = shutdown.changed() => return Ok(()),
+                _ = shutdown.cancelled() => return Ok(()),
                 p = self.client.read_packet(limit) => p,
             };
             let payload = match packet {
@@ -147,212 +172,118 @@ impl Session {
                 Ok(None) => return Ok(()),
                 Err(ReadError::TooLarge) => {
                     let msg = "Got a packet bigger than 'max_allowed_packet' bytes";
-                    self.reply_err(ER_NET_PACKET_TOO_LARGE, "08S01", msg)
-                        .await?;
+                    self.reply_err(codes::ER_NET_PACKET_TOO_LARGE, msg).await?;
                     return Err(SessionError::PacketTooLarge);
                 }
                 Err(ReadError::Io(e)) => return Err(e.into()),
             };
-            if payload.is_empty() {
-                return Err(SessionError::Malformed("empty command packet".into()));
-            }
-            match self.command(&payload).await? {
-                Flow::Continue => {}
-                Flow::Quit => return Ok(()),
+            if let Flow::Quit = self.dispatch(&payload).await? {
+                return Ok(());
             }
         }
     }
 
-    async fn command(&mut self, payload: &[u8]) -> Result<Flow, SessionError> {
-        match payload[0] {
-            0x01 => return Ok(Flow::Quit),
-            0x02 => {
-                let db = String::from_utf8_lossy(&payload[1..]).into_owned();
-                self.session_command(payload, ResponseKind::Single, exec::Remember::Database(db))
-                    .await?
+    /// Parse one client packet and run its command; `payload` (command byte
+    /// included) is what gets relayed.
+    async fn dispatch(&mut self, payload: &[u8]) -> Result<Flow, SessionError> {
+        let command = match Command::parse(payload) {
+            Ok(c) => c,
+            Err(ParseError::Empty) => {
+                return Err(SessionError::Malformed("empty command packet".into()))
             }
-            0x03 => {
-                if let Some(kill) = kill::parse(&payload[1..]) {
-                    self.kill(kill).await?;
-                    return Ok(Flow::Continue);
-                }
-                let c = classify::classify(&payload[1..]);
-                let remember = match (&c.use_db, c.class) {
-                    (Some(db), _) => exec::Remember::Database(db.clone()),
-                    (None, Class::SessionState) => exec::Remember::Statement,
-                    _ => exec::Remember::Nothing,
-                };
-                let cmd = exec::Cmd::Raw(payload);
-                self.statement(cmd, c.class, c.tx, remember).await?
+            Err(ParseError::Short(com)) => {
+                self.on_short_packet(com).await?;
+                return Ok(Flow::Continue);
             }
-            0x04 => self.primary_only(payload, ResponseKind::Rows).await?,
-            0x09 | 0x0E => self.primary_only(payload, ResponseKind::Single).await?,
-            0x11 => return self.change_user(payload).await,
-            0x16 => self.prepare(payload).await?,
-            0x17 => self.execute(payload).await?,
-            0x18 => self.long_data(payload).await?,
-            0x19 => self.close_statement(payload).await,
-            0x1A => self.reset_statement(payload).await?,
-            0x1B => {
-                let opt = payload.get(1..3).map(|b| u16::from_le_bytes([b[0], b[1]]));
-                match opt {
-                    Some(o) => {
-                        self.session_command(
-                            payload,
-                            ResponseKind::Single,
-                            exec::Remember::SetOption(o),
-                        )
-                        .await?
-                    }
-                    None => {
-                        self.reply_err(ER_WRONG_ARGUMENTS, "HY000", "Malformed COM_SET_OPTION")
-                            .await?
-                    }
-                }
+        };
+        match command {
+            Command::Quit => return Ok(Flow::Quit),
+            Command::ChangeUser(body) => return self.on_change_user(body).await,
+            Command::Query(sql) => self.on_query(payload, sql).await?,
+            Command::InitDb(db) => self.on_init_db(payload, db).await?,
+            Command::FieldList => self.primary_only(payload, ResponseKind::Rows).await?,
+            Command::Statistics | Command::Ping => {
+                self.primary_only(payload, ResponseKind::Single).await?
             }
-            0x1C => self.fetch(payload).await?,
-            0x1F => {
-                self.session_command(payload, ResponseKind::Single, exec::Remember::Reset)
-                    .await?
-            }
-            other => {
-                debug!(command = other, "unsupported command");
-                self.reply_err(ER_UNKNOWN_COM_ERROR, "08S01", "Unknown command")
+            Command::SetOption(option) => self.on_set_option(payload, option).await?,
+            Command::ResetConnection => self.on_reset_connection(payload).await?,
+            Command::StmtPrepare(sql) => self.on_stmt_prepare(payload, sql).await?,
+            Command::StmtExecute(id) => self.on_stmt_execute(payload, id).await?,
+            Command::StmtSendLongData(id) => self.on_stmt_send_long_data(payload, id).await,
+            Command::StmtClose(id) => self.on_stmt_close(payload, id).await,
+            Command::StmtReset(id) => self.on_stmt_reset(payload, id).await?,
+            Command::StmtFetch(id) => self.on_stmt_fetch(payload, id).await?,
+            Command::Unsupported(byte) => {
+                debug!(command = byte, "unsupported command");
+                self.reply_err(codes::ER_UNKNOWN_COM_ERROR, "Unknown command")
                     .await?
             }
         }
         Ok(Flow::Continue)
     }
 
-    async fn reply_err(&mut self, code: u16, state: &str, msg: &str) -> Result<(), SessionError> {
-        self.client
-            .send_packet(1, &wire::err_payload(code, state, msg))
-            .await?;
-        Ok(())
-    }
-
-    fn statement_id(&self, payload: &[u8]) -> Option<u32> {
-        let id = payload
-            .get(1..5)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))?;
-        Some(self.stmts.resolve(id))
-    }
-
-    async fn unknown_statement(&mut self, id: u32, what: &str) -> Result<(), SessionError> {
-        let msg = format!("Unknown prepared statement handler ({id}) given to {what}");
-        self.reply_err(ER_UNKNOWN_STMT_HANDLER, "HY000", &msg).await
-    }
-
-    async fn prepare(&mut self, payload: &[u8]) -> Result<(), SessionError> {
-        if self.stmts.len() >= prepared::MAX_STATEMENTS {
-            let msg =
-                "Can't create more than max_prepared_stmt_count statements (current value: 16382)";
-            return self
-                .reply_err(ER_MAX_PREPARED_STMT_COUNT_REACHED, "42000", msg)
-                .await;
-        }
-        let class = classify::classify_class(&payload[1..]);
-        self.prepare_statement(payload, class).await
-    }
-
-    async fn execute(&mut self, payload: &[u8]) -> Result<(), SessionError> {
-        let Some(id) = self.statement_id(payload) else {
-            return self
-                .reply_err(
-                    ER_WRONG_ARGUMENTS,
-                    "HY000",
-                    "Incorrect arguments to mysqld_stmt_execute",
-                )
-                .await;
-        };
-        let Some(class) = self.stmts.get_mut(id).map(|s| s.class) else {
-            return self.unknown_statement(id, "mysqld_stmt_execute").await;
-        };
-        let tx = (class == Class::Transaction).then_some(classify::TxKind::Other);
-        self.statement(
-            exec::Cmd::Execute { id, payload },
-            class,
-            tx,
-            exec::Remember::Nothing,
-        )
-        .await
-    }
-
-    async fn long_data(&mut self, payload: &[u8]) -> Result<(), SessionError> {
-        // No response is ever sent for SEND_LONG_DATA; errors surface at execute.
-        let Some(id) = self.statement_id(payload) else {
-            return Ok(());
-        };
-        let Some(class) = self.stmts.get_mut(id).map(|s| s.class) else {
-            return Ok(());
-        };
-        let pattern = self.current_pattern();
-        let plan = crate::route::plan(pattern, class);
-        for side in std::iter::once(plan.primary).chain(plan.mirror) {
-            self.send_to_statement(side, id, payload).await;
-        }
-        Ok(())
-    }
-
-    async fn close_statement(&mut self, payload: &[u8]) {
-        let Some(id) = self.statement_id(payload) else {
-            return;
-        };
-        let Some(stmt) = self.stmts.remove(id) else {
-            return;
-        };
-        for side in [Side::Source, Side::Destination] {
-            if let (Some(p), Some(b)) = (
-                stmt.with_id(side, payload),
-                self.backends[side.index()].as_mut(),
-            ) {
-                if let Err(e) = b.send(&p).await {
-                    debug!("closing statement on {side}: {e}");
-                    self.drop_backend(side);
-                }
+    /// A packet too short for its command: what the server would answer
+    /// (nothing for the commands that never get an answer).
+    async fn on_short_packet(&mut self, com: Com) -> Result<(), SessionError> {
+        match com {
+            Com::COM_STMT_EXECUTE => self.reply_malformed_execute().await,
+            Com::COM_STMT_RESET => self.unknown_statement(0, "mysqld_stmt_reset").await,
+            Com::COM_STMT_FETCH => self.unknown_statement(0, "mysqld_stmt_fetch").await,
+            Com::COM_SET_OPTION => {
+                self.reply_err(codes::ER_WRONG_ARGUMENTS, "Malformed COM_SET_OPTION")
+                    .await
             }
+            _ => Ok(()), // SEND_LONG_DATA, STMT_CLOSE: no response by protocol
         }
     }
 
-    async fn reset_statement(&mut self, payload: &[u8]) -> Result<(), SessionError> {
-        let Some(id) = self
-            .statement_id(payload)
-            .filter(|id| self.stmts.get_mut(*id).is_some())
-        else {
-            let id = self.statement_id(payload).unwrap_or(0);
-            return self.unknown_statement(id, "mysqld_stmt_reset").await;
-        };
-        let primary = self.current_pattern().primary();
-        for side in [primary.other()] {
-            if let (Some(p), Some(b)) = (
-                self.stmts
-                    .get_mut(id)
-                    .and_then(|s| s.with_id(side, payload)),
-                self.backends[side.index()].as_mut(),
-            ) {
-                if b.run(&p, ResponseKind::Single).await.is_err() {
-                    self.drop_backend(side);
-                }
-            }
+    /// COM_QUERY: KILL of a cutover connection id is translated; everything
+    /// else is classified and run under the pattern.
+    async fn on_query(&mut self, payload: &[u8], sql: &[u8]) -> Result<(), SessionError> {
+        if let Some(kill) = kill::parse(sql) {
+            return self.kill(kill).await;
         }
-        self.statement_on_primary(id, payload, ResponseKind::Single)
+        let c = classify::classify(sql);
+        let remember = match (c.use_db, c.class) {
+            (Some(db), _) => exec::Remember::Database(db),
+            (None, Class::SessionState) => exec::Remember::Statement,
+            _ => exec::Remember::Nothing,
+        };
+        self.statement(exec::Cmd::Raw(payload), c.class, c.tx, remember)
             .await
     }
 
-    async fn fetch(&mut self, payload: &[u8]) -> Result<(), SessionError> {
-        let Some(id) = self
-            .statement_id(payload)
-            .filter(|id| self.stmts.get_mut(*id).is_some())
-        else {
-            let id = self.statement_id(payload).unwrap_or(0);
-            return self.unknown_statement(id, "mysqld_stmt_fetch").await;
-        };
-        self.statement_on_primary(id, payload, ResponseKind::Rows)
+    /// COM_INIT_DB: like `USE`, applied to every open backend and remembered.
+    async fn on_init_db(&mut self, payload: &[u8], db: &[u8]) -> Result<(), SessionError> {
+        let db = String::from_utf8_lossy(db).into_owned();
+        let remember = exec::Remember::Database(db);
+        self.session_command(payload, ResponseKind::Single, remember)
             .await
     }
 
-    async fn change_user(&mut self, payload: &[u8]) -> Result<Flow, SessionError> {
-        let Some(cu) = handshake::parse_change_user(payload, self.login.capabilities) else {
+    /// COM_SET_OPTION: applied to every open backend and remembered.
+    async fn on_set_option(&mut self, payload: &[u8], option: u16) -> Result<(), SessionError> {
+        let remember = exec::Remember::SetOption(option);
+        self.session_command(payload, ResponseKind::Single, remember)
+            .await
+    }
+
+    /// COM_RESET_CONNECTION: every open backend, session state forgotten.
+    async fn on_reset_connection(&mut self, payload: &[u8]) -> Result<(), SessionError> {
+        self.session_command(payload, ResponseKind::Single, exec::Remember::Reset)
+            .await
+    }
+
+    /// Send an ERR packet (sequence 1) for an error the proxy detected itself.
+    async fn reply_err(&mut self, code: ErrorCode, msg: &str) -> Result<(), SessionError> {
+        self.client.send_packet(1, &code.payload(msg)).await?;
+        Ok(())
+    }
+
+    /// COM_CHANGE_USER: re-authenticate, then start over with fresh backend
+    /// connections and empty session state. A denied change closes the session.
+    async fn on_change_user(&mut self, body: &[u8]) -> Result<Flow, SessionError> {
+        let Some(cu) = handshake::parse_change_user(body, self.login.capabilities) else {
             return Err(SessionError::Malformed("COM_CHANGE_USER".into()));
         };
         let seq = match handshake::change_user(
@@ -370,23 +301,14 @@ impl Session {
             }
             Err(e) => return Err(e),
         };
-        for side in [Side::Source, Side::Destination] {
-            if let Some(b) = self.backends[side.index()].take() {
-                b.quit().await;
-                self.shared.sessions.set(self.conn_id, side, None);
-            }
-        }
+        self.backends.change_user(cu.database, cu.collation).await;
         self.login.user = cu.user;
         if let Some(c) = cu.collation {
             self.login.collation = c;
         }
-        self.state = SessionState::new(cu.database);
-        self.stmts.clear();
-        self.txn_pattern = None;
-        self.unit = None;
-        self.mirror_suspended = false;
+        self.gate.reset();
         let primary = self.current_pattern().primary();
-        if let Err(e) = self.ensure_backend(primary).await {
+        if let Err(e) = self.backends.ensure(primary).await {
             self.client.send_packet(seq, &e.to_err_payload()).await?;
             return Ok(Flow::Quit);
         }
@@ -399,17 +321,14 @@ impl Session {
 
     /// The pattern for the next statement: the running transaction's, or the current one.
     fn current_pattern(&self) -> Pattern {
-        self.txn_pattern
+        self.gate
+            .transaction_pattern()
             .unwrap_or_else(|| self.shared.pattern.load())
     }
 
+    /// Log every backend connection out and close the client's.
     async fn close(mut self) {
-        self.shared.sessions.remove(self.conn_id);
-        for side in [Side::Source, Side::Destination] {
-            if let Some(b) = self.backends[side.index()].take() {
-                b.quit().await;
-            }
-        }
+        self.backends.quit_all().await;
         self.client.shutdown().await;
         debug!(conn = self.conn_id, "closed");
     }

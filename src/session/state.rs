@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 /// Most distinct session-state statements remembered per session.
 const MAX_RECORDED: usize = 1024;
 
+/// What a new backend connection is brought to (see the module docs).
 #[derive(Debug, Default, Clone)]
 pub struct SessionState {
     /// Current default database (handshake, USE, COM_INIT_DB).
@@ -20,6 +21,7 @@ pub struct SessionState {
 }
 
 impl SessionState {
+    /// A fresh session's state: only a default database, if any.
     pub fn new(database: Option<String>) -> Self {
         SessionState {
             database,
@@ -43,6 +45,7 @@ impl SessionState {
         self.statements.push_back(sql.to_vec());
     }
 
+    /// The recorded statements in replay order (oldest first).
     pub fn statements(&self) -> impl Iterator<Item = &[u8]> {
         self.statements.iter().map(|s| s.as_slice())
     }

@@ -6,10 +6,10 @@ pub mod raw;
 use std::sync::Arc;
 
 use cutover::config::Config;
-use cutover::listener::Proxy;
+use cutover::listener::Listener;
 use cutover::pattern::{Pattern, PatternHandle};
 use cutover::stats::{DataPathStats, StatsSnapshot};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::support::Pair;
 
@@ -17,7 +17,7 @@ pub struct TestProxy {
     pub port: u16,
     pub pattern: PatternHandle,
     pub stats: Arc<DataPathStats>,
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -53,13 +53,13 @@ impl TestProxy {
         pattern: PatternHandle,
         stats: Arc<DataPathStats>,
     ) -> TestProxy {
-        let proxy = Proxy::bind(Arc::new(cfg), pattern.clone(), stats.clone())
+        let proxy = Listener::bind(Arc::new(cfg), pattern.clone(), stats.clone())
             .await
             .expect("bind");
         let port = proxy.local_addr().port();
         proxy.probe_source().await;
-        let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(proxy.run(rx));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(proxy.run(stop.clone()));
         TestProxy {
             port,
             pattern,
@@ -95,7 +95,7 @@ impl TestProxy {
     }
 
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         let _ = self.task.await;
     }
 }

@@ -1,5 +1,8 @@
 //! What every session shares: configuration, the pattern handle, counters,
-//! the identity shown to clients and per-backend health (back-off).
+//! the identity shown to clients, the KILL registry and the per-backend
+//! connect back-off.
+
+#![warn(missing_docs)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -14,18 +17,25 @@ use crate::pattern::{PatternHandle, Side};
 use crate::session::handshake::{offered_capabilities, ServerIdentity};
 use crate::stats::DataPathStats;
 
+/// State shared by the listener and every client session (one per process).
 pub struct Shared {
+    /// The configuration the process started with.
     pub config: Arc<Config>,
+    /// The current pattern and drain gate (written by the control plane).
     pub pattern: PatternHandle,
+    /// Counters the control plane reads.
     pub stats: Arc<DataPathStats>,
     identity: ArcSwap<ServerIdentity>,
-    pub health: [BackendHealth; 2],
+    /// Connect back-off per side (index = [`Side::index`]).
+    pub backoff: [ConnectBackoff; 2],
     /// Client connection id → its backend thread ids (for KILL).
     pub sessions: SessionRegistry,
     next_conn_id: AtomicU32,
 }
 
 impl Shared {
+    /// The state for a process serving `config`; the greeting identity starts
+    /// as a MariaDB 10.11 placeholder until a backend's greeting is learned.
     pub fn new(config: Arc<Config>, pattern: PatternHandle, stats: Arc<DataPathStats>) -> Self {
         Shared {
             config,
@@ -36,12 +46,13 @@ impl Shared {
                 capabilities: offered_capabilities(),
                 collation: 45,
             }),
-            health: [BackendHealth::default(), BackendHealth::default()],
+            backoff: [ConnectBackoff::default(), ConnectBackoff::default()],
             sessions: SessionRegistry::default(),
             next_conn_id: AtomicU32::new(1),
         }
     }
 
+    /// The configured connection settings of `side`.
     pub fn backend_config(&self, side: Side) -> &BackendConfig {
         match side {
             Side::Source => &self.config.source,
@@ -49,10 +60,12 @@ impl Shared {
         }
     }
 
+    /// A fresh connection id for a client greeting (1, 2, …; wraps at 2^32).
     pub fn next_conn_id(&self) -> u32 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// What the next greeting announces (version, capabilities, collation).
     pub fn identity(&self) -> Arc<ServerIdentity> {
         self.identity.load_full()
     }
@@ -78,6 +91,7 @@ impl Shared {
         }
     }
 
+    /// `connect_timeout_ms` as a duration (backend TCP connect + login).
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.config.limits.connect_timeout_ms)
     }
@@ -93,11 +107,13 @@ pub struct SessionRegistry {
 }
 
 impl SessionRegistry {
+    /// Record (or with `None` forget) the backend thread serving `conn_id` on `side`.
     pub fn set(&self, conn_id: u32, side: Side, thread: Option<u32>) {
         let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
         m.entry(conn_id).or_default()[side.index()] = thread;
     }
 
+    /// Forget a client connection that ended.
     pub fn remove(&self, conn_id: u32) {
         self.map
             .lock()
@@ -105,6 +121,7 @@ impl SessionRegistry {
             .remove(&conn_id);
     }
 
+    /// The backend thread ids of `conn_id`, per side; `None` for an unknown id.
     pub fn threads(&self, conn_id: u32) -> Option<[Option<u32>; 2]> {
         self.map
             .lock()
@@ -116,8 +133,10 @@ impl SessionRegistry {
 
 /// Exponential back-off after connect failures, so that a dead
 /// non-authoritative backend does not add a connect timeout to every write.
+/// The wait doubles per consecutive failure from `secondary_backoff_min_ms`
+/// up to `secondary_backoff_max_ms`; one success resets it.
 #[derive(Default)]
-pub struct BackendHealth {
+pub struct ConnectBackoff {
     inner: Mutex<HealthInner>,
 }
 
@@ -128,8 +147,11 @@ struct HealthInner {
     last_error: Option<String>,
 }
 
-impl BackendHealth {
-    /// `Err(last error)` while backing off.
+impl ConnectBackoff {
+    /// Whether a connect may be tried now.
+    ///
+    /// # Errors
+    /// The last connect error (as text) while the back-off wait has not passed.
     pub fn check(&self) -> Result<(), String> {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         match g.retry_at {
@@ -138,6 +160,7 @@ impl BackendHealth {
         }
     }
 
+    /// Record a failed connect: wait `min × 2^(failures-1)`, at most `max`.
     pub fn failed(&self, error: String, min: Duration, max: Duration) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         g.failures = g.failures.saturating_add(1);
@@ -147,6 +170,7 @@ impl BackendHealth {
         g.last_error = Some(error);
     }
 
+    /// Record a successful connect: no wait from now on.
     pub fn succeeded(&self) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if g.failures != 0 || g.retry_at.is_some() {
@@ -161,7 +185,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_resets() {
-        let h = BackendHealth::default();
+        let h = ConnectBackoff::default();
         assert!(h.check().is_ok());
         h.failed(
             "refused".into(),

@@ -1,0 +1,310 @@
+//! Logging in to a backend: TCP connect, the server's greeting, the
+//! handshake response and the authentication exchange (MySQL Client/Server
+//! Protocol, "Connection Phase"); and `ping` (log in, COM_PING, COM_QUIT).
+//!
+//! [`Backend::handshake`] runs over any connected [`PacketIo`], so a TLS
+//! upgrade or an in-memory test transport plugs in before it.
+
+use std::time::{Duration, Instant};
+
+use mysql_common::constants::CapabilityFlags;
+use mysql_common::io::ParseBuf;
+use mysql_common::packets::HandshakePacket;
+use mysql_common::proto::MyDeserialize;
+use mysql_common::scramble::{scramble_native, scramble_sha256};
+use tokio::net::TcpStream;
+
+use super::Backend;
+use crate::command::{self, Com};
+use crate::config::BackendConfig;
+use crate::error::BackendError;
+use crate::pattern::Side;
+use crate::response::{ResponseKind, IN_TRANS};
+use crate::wire::{self, PacketIo};
+
+const NATIVE: &[u8] = b"mysql_native_password";
+const CACHING_SHA2: &[u8] = b"caching_sha2_password";
+
+/// What a backend announced in its greeting.
+#[derive(Debug, Clone)]
+pub struct Greeting {
+    /// Server version string, e.g. `5.5.5-10.11.6-MariaDB`.
+    pub version: String,
+    /// Capabilities the server offers.
+    pub capabilities: CapabilityFlags,
+    /// Default collation id of the server.
+    pub collation: u8,
+}
+
+/// How a session wants its backend connections set up.
+#[derive(Debug, Clone)]
+pub struct ConnectParams {
+    /// Capabilities negotiated with the client (wire-format flags must match).
+    pub capabilities: CapabilityFlags,
+    /// Collation id the client logged in with.
+    pub collation: u8,
+    /// Default database to log in to.
+    pub database: Option<String>,
+    /// Largest packet the backend may send, in bytes.
+    pub max_packet: u32,
+    /// Bound on TCP connect plus login.
+    pub timeout: Duration,
+    /// Connection attributes to pass on (the client's).
+    pub attributes: Vec<(String, String)>,
+}
+
+impl<T> Backend<T> {
+    /// Connect over TCP, authenticate with the configured credentials and
+    /// apply the session's capabilities, collation and default database.
+    ///
+    /// # Errors
+    /// [`BackendError::Connect`] when the TCP connect fails or the whole
+    /// login takes longer than `params.timeout`; otherwise as [`Self::handshake`].
+    pub async fn connect(
+        cfg: &BackendConfig,
+        side: Side,
+        params: &ConnectParams,
+    ) -> Result<(Backend<T>, Greeting), BackendError> {
+        let addr = cfg.address();
+        let login = async {
+            let stream = TcpStream::connect((cfg.host.as_str(), cfg.port))
+                .await
+                .map_err(|e| BackendError::Connect {
+                    side,
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                })?;
+            Self::handshake(PacketIo::new(stream), cfg, side, params).await
+        };
+        match tokio::time::timeout(params.timeout, login).await {
+            Ok(r) => r,
+            Err(_) => Err(BackendError::Connect {
+                side,
+                addr,
+                reason: format!("timed out after {} ms", params.timeout.as_millis()),
+            }),
+        }
+    }
+
+    /// Log in over a connected transport: read the greeting, answer it with
+    /// mysql_native_password credentials, follow an auth switch.
+    ///
+    /// # Errors
+    /// [`BackendError::Server`] for an ERR greeting or a refused login,
+    /// [`BackendError::Io`] when the connection breaks,
+    /// [`BackendError::Protocol`] for a malformed greeting or an auth method
+    /// cutover cannot do (caching_sha2_password full authentication, others).
+    pub async fn handshake(
+        mut io: PacketIo,
+        cfg: &BackendConfig,
+        side: Side,
+        params: &ConnectParams,
+    ) -> Result<(Backend<T>, Greeting), BackendError> {
+        let io_err = |source| BackendError::Io { side, source };
+        let frame = io.expect_frame().await.map_err(io_err)?;
+        if frame.payload().first() == Some(&0xFF) {
+            let err = wire::parse_err(frame.payload());
+            return Err(BackendError::Server { side, err });
+        }
+        let hs = HandshakePacket::deserialize((), &mut ParseBuf(frame.payload()))
+            .map_err(|e| proto(side, format!("bad greeting: {e}")))?;
+        let greeting = Greeting {
+            version: hs.server_version_str().into_owned(),
+            capabilities: hs.capabilities(),
+            collation: hs.default_collation(),
+        };
+        let caps = backend_capabilities(
+            params.capabilities,
+            greeting.capabilities,
+            params.database.is_some(),
+            !params.attributes.is_empty(),
+        );
+        let auth = scramble_native(&hs.nonce(), cfg.password.as_bytes())
+            .map(|a| a.to_vec())
+            .unwrap_or_default();
+        let payload = handshake_response(cfg, params, caps, &auth);
+        io.send_packet(frame.seq().wrapping_add(1), &payload)
+            .await
+            .map_err(io_err)?;
+        let status = authenticate(&mut io, cfg, side).await?;
+        let backend = Backend::new(side, io, hs.connection_id(), caps, status & IN_TRANS != 0);
+        Ok((backend, greeting))
+    }
+}
+
+fn proto(side: Side, reason: String) -> BackendError {
+    BackendError::Protocol { side, reason }
+}
+
+/// The authentication exchange after the handshake response: OK, ERR, an
+/// auth switch, or caching_sha2_password's fast-auth byte. Returns the OK's
+/// status flags.
+async fn authenticate(
+    io: &mut PacketIo,
+    cfg: &BackendConfig,
+    side: Side,
+) -> Result<u16, BackendError> {
+    let io_err = |source| BackendError::Io { side, source };
+    loop {
+        let reply = io.expect_frame().await.map_err(io_err)?;
+        let seq = reply.seq().wrapping_add(1);
+        let p = reply.payload();
+        match p.first() {
+            Some(0x00) => return Ok(wire::parse_ok(p).map(|o| o.status).unwrap_or(0)),
+            Some(0xFF) => return Err(BackendError::Server { side, err: wire::parse_err(p) }),
+            Some(0xFE) => {
+                let answer = auth_switch_answer(cfg, side, &p[1..])?;
+                io.send_packet(seq, &answer).await.map_err(io_err)?;
+            }
+            Some(0x01) => match p.get(1) {
+                Some(0x03) => continue, // caching_sha2 fast auth OK; the OK packet follows
+                Some(0x04) => {
+                    return Err(proto(side, format!(
+                        "backend user `{}` needs caching_sha2_password full authentication (TLS/RSA), which cutover does not do; use mysql_native_password for it",
+                        cfg.user
+                    )))
+                }
+                _ => return Err(proto(side, "unexpected auth data from backend".into())),
+            },
+            _ => return Err(proto(side, "unexpected packet during authentication".into())),
+        }
+    }
+}
+
+/// The scramble for an auth switch request (`plugin NUL data [NUL]`).
+fn auth_switch_answer(
+    cfg: &BackendConfig,
+    side: Side,
+    request: &[u8],
+) -> Result<Vec<u8>, BackendError> {
+    let nul = request
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(request.len());
+    let plugin = &request[..nul];
+    let mut data = request.get(nul + 1..).unwrap_or_default();
+    if data.last() == Some(&0) {
+        data = &data[..data.len() - 1];
+    }
+    let answer = match plugin {
+        NATIVE => scramble_native(data, cfg.password.as_bytes()).map(|a| a.to_vec()),
+        CACHING_SHA2 => scramble_sha256(data, cfg.password.as_bytes()).map(|a| a.to_vec()),
+        other => {
+            return Err(proto(side, format!(
+                "backend user `{}` needs auth plugin {}; cutover supports mysql_native_password and caching_sha2_password (fast path)",
+                cfg.user,
+                String::from_utf8_lossy(other)
+            )))
+        }
+    };
+    Ok(answer.unwrap_or_default())
+}
+
+/// The capabilities cutover asks a backend for: the client's wire-format
+/// choices, limited to what the backend offers, plus what the proxy needs.
+fn backend_capabilities(
+    client: CapabilityFlags,
+    server: CapabilityFlags,
+    with_db: bool,
+    attrs: bool,
+) -> CapabilityFlags {
+    let wanted = CapabilityFlags::CLIENT_LONG_PASSWORD
+        | CapabilityFlags::CLIENT_PROTOCOL_41
+        | CapabilityFlags::CLIENT_SECURE_CONNECTION
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+        | CapabilityFlags::CLIENT_TRANSACTIONS;
+    let mut caps = (client | wanted) & server;
+    caps.remove(
+        CapabilityFlags::CLIENT_SSL
+            | CapabilityFlags::CLIENT_COMPRESS
+            | CapabilityFlags::CLIENT_CONNECT_WITH_DB
+            | CapabilityFlags::CLIENT_CONNECT_ATTRS,
+    );
+    // CLIENT_LONG_PASSWORD doubles as MariaDB's "CLIENT_MYSQL": keep it so the
+    // server speaks the plain MySQL protocol (no MariaDB extended metadata).
+    caps.insert(CapabilityFlags::CLIENT_LONG_PASSWORD);
+    if with_db {
+        caps.insert(CapabilityFlags::CLIENT_CONNECT_WITH_DB);
+    }
+    if attrs && server.contains(CapabilityFlags::CLIENT_CONNECT_ATTRS) {
+        caps.insert(CapabilityFlags::CLIENT_CONNECT_ATTRS);
+    }
+    caps
+}
+
+/// The HandshakeResponse41 payload.
+fn handshake_response(
+    cfg: &BackendConfig,
+    params: &ConnectParams,
+    caps: CapabilityFlags,
+    auth: &[u8],
+) -> Vec<u8> {
+    let mut p = Vec::with_capacity(128);
+    p.extend_from_slice(&caps.bits().to_le_bytes());
+    p.extend_from_slice(&params.max_packet.to_le_bytes());
+    p.push(params.collation);
+    p.extend_from_slice(&[0u8; 23]);
+    p.extend_from_slice(cfg.user.as_bytes());
+    p.push(0);
+    if caps.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA) {
+        wire::put_lenenc_int(&mut p, auth.len() as u64);
+    } else {
+        p.push(auth.len() as u8);
+    }
+    p.extend_from_slice(auth);
+    if caps.contains(CapabilityFlags::CLIENT_CONNECT_WITH_DB) {
+        p.extend_from_slice(params.database.as_deref().unwrap_or("").as_bytes());
+        p.push(0);
+    }
+    p.extend_from_slice(NATIVE);
+    p.push(0);
+    if caps.contains(CapabilityFlags::CLIENT_CONNECT_ATTRS) {
+        let mut attrs = Vec::new();
+        for (k, v) in &params.attributes {
+            wire::put_lenenc_int(&mut attrs, k.len() as u64);
+            attrs.extend_from_slice(k.as_bytes());
+            wire::put_lenenc_int(&mut attrs, v.len() as u64);
+            attrs.extend_from_slice(v.as_bytes());
+        }
+        wire::put_lenenc_int(&mut p, attrs.len() as u64);
+        p.extend_from_slice(&attrs);
+    }
+    p
+}
+
+/// Log in, ping, log out: proves a backend answers with our credentials.
+/// Returns the round trip of the whole exchange and the greeting.
+///
+/// # Errors
+/// As [`Backend::connect`]; [`BackendError::Io`] when the ping takes longer
+/// than `timeout`; [`BackendError::Server`] when the ping gets an ERR.
+pub async fn ping(
+    cfg: &BackendConfig,
+    side: Side,
+    timeout: Duration,
+) -> Result<(Duration, Greeting), BackendError> {
+    let started = Instant::now();
+    let params = ConnectParams {
+        capabilities: CapabilityFlags::CLIENT_PROTOCOL_41 | CapabilityFlags::CLIENT_DEPRECATE_EOF,
+        collation: 45,
+        database: None,
+        max_packet: 16 * 1024 * 1024,
+        timeout,
+        attributes: Vec::new(),
+    };
+    let (mut b, greeting) = Backend::<()>::connect(cfg, side, &params).await?;
+    let ping = command::payload(Com::COM_PING, &[]);
+    let fut = b.run(&ping, ResponseKind::Single);
+    let summary = tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| BackendError::Io {
+            side,
+            source: std::io::Error::new(std::io::ErrorKind::TimedOut, "ping timed out"),
+        })??;
+    if let Some(err) = summary.err {
+        return Err(BackendError::Server { side, err });
+    }
+    b.quit().await;
+    Ok((started.elapsed(), greeting))
+}
