@@ -17,10 +17,13 @@ mod checksum;
 pub mod cli;
 mod db;
 mod diff;
+mod drill;
 pub mod events;
 mod fix;
 mod full;
+pub mod hash;
 mod incremental;
+mod intrange;
 pub mod keyset;
 pub mod progress;
 mod run;
@@ -222,9 +225,10 @@ impl Validator {
             Side::Source => Direction::Src,
             Side::Destination => Direction::Dst,
         };
+        let checksum = cfg.validation.checksum;
         Ok((
-            Db::open(base, side_cfg(base))?,
-            Db::open(base.other(), side_cfg(base.other()))?,
+            Db::open(base, side_cfg(base))?.with_checksum(checksum),
+            Db::open(base.other(), side_cfg(base.other()))?.with_checksum(checksum),
             direction,
         ))
     }
