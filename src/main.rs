@@ -135,7 +135,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let pattern = PatternHandle::new(initial);
     let validator = cutover::validate::Validator::new(cfg.clone(), pattern.clone())
         .context("cannot open the validation event store (data_dir)")?;
-    let control = control.with_validation(Arc::new(validator));
+    let validator = Arc::new(validator);
+    if cfg.validation.change_capture == cutover::config::ChangeCapture::Binlog {
+        // Before the proxy accepts clients: every change from here on is seen.
+        validator
+            .start_change_capture()
+            .await
+            .context("[validation] change_capture = \"binlog\"")?;
+    }
+    let control = control.with_validation(Arc::clone(&validator));
     let stats = DataPathStats::new();
     let proxy = Proxy::bind(cfg.clone(), pattern.clone(), stats.clone())
         .await
@@ -160,6 +168,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         let _ = tx.send(true);
     });
     proxy.run(rx).await;
+    validator.stop_change_capture().await; // saves the capture checkpoint
     match admin_task.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!("admin API stopped with an error: {e}"),

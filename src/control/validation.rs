@@ -3,12 +3,10 @@
 //! records (mirror mismatches and unsafe statements) that asks for targeted
 //! re-checks.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tracing::{info, warn};
 
 use super::scheduler::Scheduler;
 use super::validator::{CancelToken, ValidationFuture, ValidationReport, Validator};
@@ -49,9 +47,11 @@ impl Validator for ValidatorAdapter {
 }
 
 /// Drain the data path's dirty records: each marks an inconsistency (which
-/// holds back auto-promotion) and, when the key is known, gets a targeted
-/// re-check of that row (repaired at once with `auto_fix`). Records without
-/// a key name a table that the next full validation covers; they are logged.
+/// holds back auto-promotion) and goes to the validator's re-verification
+/// queue (`validate::capture`), which re-checks keyed rows after
+/// `recheck_delay_ms` (repairing them with `auto_fix`) — the same queue binlog
+/// change capture feeds. Records without a key name a table the next full
+/// validation covers; they are logged.
 pub async fn consume_dirty(
     v: Arc<validate::Validator>,
     scheduler: Arc<Scheduler>,
@@ -68,37 +68,17 @@ pub async fn consume_dirty(
             continue;
         }
         scheduler.record_inconsistency().await;
-        let mut keyed = BTreeSet::new();
-        let mut tables = BTreeSet::new();
-        for r in records {
-            let Some(table) = r.table.as_deref().map(plain_table) else {
-                continue;
-            };
-            match r.key {
-                Some(k) => keyed.insert((table, k)),
-                None => tables.insert(table),
-            };
-        }
-        for t in tables {
-            info!(table = %t, "a mirrored statement may have diverged this table; the next full validation re-checks it");
-        }
-        let mut found = false;
-        for (table, key) in keyed {
-            match v.recheck_key(&table, key).await {
-                Ok(Some(e)) => {
-                    warn!(%table, key, kind = ?e.kind, "targeted re-check found a difference");
-                    found = true;
-                }
-                Ok(None) => {}
-                Err(e) => warn!(%table, key, "targeted re-check failed: {e}"),
-            }
-        }
-        if found && v.config().validation.auto_fix {
-            match v.fix_open().await {
-                Ok(r) => info!(?r, "auto_fix repaired re-checked rows"),
-                Err(e) => warn!("auto_fix after re-check failed: {e}"),
-            }
-        }
+        let keys = records
+            .into_iter()
+            .filter_map(|r| {
+                Some(validate::capture::DirtyKey {
+                    table: plain_table(r.table.as_deref()?),
+                    key: r.key,
+                    reason: r.reason,
+                })
+            })
+            .collect();
+        v.enqueue_dirty(keys);
     }
 }
 

@@ -12,6 +12,7 @@
 //!
 //! See docs/VALIDATION.md for the algorithm and its guarantees.
 
+pub mod capture;
 mod checkpoint;
 mod checksum;
 pub mod cli;
@@ -157,6 +158,8 @@ pub(crate) struct Inner {
     discrepancies: AtomicU64,
     last_error: Mutex<Option<String>>,
     last_run_id: AtomicU64,
+    /// Binlog change capture and the re-verification queue (`capture/`).
+    capture: capture::Capture,
 }
 
 /// The validator: cheap to clone (an `Arc`).
@@ -178,6 +181,7 @@ impl Validator {
     pub fn new(cfg: Arc<Config>, pattern: PatternHandle) -> Result<Validator, ValidateError> {
         let data_dir = cfg.data_dir.clone();
         let events = events::EventStore::open(&data_dir)?;
+        let capture = capture::Capture::new(&cfg.validation);
         Ok(Validator {
             inner: Arc::new(Inner {
                 cfg,
@@ -193,6 +197,7 @@ impl Validator {
                 discrepancies: AtomicU64::new(0),
                 last_error: Mutex::new(None),
                 last_run_id: AtomicU64::new(0),
+                capture,
             }),
         })
     }
@@ -510,6 +515,7 @@ impl Validator {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .open_count() as u64,
+            change_capture: i.capture.status(),
             last_error: i
                 .last_error
                 .lock()
@@ -607,6 +613,45 @@ impl Validator {
         base.disconnect().await;
         target.disconnect().await;
         result
+    }
+}
+
+/// Change capture (`[validation] change_capture = "binlog"`) and the
+/// re-verification queue; see `capture/mod.rs` and docs/VALIDATION.md.
+impl Validator {
+    /// Start reading the authoritative side's binlog and re-verifying every
+    /// primary key changed there. Resumes from
+    /// `<data_dir>/capture-checkpoint.json` when it belongs to that server;
+    /// if the server no longer has that position, reads from the current
+    /// one and starts a full validation run (shown in `/status`). No-op when
+    /// already running.
+    ///
+    /// # Errors
+    /// [`capture::CaptureError`]: log_bin off, binlog_format not ROW, a
+    /// missing REPLICATION SLAVE / REPLICATION CLIENT privilege (each with
+    /// the fix in its message), or the server unreachable.
+    pub async fn start_change_capture(&self) -> Result<(), capture::CaptureError> {
+        capture::start(self).await
+    }
+
+    /// Stop reading the binlog (the checkpoint is saved; queued keys stay
+    /// queued and are still re-verified).
+    pub async fn stop_change_capture(&self) {
+        capture::stop(self).await
+    }
+
+    /// `validation_detail.change_capture` of `/status`: reader state, side,
+    /// position and checkpoint, lag (seconds, events, bytes), queue depth,
+    /// keys re-verified (total and per second), differences, fallback.
+    pub fn capture_status(&self) -> capture::CaptureStatus {
+        self.inner.capture.status()
+    }
+
+    /// Queue the data path's dirty records for a re-check after
+    /// `recheck_delay_ms` (the consumer of `DataPathStats::dirty` calls
+    /// this). Records without a key are logged: full runs cover them.
+    pub fn enqueue_dirty(&self, records: Vec<capture::DirtyKey>) {
+        capture::enqueue_dirty(self, records)
     }
 }
 

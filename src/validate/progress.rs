@@ -191,6 +191,8 @@ pub struct ValidationStatus {
     pub data_discrepancies: u64,
     pub open_inconsistencies: u64,
     pub last_error: Option<String>,
+    /// Binlog change capture and the re-verification queue.
+    pub change_capture: super::capture::CaptureStatus,
 }
 
 #[cfg(test)]
