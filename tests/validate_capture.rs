@@ -383,3 +383,30 @@ async fn dirty_records_are_rechecked_through_the_queue() {
     assert_eq!(s.state, ReaderState::Off);
     assert!(s.keys_reverified_total >= 2, "{s:?}");
 }
+
+#[tokio::test]
+async fn nothing_is_compared_while_only_one_side_is_written() {
+    logs();
+    let pair = seeded().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (v, handle) = validator_with_handle(&pair, Pattern::SrcOnly, dir.path(), CAPTURE);
+    v.start_change_capture().await.unwrap();
+    pair.source.exec(DIRECT).await;
+    let s = eventually(10, "changes read and skipped", || async {
+        let s = v.capture_status();
+        (s.keys_skipped_total >= 6 && s.queue_depth == 0).then_some(s)
+    })
+    .await;
+    assert_eq!(s.keys_reverified_total, 0, "{s:?}");
+    assert!(v.inconsistencies(None, 10, None).is_empty());
+    // Once both sides are written, changes are compared again.
+    handle.swap(Pattern::SrcFirst);
+    pair.source.exec("UPDATE t SET v = 'x' WHERE id = 20").await;
+    wait_events(
+        &v,
+        EventStatus::Open,
+        &[ev("t", json!({"id": 20}), Kind::Neq)],
+    )
+    .await;
+    v.stop_change_capture().await;
+}

@@ -616,45 +616,6 @@ impl Validator {
     }
 }
 
-/// Change capture (`[validation] change_capture = "binlog"`) and the
-/// re-verification queue; see `capture/mod.rs` and docs/VALIDATION.md.
-impl Validator {
-    /// Start reading the authoritative side's binlog and re-verifying every
-    /// primary key changed there. Resumes from
-    /// `<data_dir>/capture-checkpoint.json` when it belongs to that server;
-    /// if the server no longer has that position, reads from the current
-    /// one and starts a full validation run (shown in `/status`). No-op when
-    /// already running.
-    ///
-    /// # Errors
-    /// [`capture::CaptureError`]: log_bin off, binlog_format not ROW, a
-    /// missing REPLICATION SLAVE / REPLICATION CLIENT privilege (each with
-    /// the fix in its message), or the server unreachable.
-    pub async fn start_change_capture(&self) -> Result<(), capture::CaptureError> {
-        capture::start(self).await
-    }
-
-    /// Stop reading the binlog (the checkpoint is saved; queued keys stay
-    /// queued and are still re-verified).
-    pub async fn stop_change_capture(&self) {
-        capture::stop(self).await
-    }
-
-    /// `validation_detail.change_capture` of `/status`: reader state, side,
-    /// position and checkpoint, lag (seconds, events, bytes), queue depth,
-    /// keys re-verified (total and per second), differences, fallback.
-    pub fn capture_status(&self) -> capture::CaptureStatus {
-        self.inner.capture.status()
-    }
-
-    /// Queue the data path's dirty records for a re-check after
-    /// `recheck_delay_ms` (the consumer of `DataPathStats::dirty` calls
-    /// this). Records without a key are logged: full runs cover them.
-    pub fn enqueue_dirty(&self, records: Vec<capture::DirtyKey>) {
-        capture::enqueue_dirty(self, records)
-    }
-}
-
 impl Inner {
     pub(crate) fn events(&self) -> std::sync::MutexGuard<'_, events::EventStore> {
         self.events.lock().unwrap_or_else(|p| p.into_inner())

@@ -27,7 +27,9 @@ mod keys;
 pub mod position;
 mod queue;
 mod reader;
+mod server;
 pub mod status;
+mod supervise;
 mod verify;
 
 use std::collections::HashSet;
@@ -47,7 +49,8 @@ use super::db::Db;
 use super::{now_ms, utc_text, RunId, ValidateError, Validator};
 use position::{Checkpoint, Position};
 use queue::Queue;
-use reader::{Exit, Live, Reader, Server, Start};
+use reader::{Live, Reader};
+use server::{Server, Start};
 use status::Counters;
 pub use status::{CaptureStatus, Lag, ReaderState};
 
@@ -148,7 +151,7 @@ impl std::fmt::Debug for Capture {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -196,12 +199,13 @@ impl Capture {
             unkeyed_changes_total: Counters::get(&c.unkeyed_changes),
             statement_events_total: Counters::get(&c.statement_events),
             dirty_records_total: Counters::get(&c.dirty_records),
+            keys_skipped_total: Counters::get(&c.keys_skipped),
             fell_back_to_full: s.fell_back.clone(),
             last_error: lock(&c.last_error).clone(),
         }
     }
 
-    fn set_state(&self, st: ReaderState) {
+    pub(super) fn set_state(&self, st: ReaderState) {
         lock(&self.shared).state = Some(st);
     }
 }
@@ -251,7 +255,7 @@ pub(crate) fn enqueue_dirty(v: &Validator, records: Vec<DirtyKey>) {
     }
 }
 
-fn server_for(v: &Validator, side: Side) -> Result<(Server, Db), CaptureError> {
+pub(super) fn server_for(v: &Validator, side: Side) -> Result<(Server, Db), CaptureError> {
     let cfg = &v.inner.cfg;
     let bc = match side {
         Side::Source => &cfg.source,
@@ -315,7 +319,7 @@ async fn open_checked(
 /// Prepare a reader for the current authoritative side: check the server,
 /// pick the start (checkpoint or current position), open the stream. On an
 /// unresumable checkpoint, fall back to the current position and a full run.
-async fn connect(
+pub(super) async fn connect(
     v: &Validator,
     resume: Option<Position>,
 ) -> Result<(Reader, mysql_async::BinlogStream), CaptureError> {
@@ -388,7 +392,7 @@ async fn connect(
 }
 
 /// Persist the queue's watermark for `server` (when it changed).
-fn save_checkpoint(v: &Validator, server: &Server) {
+pub(super) fn save_checkpoint(v: &Validator, server: &Server) {
     let c = &v.inner.capture;
     let Some(wm) = c.queue.watermark() else {
         return;
@@ -429,8 +433,8 @@ pub(crate) async fn start(v: &Validator) -> Result<(), CaptureError> {
     };
     c.set_state(ReaderState::Running);
     let (tx, rx) = watch::channel(false);
-    let sup = tokio::spawn(supervise(v.clone(), reader, stream, rx.clone()));
-    let up = tokio::spawn(upkeep(v.clone(), rx));
+    let sup = tokio::spawn(supervise::supervise(v.clone(), reader, stream, rx.clone()));
+    let up = tokio::spawn(supervise::upkeep(v.clone(), rx));
     *lock(&c.reader) = Some(Tasks {
         stop: tx,
         handles: vec![sup, up],
@@ -452,145 +456,41 @@ pub(crate) async fn stop(v: &Validator) {
     c.set_state(ReaderState::Stopped);
 }
 
-/// Keep reading: reconnect after errors, follow the authority, fall back on
-/// a lost position.
-async fn supervise(
-    v: Validator,
-    mut reader: Reader,
-    mut stream: mysql_async::BinlogStream,
-    mut stop: watch::Receiver<bool>,
-) {
-    let c = &v.inner.capture;
-    let mut backoff = Duration::from_secs(1);
-    loop {
-        let pattern = v.inner.pattern.clone();
-        let exit = reader
-            .read(stream, &mut stop, move || pattern.load().primary())
-            .await;
-        let resume = match exit {
-            Ok(Exit::Stopped) => {
-                save_checkpoint(&v, &reader.server);
-                return;
-            }
-            Ok(Exit::AuthorityMoved) => {
-                tracing::info!(from = %reader.server.side, "authority moved: change capture follows it");
-                c.queue.reset_stream();
-                position::remove(&v.inner.data_dir);
-                lock(&c.shared).checkpoint = None;
-                None
-            }
-            Err(e) => {
-                tracing::warn!(
-                    "binlog stream of the {}: {e}; reconnecting",
-                    reader.server.side
-                );
-                c.counters.error(&e);
-                save_checkpoint(&v, &reader.server);
-                c.queue.read_pos()
-            }
-        };
-        reader.pool.clone().disconnect().await;
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            match connect(&v, resume.clone()).await {
-                Ok((r, s)) => {
-                    reader = r;
-                    stream = s;
-                    backoff = Duration::from_secs(1);
-                    c.set_state(ReaderState::Running);
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        "change capture cannot (re)connect: {e}; next attempt in {backoff:?}"
-                    );
-                    c.counters.error(&e);
-                    c.set_state(ReaderState::Reconnecting);
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.wait_for(|s| *s) => return,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
-            }
-        }
+/// Change capture (`[validation] change_capture = "binlog"`) and the
+/// re-verification queue; see `capture/mod.rs` and docs/VALIDATION.md.
+impl Validator {
+    /// Start reading the authoritative side's binlog and re-verifying every
+    /// primary key changed there. Resumes from
+    /// `<data_dir>/capture-checkpoint.json` when it belongs to that server;
+    /// if the server no longer has that position, reads from the current
+    /// one and starts a full validation run (shown in `/status`). No-op when
+    /// already running.
+    ///
+    /// # Errors
+    /// [`CaptureError`]: log_bin off, binlog_format not ROW, a
+    /// missing REPLICATION SLAVE / REPLICATION CLIENT privilege (each with
+    /// the fix in its message), or the server unreachable.
+    pub async fn start_change_capture(&self) -> Result<(), CaptureError> {
+        start(self).await
     }
-}
 
-/// Twice a second: save the checkpoint when the watermark moved; once a
-/// second: measure the lag and publish the gauges.
-async fn upkeep(v: Validator, mut stop: watch::Receiver<bool>) {
-    let c = &v.inner.capture;
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    let mut n = 0u64;
-    let mut probe: Option<(Side, Server, Db)> = None;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => break,
-        }
-        let side = lock(&c.shared).side;
-        let Some(side) = side else { continue };
-        if probe.as_ref().is_none_or(|(s, _, _)| *s != side) {
-            if let Some((_, _, db)) = probe.take() {
-                db.disconnect().await;
-            }
-            match server_for(&v, side) {
-                Ok((mut server, db)) => {
-                    let _ = server.check().await; // learns the flavour (MariaDB: GTIDs)
-                    probe = Some((side, server, db));
-                }
-                Err(e) => {
-                    c.counters.error(&e);
-                    continue;
-                }
-            }
-        }
-        let Some((_, server, db)) = probe.as_ref() else {
-            continue;
-        };
-        if lock(&c.shared).state == Some(ReaderState::Running) {
-            save_checkpoint(&v, server);
-        }
-        n += 1;
-        if n.is_multiple_of(2) {
-            if let Ok(lag) = measure_lag(c, server, db).await {
-                metrics::gauge!("cutover_capture_lag_seconds").set(lag.seconds);
-                metrics::gauge!("cutover_capture_lag_events").set(lag.events.unwrap_or(0) as f64);
-                metrics::gauge!("cutover_capture_lag_bytes").set(lag.bytes.unwrap_or(0) as f64);
-                lock(&c.shared).lag = lag;
-            }
-            metrics::gauge!("cutover_capture_queue_depth").set(c.queue.depth() as f64);
-        }
+    /// Stop reading the binlog (the checkpoint is saved; queued keys stay
+    /// queued and are still re-verified).
+    pub async fn stop_change_capture(&self) {
+        stop(self).await
     }
-    if let Some((_, _, db)) = probe {
-        db.disconnect().await;
-    }
-}
 
-/// How far the reader is behind the server.
-async fn measure_lag(c: &Capture, server: &Server, db: &Db) -> Result<Lag, CaptureError> {
-    let (now, files) = tokio::try_join!(server.current(db), server.files(db))?;
-    let (pos, ts, idle) = {
-        let l = lock(&c.live);
-        (l.position.clone(), l.last_event_ts, l.idle)
-    };
-    let bytes = files.iter().position(|(f, _)| *f == pos.file).map(|i| {
-        let rest: u64 = files[i + 1..].iter().map(|(_, s)| s).sum();
-        files[i].1.saturating_sub(pos.pos) + rest
-    });
-    let events = server.mariadb.then(|| pos.gtid.behind(&now.gtid));
-    let caught_up = idle || bytes == Some(0) || events == Some(0) && bytes.is_none();
-    let seconds = if caught_up || ts == 0 {
-        0.0
-    } else {
-        ((now_ms() / 1000) - i64::from(ts)).max(0) as f64
-    };
-    Ok(Lag {
-        seconds,
-        events,
-        bytes,
-    })
+    /// `validation_detail.change_capture` of `/status`: reader state, side,
+    /// position and checkpoint, lag (seconds, events, bytes), queue depth,
+    /// keys re-verified (total and per second), differences, fallback.
+    pub fn capture_status(&self) -> CaptureStatus {
+        self.inner.capture.status()
+    }
+
+    /// Queue the data path's dirty records for a re-check after
+    /// `recheck_delay_ms` (the consumer of `DataPathStats::dirty` calls
+    /// this). Records without a key are logged: full runs cover them.
+    pub fn enqueue_dirty(&self, records: Vec<DirtyKey>) {
+        enqueue_dirty(self, records)
+    }
 }

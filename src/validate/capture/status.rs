@@ -30,6 +30,9 @@ pub struct Counters {
     pub unkeyed_changes: AtomicU64,
     /// Data-path dirty records queued for a re-check.
     pub dirty_records: AtomicU64,
+    /// Keys not compared because the pattern wrote one side only
+    /// (src_only / dst_only) when they came due.
+    pub keys_skipped: AtomicU64,
     /// Row events in statement format (binlog_format changed by a session):
     /// their rows are unknown.
     pub statement_events: AtomicU64,
@@ -129,6 +132,9 @@ pub struct CaptureStatus {
     pub unkeyed_changes_total: u64,
     pub statement_events_total: u64,
     pub dirty_records_total: u64,
+    /// Keys not compared because the pattern wrote one side only (src_only,
+    /// dst_only): the other side is not expected to be equal then.
+    pub keys_skipped_total: u64,
     /// Set when the checkpoint could not be resumed (binlog purged past it)
     /// and a full validation run was started instead.
     pub fell_back_to_full: Option<String>,

@@ -113,7 +113,19 @@ pub async fn run(
         if batches.is_empty() {
             continue;
         }
-        let side = inner.pattern.load().primary();
+        let pattern = inner.pattern.load();
+        if !pattern.is_double_write() {
+            // src_only / dst_only: the other side is not kept equal, so a
+            // difference means nothing (full runs and the backfill cover it).
+            for b in &batches {
+                Counters::add(&counters.keys_skipped, b.keys.len() as u64);
+                for (k, _) in &b.keys {
+                    queue.finish(&b.table, k, Done::Checked);
+                }
+            }
+            continue;
+        }
+        let side = pattern.primary();
         if pair.as_ref().is_none_or(|p| p.side != side) {
             if let Some(old) = pair.take() {
                 old.base.disconnect().await;
