@@ -316,9 +316,26 @@ async fn open_checked(
     }
 }
 
+fn reader_for(v: &Validator, server: Server, pool: &Db, from: Position) -> Reader {
+    let c = &v.inner.capture;
+    let t = &v.inner.cfg.validation.tables;
+    let tables = (!t.is_empty()).then(|| t.iter().cloned().collect::<HashSet<String>>());
+    Reader::new(
+        server,
+        pool.clone(),
+        tables,
+        c.queue.clone(),
+        c.counters.clone(),
+        c.generation.clone(),
+        c.live.clone(),
+        from,
+    )
+}
+
 /// Prepare a reader for the current authoritative side: check the server,
-/// pick the start (checkpoint or current position), open the stream. On an
-/// unresumable checkpoint, fall back to the current position and a full run.
+/// pick the start (`resume`, else the checkpoint, else the current
+/// position), open the stream. An unresumable position falls back to the
+/// current one and a full run ([`fall_back`]).
 pub(super) async fn connect(
     v: &Validator,
     resume: Option<Position>,
@@ -341,42 +358,16 @@ pub(super) async fn connect(
         s.side = Some(side);
         s.server = Some(server.address.clone());
     }
-    let tables = {
-        let t = &v.inner.cfg.validation.tables;
-        (!t.is_empty()).then(|| t.iter().cloned().collect::<HashSet<String>>())
-    };
-    let new_reader = |server: Server, from: Position| {
-        Reader::new(
-            server,
-            pool.clone(),
-            tables.clone(),
-            c.queue.clone(),
-            c.counters.clone(),
-            c.generation.clone(),
-            c.live.clone(),
-            from,
-        )
-    };
     let start = Start::from_position(&from, server.mariadb);
     let server_id = v.inner.cfg.validation.capture_server_id;
-    let mut reader = new_reader(server.clone(), from.clone());
+    let mut reader = reader_for(v, server.clone(), &pool, from.clone());
     let stream = match open_checked(&mut reader, &start, server_id).await {
         Ok(s) => s,
         Err(CaptureError::Unresumable { message, .. }) if !fresh => {
             let why = format!("binlog position {from} is gone from the {side} ({message}); reading from the current position and running a full validation instead");
-            tracing::warn!("{why}");
-            position::remove(&v.inner.data_dir);
-            lock(&c.shared).fell_back = Some(why);
-            let now = server.current(&pool).await?;
-            let start = Start::from_position(&now, server.mariadb);
-            reader = new_reader(server.clone(), now.clone());
-            let stream = open_checked(&mut reader, &start, server_id).await?;
-            c.queue.push_txn(now.clone(), Some(now), Vec::new());
-            match v.start_full(None, false, false).await {
-                Ok(run) => tracing::info!(%run, "full validation started (capture fell back)"),
-                Err(e) => tracing::warn!("full validation after the capture fallback: {e}"),
-            }
-            stream
+            let (r, s) = fall_back(v, server, &pool, why).await?;
+            reader = r;
+            s
         }
         Err(e) => return Err(e),
     };
@@ -388,6 +379,33 @@ pub(super) async fn connect(
         c.queue.push_txn(from.clone(), Some(from), Vec::new());
     }
     save_checkpoint(v, &reader.server);
+    Ok((reader, stream))
+}
+
+/// The checkpoint cannot be resumed (binlog purged past it): say so, read
+/// from the current position, and start a full validation run (with
+/// `auto_fix` when set) to cover what was missed.
+async fn fall_back(
+    v: &Validator,
+    server: Server,
+    pool: &Db,
+    why: String,
+) -> Result<(Reader, mysql_async::BinlogStream), CaptureError> {
+    let c = &v.inner.capture;
+    tracing::warn!("{why}");
+    position::remove(&v.inner.data_dir);
+    lock(&c.shared).fell_back = Some(why);
+    c.queue.reset_stream(); // old transactions' positions are gone too
+    let now = server.current(pool).await?;
+    let start = Start::from_position(&now, server.mariadb);
+    let server_id = v.inner.cfg.validation.capture_server_id;
+    let mut reader = reader_for(v, server, pool, now.clone());
+    let stream = open_checked(&mut reader, &start, server_id).await?;
+    c.queue.push_txn(now.clone(), Some(now), Vec::new());
+    match v.start_full(None, false, false).await {
+        Ok(run) => tracing::info!(%run, "full validation started (capture fell back)"),
+        Err(e) => tracing::warn!("full validation after the capture fallback: {e}"),
+    }
     Ok((reader, stream))
 }
 
