@@ -46,8 +46,10 @@ impl Validator for ValidatorAdapter {
     }
 }
 
-/// Drain the data path's dirty records: each marks an inconsistency (which
-/// holds back auto-promotion) and goes to the validator's re-verification
+/// Drain the data path's dirty records, and watch the re-verification queue's
+/// findings: each dirty record and each new difference found by change capture
+/// marks an inconsistency (which holds back auto-promotion). Dirty records go
+/// to the validator's re-verification
 /// queue (`validate::capture`), which re-checks keyed rows after
 /// `recheck_delay_ms` (repairing them with `auto_fix`) — the same queue binlog
 /// change capture feeds. Records without a key name a table the next full
@@ -58,10 +60,18 @@ pub async fn consume_dirty(
     stats: Arc<DataPathStats>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut capture_differences = v.capture_status().differences_total;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = stop.wait_for(|s| *s) => return,
+        }
+        // A difference change capture (or a dirty re-check) found also holds
+        // back auto-promotion.
+        let found = v.capture_status().differences_total;
+        if found > capture_differences {
+            capture_differences = found;
+            scheduler.record_inconsistency().await;
         }
         let records = stats.dirty.drain();
         if records.is_empty() {
