@@ -4,7 +4,9 @@
 #
 #   bench_capture   sysbench oltp_write_only (8 threads, 4 tables x 10k rows) through
 #                   `cutover serve` in src_first, once without and once with
-#                   change_capture = "binlog"; /status sampled every second.
+#                   change_capture = "binlog"; /status sampled every second. Then the
+#                   re-verification capacity: one UPDATE of 200k rows of `bench` made
+#                   directly on both servers, timed until every key is re-verified.
 # shellcheck source=scripts/lib/bench/common.sh
 source "$ROOT/scripts/lib/bench/common.sh"
 
@@ -83,6 +85,22 @@ bench_capture() {
     wait "$sampler" 2>/dev/null || true
     local final
     final=$(_capture_status)
+
+    # capacity: a burst of 200k changed keys (the same UPDATE on both sides, bypassing cutover)
+    local burst=200000 kb0 kb1 burst_s
+    kb0=$(jq '.keys_reverified_total' <<<"$final")
+    t=$(now)
+    both "UPDATE bench SET a = a + 1 WHERE id <= $burst"
+    for ((i = 0; i < 3000; i++)); do
+        kb1=$(_capture_status | jq '.keys_reverified_total')
+        ((kb1 - kb0 >= burst)) && [[ $(_capture_status | jq '.queue_depth') == 0 ]] && break
+        sleep 0.1
+    done
+    burst_s=$(since "$t")
+    local burst_kps burst_diffs
+    burst_kps=$(awk -v n="$((kb1 - kb0))" -v s="$burst_s" 'BEGIN { printf "%.0f", n / s }')
+    burst_diffs=$(_capture_status | jq '.differences_total')
+    echo "bench: capture_burst keys=$((kb1 - kb0)) seconds=$burst_s keys_per_s=$burst_kps differences=$burst_diffs load=\"$(load)\""
     _capture_stop
 
     local k0 k1 c1 kf diffs qmax lagmax evmax
@@ -113,5 +131,6 @@ bench_capture() {
         echo "| largest queue depth (1 s samples) | $qmax |"
         echo "| largest lag: seconds / transactions | $lagmax / $evmax |"
         echo "| queue drained after the load in | ${drain_s} s |"
+        echo "| capacity: $burst keys changed by one UPDATE (directly on both sides) re-verified in | ${burst_s} s = **$burst_kps keys/s** (differences: $burst_diffs) |"
     } >>"$MD"
 }
