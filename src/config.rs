@@ -60,6 +60,54 @@ pub struct ValidationConfig {
     pub incremental_overlap_ms: u64,
     /// At most this many events are recorded per run (the rest are only counted).
     pub max_events_per_run: usize,
+    /// The row/chunk hash computed inside both databases (docs/VALIDATION.md).
+    pub checksum: Checksum,
+    /// A differing chunk with more rows than this (on either side) is split
+    /// and re-checksummed before rows are fetched: the memory bound of a
+    /// drill-down and of one backfill copy.
+    pub drill_down_rows: u64,
+    /// Change capture on the authoritative side (re-verifies every changed key).
+    pub change_capture: ChangeCapture,
+    /// A key changed on the authoritative side is re-verified this long after
+    /// the change was read (lets the mirrored write land on the other side).
+    pub capture_settle_ms: u64,
+    /// Server id cutover registers with when it reads the binlog; must differ
+    /// from every server and replica of that replication topology.
+    pub capture_server_id: u32,
+    /// The re-verification queue holds at most this many keys; beyond it the
+    /// binlog reader waits (back-pressure: nothing is dropped, lag grows).
+    pub capture_queue_max_keys: usize,
+}
+
+/// `[validation] checksum`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Checksum {
+    /// Per row CRC32 and CRC32C of the row's bytes (two independent 32-bit
+    /// CRCs), summed per chunk with the row count. Default.
+    #[default]
+    Crc32,
+    /// Per row MD5 (128 bits), XOR-folded per chunk: slower, for paranoid runs.
+    Md5,
+}
+
+impl Checksum {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Checksum::Crc32 => "crc32",
+            Checksum::Md5 => "md5",
+        }
+    }
+}
+
+/// `[validation] change_capture`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChangeCapture {
+    /// No capture (full and incremental runs only). Default.
+    #[default]
+    Off,
+    /// Read the authoritative side's binlog (ROW format) and re-verify every
+    /// primary key it changes.
+    Binlog,
 }
 
 impl Default for ValidationConfig {
@@ -69,13 +117,19 @@ impl Default for ValidationConfig {
             utime_column: "utime".into(),
             chunk_target_ms: 500,
             chunk_min_rows: 100,
-            chunk_max_rows: 20_000,
+            chunk_max_rows: 2_000_000,
             max_rows_per_second: 0,
             latency_backoff_factor: 3.0,
             auto_fix: false,
             recheck_delay_ms: 200,
             incremental_overlap_ms: 2_000,
             max_events_per_run: 100_000,
+            checksum: Checksum::Crc32,
+            drill_down_rows: 10_000,
+            change_capture: ChangeCapture::Off,
+            capture_settle_ms: 500,
+            capture_server_id: 1_129_665_584,
+            capture_queue_max_keys: 1_000_000,
         }
     }
 }
@@ -248,6 +302,12 @@ struct RawValidation {
     recheck_delay_ms: Option<u64>,
     incremental_overlap_ms: Option<u64>,
     max_events_per_run: Option<usize>,
+    checksum: Option<String>,
+    drill_down_rows: Option<u64>,
+    change_capture: Option<String>,
+    capture_settle_ms: Option<u64>,
+    capture_server_id: Option<u32>,
+    capture_queue_max_keys: Option<usize>,
 }
 
 impl RawValidation {
@@ -269,7 +329,50 @@ impl RawValidation {
                 .incremental_overlap_ms
                 .unwrap_or(d.incremental_overlap_ms),
             max_events_per_run: self.max_events_per_run.unwrap_or(d.max_events_per_run),
+            checksum: match self.checksum.as_deref() {
+                None => d.checksum,
+                Some("crc32") => Checksum::Crc32,
+                Some("md5") => Checksum::Md5,
+                Some(other) => {
+                    return Err(key_err(
+                        "validation.checksum",
+                        format!("unknown `{other}` (crc32, md5)"),
+                    ))
+                }
+            },
+            drill_down_rows: self.drill_down_rows.unwrap_or(d.drill_down_rows),
+            change_capture: match self.change_capture.as_deref() {
+                None => d.change_capture,
+                Some("off") => ChangeCapture::Off,
+                Some("binlog") => ChangeCapture::Binlog,
+                Some(other) => {
+                    return Err(key_err(
+                        "validation.change_capture",
+                        format!("unknown `{other}` (off, binlog)"),
+                    ))
+                }
+            },
+            capture_settle_ms: self.capture_settle_ms.unwrap_or(d.capture_settle_ms),
+            capture_server_id: self.capture_server_id.unwrap_or(d.capture_server_id),
+            capture_queue_max_keys: self
+                .capture_queue_max_keys
+                .unwrap_or(d.capture_queue_max_keys),
         };
+        if v.drill_down_rows < 10 {
+            return Err(key_err("validation.drill_down_rows", "must be at least 10"));
+        }
+        if v.capture_server_id == 0 {
+            return Err(key_err(
+                "validation.capture_server_id",
+                "must be 1 ..= 4294967295 (0 is refused by the binlog protocol)",
+            ));
+        }
+        if v.capture_queue_max_keys < 1000 {
+            return Err(key_err(
+                "validation.capture_queue_max_keys",
+                "must be at least 1000",
+            ));
+        }
         for (i, t) in v.tables.iter().enumerate() {
             if t.is_empty() || t.contains('`') || t.contains('.') {
                 return Err(key_err(
@@ -567,7 +670,9 @@ mod tests {
             "data_dir = '/d'\n{BASE}\n[validation]\ntables = ['a', 'b']\nutime_column = 'mtime'\n\
              chunk_target_ms = 100\nchunk_min_rows = 10\nchunk_max_rows = 50\nmax_rows_per_second = 7\n\
              latency_backoff_factor = 2.5\nauto_fix = true\nrecheck_delay_ms = 0\n\
-             incremental_overlap_ms = 10\nmax_events_per_run = 3\n"
+             incremental_overlap_ms = 10\nmax_events_per_run = 3\nchecksum = 'md5'\n\
+             drill_down_rows = 500\nchange_capture = 'binlog'\ncapture_settle_ms = 50\n\
+             capture_server_id = 77\ncapture_queue_max_keys = 5000\n"
         ))
         .unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/d"));
@@ -589,6 +694,17 @@ mod tests {
             ),
             (0, 10, 3)
         );
+        assert_eq!(v.checksum, Checksum::Md5);
+        assert_eq!(v.change_capture, ChangeCapture::Binlog);
+        assert_eq!(
+            (
+                v.drill_down_rows,
+                v.capture_settle_ms,
+                v.capture_server_id,
+                v.capture_queue_max_keys
+            ),
+            (500, 50, 77, 5000)
+        );
     }
 
     #[test]
@@ -606,6 +722,14 @@ mod tests {
                 "validation.latency_backoff_factor",
             ),
             ("utime_column = ''", "validation.utime_column"),
+            ("checksum = 'sha1'", "validation.checksum"),
+            ("change_capture = 'cdc'", "validation.change_capture"),
+            ("drill_down_rows = 1", "validation.drill_down_rows"),
+            ("capture_server_id = 0", "validation.capture_server_id"),
+            (
+                "capture_queue_max_keys = 1",
+                "validation.capture_queue_max_keys",
+            ),
         ] {
             let e = Config::parse(&format!("{BASE}\n[validation]\n{extra}\n")).unwrap_err();
             assert!(e.to_string().contains(key), "{extra}: {e}");

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::*;
 use mysql_async::{Opts, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Row, Value};
 
-use crate::config::BackendConfig;
+use std::sync::Arc;
+
+use crate::config::{BackendConfig, Checksum};
 use crate::pattern::Side;
 
 use super::ValidateError;
@@ -17,6 +19,10 @@ pub struct Db {
     pub side: Side,
     pub pool: Pool,
     pub database: String,
+    /// The hash runs on this pair use (`[validation] checksum`).
+    pub checksum: Checksum,
+    /// Whether the server has `CRC32C()` (MariaDB ≥ 10.8), asked once.
+    crc32c: Arc<tokio::sync::OnceCell<bool>>,
 }
 
 impl Db {
@@ -48,7 +54,30 @@ impl Db {
             side,
             pool: Pool::new(Opts::from(opts)),
             database,
+            checksum: Checksum::default(),
+            crc32c: Arc::default(),
         })
+    }
+
+    /// The same pool, hashing with `checksum`.
+    pub fn with_checksum(mut self, checksum: Checksum) -> Db {
+        self.checksum = checksum;
+        self
+    }
+
+    /// Whether this server has `CRC32C()` (asked once per `Db`).
+    ///
+    /// # Errors
+    /// Connection failures; a server without the function answers
+    /// ER_SP_DOES_NOT_EXIST / a syntax error, which is `Ok(false)`.
+    pub async fn has_crc32c(&self) -> Result<bool, ValidateError> {
+        self.crc32c
+            .get_or_try_init(|| async {
+                let mut c = self.conn().await?;
+                Ok(c.query_drop("SELECT CRC32C('')").await.is_ok())
+            })
+            .await
+            .copied()
     }
 
     pub fn label(&self) -> &'static str {

@@ -5,6 +5,11 @@
 //! datadir (made once per target dir), listens on its own 127.0.0.1 port and has
 //! user `app`/`app` with all privileges and database `shop`.
 //!
+//! Extra server flags: `MariaDb::start_with("name", &["--binlog-format=ROW", …])`,
+//! `Pair::start_with(&src_flags, &dst_flags)`; [`binlog_flags`] gives what a
+//! binlog (ROW format, distinct server id) needs. A flag given there replaces
+//! the default of the same option (e.g. `--log-bin` drops `--skip-log-bin`).
+//!
 //! mariadbd runs under a tiny `sh` supervisor whose stdin is a pipe held by the
 //! test process: when the test process dies for any reason (panic, SIGKILL,
 //! Ctrl-C) the pipe closes and the supervisor SIGKILLs mariadbd, so no server
@@ -62,6 +67,26 @@ pub struct MariaDb {
     name: String,
     dir: tempfile::TempDir,
     child: Option<(Child, ChildStdin)>,
+    /// Extra server flags (kept across `restart`).
+    extra: Vec<String>,
+}
+
+/// Flags for a binary log in ROW format with `server_id` (distinct per
+/// server), written into the instance's datadir (`binlog.000001`, …).
+pub fn binlog_flags(server_id: u32) -> Vec<String> {
+    vec![
+        "--log-bin=binlog".to_string(),
+        "--binlog-format=ROW".to_string(),
+        format!("--server-id={server_id}"),
+    ]
+}
+
+/// `--name=value` / `--name` → `name`, with `_` and `-` equivalent and the
+/// `skip-` prefix removed (so `--log-bin=x` overrides `--skip-log-bin`).
+fn option_name(flag: &str) -> String {
+    let f = flag.trim_start_matches('-');
+    let f = f.split('=').next().unwrap_or(f).replace('_', "-");
+    f.strip_prefix("skip-").map(str::to_string).unwrap_or(f)
 }
 
 fn is_root() -> bool {
@@ -131,6 +156,12 @@ fn template() -> &'static Path {
 impl MariaDb {
     /// A fresh instance named `name` (used in messages and the tempdir name).
     pub async fn start(name: &str) -> MariaDb {
+        Self::start_with(name, &[] as &[&str]).await
+    }
+
+    /// Like [`MariaDb::start`] with extra server flags (`--binlog-format=ROW`,
+    /// `--default-time-zone=+02:00`, `--character-set-server=latin1`, …).
+    pub async fn start_with<S: AsRef<str>>(name: &str, flags: &[S]) -> MariaDb {
         if !Path::new(MARIADBD).exists() {
             panic!("{NOT_INSTALLED}");
         }
@@ -147,6 +178,7 @@ impl MariaDb {
             name: name.to_string(),
             dir,
             child: None,
+            extra: flags.iter().map(|f| f.as_ref().to_string()).collect(),
         };
         // The free port can be taken by someone else before mariadbd binds it: retry.
         for attempt in 1..=3 {
@@ -238,10 +270,16 @@ impl MariaDb {
             .open(&log_path)
             .unwrap();
         let mut cmd = Command::new("/bin/sh");
+        let overridden: Vec<String> = self.extra.iter().map(|f| option_name(f)).collect();
         cmd.args(["-c", SUPERVISOR, "sh"])
             .arg(d)
             .arg(MARIADBD)
-            .args(SERVER_FLAGS);
+            .args(
+                SERVER_FLAGS
+                    .iter()
+                    .filter(|f| **f == "--no-defaults" || !overridden.contains(&option_name(f))),
+            )
+            .args(&self.extra);
         for (k, v) in [
             ("datadir", d.join("data")),
             ("socket", d.join("mysqld.sock")),
@@ -322,11 +360,23 @@ pub struct Pair {
 impl Pair {
     /// Start both concurrently.
     pub async fn start() -> Pair {
-        let (source, destination) =
-            tokio::join!(MariaDb::start("source"), MariaDb::start("destination"));
+        Self::start_with(&[] as &[&str], &[] as &[&str]).await
+    }
+
+    /// Start both concurrently, each with its extra server flags.
+    pub async fn start_with<S: AsRef<str>, T: AsRef<str>>(source: &[S], destination: &[T]) -> Pair {
+        let (source, destination) = tokio::join!(
+            MariaDb::start_with("source", source),
+            MariaDb::start_with("destination", destination)
+        );
         Pair {
             source,
             destination,
         }
+    }
+
+    /// Both with a ROW-format binlog (server ids 1 and 2).
+    pub async fn start_binlog() -> Pair {
+        Self::start_with(&binlog_flags(1), &binlog_flags(2)).await
     }
 }
