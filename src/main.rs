@@ -174,7 +174,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         signal.cancel();
     });
     listener.run(shutdown).await;
-    validator.stop_change_capture().await; // saves the capture checkpoint
+    validator.shutdown().await; // saves the capture checkpoint
     match admin_task.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!("admin API stopped with an error: {e}"),

@@ -197,7 +197,7 @@ async fn restart_resumes_from_the_checkpoint_and_reports_nothing_twice() {
     wait_events(&v, EventStatus::Open, &first).await;
     // Changes whose re-check is still pending when cutover stops (a long
     // settle delay holds them), and changes made while it is down.
-    v.stop_change_capture().await;
+    v.shutdown().await; // as a process exit: releases data_dir
     drop(v);
     let slow = "change_capture = \"binlog\"\ncapture_settle_ms = 60000\nrecheck_delay_ms = 100";
     let v = validator(&pair, Pattern::SrcFirst, dir.path(), slow);
@@ -207,7 +207,7 @@ async fn restart_resumes_from_the_checkpoint_and_reports_nothing_twice() {
         (v.capture_status().queue_depth == 1).then_some(())
     })
     .await;
-    v.stop_change_capture().await;
+    v.shutdown().await; // as a process exit: releases data_dir
     drop(v);
     pair.source
         .exec("INSERT INTO t VALUES (500, 'while down', 0); UPDATE c SET v = 7 WHERE a = 3;")
@@ -228,8 +228,9 @@ async fn restart_resumes_from_the_checkpoint_and_reports_nothing_twice() {
     assert_eq!(v.inconsistencies(None, 100, None).len(), all.len());
     assert_eq!(v.capture_status().queue_depth, 0);
     let cp = v.capture_status().checkpoint.unwrap();
-    v.stop_change_capture().await;
-    // The checkpoint moved past everything re-verified: another restart re-reads nothing.
+    v.shutdown().await; // as a process exit: releases data_dir
+                        // The checkpoint moved past everything re-verified: another restart re-reads nothing.
+    drop(v); // one validator per data_dir (lock file)
     let v = validator(&pair, Pattern::SrcFirst, dir.path(), CAPTURE);
     v.start_change_capture().await.unwrap();
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -246,7 +247,7 @@ async fn purged_binlog_falls_back_to_a_full_run() {
     let dir = tempfile::tempdir().unwrap();
     let v = validator(&pair, Pattern::SrcFirst, dir.path(), CAPTURE);
     v.start_change_capture().await.unwrap();
-    v.stop_change_capture().await;
+    v.shutdown().await; // as a process exit: releases data_dir
     drop(v);
     // While cutover is down the source changes and its binlog is purged past the checkpoint.
     pair.source
@@ -306,6 +307,8 @@ async fn prerequisites_are_checked_with_clear_errors() {
     let mut flags = binlog_flags(7);
     flags[1] = "--binlog-format=STATEMENT".into();
     let pair = Pair::start_with(&flags, &binlog_flags(8)).await;
+    v.shutdown().await;
+    drop(v); // one validator per data_dir (lock file)
     let v = validator(&pair, Pattern::SrcFirst, dir.path(), CAPTURE);
     let e = v.start_change_capture().await.unwrap_err();
     assert!(e.to_string().contains("binlog_format=ROW"), "{e}");
@@ -313,6 +316,8 @@ async fn prerequisites_are_checked_with_clear_errors() {
     drop(pair);
 
     // Missing privileges: none at all, then BINLOG MONITOR without REPLICATION SLAVE.
+    v.shutdown().await;
+    drop(v); // one validator per data_dir (lock file)
     let pair = Pair::start_binlog().await;
     pair.source
         .exec(
@@ -342,6 +347,7 @@ async fn prerequisites_are_checked_with_clear_errors() {
             msg.contains("GRANT REPLICATION SLAVE, REPLICATION CLIENT"),
             "{msg}"
         );
+        v.shutdown().await; // the next user's validator takes the same data_dir
     }
 }
 

@@ -498,6 +498,22 @@ impl Validator {
         stop(self).await
     }
 
+    /// Stop change capture and the re-verification queue's verifier, as a
+    /// process exit does (the checkpoint is saved; keys still queued are
+    /// re-read from the binlog after a restart, since the checkpoint never
+    /// moves past a key that was not re-verified). Afterwards the last clone
+    /// of this `Validator` dropped releases `data_dir` (its lock file).
+    pub async fn shutdown(&self) {
+        stop(self).await;
+        let verifier = lock(&self.inner.capture.verifier).take();
+        if let Some(t) = verifier {
+            let _ = t.stop.send(true);
+            for h in t.handles {
+                let _ = h.await;
+            }
+        }
+    }
+
     /// `validation_detail.change_capture` of `/status`: reader state, side,
     /// position and checkpoint, lag (seconds, events, bytes), queue depth,
     /// keys re-verified (total and per second), differences, fallback.
