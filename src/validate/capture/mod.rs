@@ -39,8 +39,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use mysql_async::Value;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::ValidationConfig;
 use crate::pattern::Side;
@@ -127,7 +127,7 @@ struct Shared {
 }
 
 struct Tasks {
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     handles: Vec<JoinHandle<()>>,
 }
 
@@ -218,14 +218,14 @@ fn ensure_verifier(v: &Validator) {
     if slot.is_some() {
         return;
     }
-    let (tx, rx) = watch::channel(false);
+    let tx = CancellationToken::new();
     let h = tokio::spawn(verify::run(
         v.inner.clone(),
         c.queue.clone(),
         c.counters.clone(),
         c.generation.clone(),
         c.run_id,
-        rx,
+        tx.clone(),
     ));
     *slot = Some(Tasks {
         stop: tx,
@@ -450,9 +450,9 @@ pub(crate) async fn start(v: &Validator) -> Result<(), CaptureError> {
         }
     };
     c.set_state(ReaderState::Running);
-    let (tx, rx) = watch::channel(false);
-    let sup = tokio::spawn(supervise::supervise(v.clone(), reader, stream, rx.clone()));
-    let up = tokio::spawn(supervise::upkeep(v.clone(), rx));
+    let tx = CancellationToken::new();
+    let sup = tokio::spawn(supervise::supervise(v.clone(), reader, stream, tx.clone()));
+    let up = tokio::spawn(supervise::upkeep(v.clone(), tx.clone()));
     *lock(&c.reader) = Some(Tasks {
         stop: tx,
         handles: vec![sup, up],
@@ -466,7 +466,7 @@ pub(crate) async fn stop(v: &Validator) {
     let c = &v.inner.capture;
     let tasks = lock(&c.reader).take();
     if let Some(t) = tasks {
-        let _ = t.stop.send(true);
+        t.stop.cancel();
         for h in t.handles {
             let _ = h.await;
         }
@@ -507,7 +507,7 @@ impl Validator {
         stop(self).await;
         let verifier = lock(&self.inner.capture.verifier).take();
         if let Some(t) = verifier {
-            let _ = t.stop.send(true);
+            t.stop.cancel();
             for h in t.handles {
                 let _ = h.await;
             }

@@ -16,7 +16,7 @@ use mysql_async::binlog::events::{
     EventData, QueryEvent, RotateEvent, RowsEventData, TableMapEvent,
 };
 use mysql_async::BinlogStream;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::keys::{self, TableKeys};
 use super::position::Position;
@@ -120,13 +120,13 @@ impl Reader {
     pub async fn read(
         &mut self,
         mut stream: BinlogStream,
-        stop: &mut watch::Receiver<bool>,
+        stop: &CancellationToken,
         authority: impl Fn() -> Side,
     ) -> Result<Exit, CaptureError> {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
             let ev = tokio::select! {
-                _ = stop.wait_for(|s| *s) => Err(Exit::Stopped),
+                _ = stop.cancelled() => Err(Exit::Stopped),
                 _ = tick.tick() => {
                     if authority() == self.server.side {
                         continue;

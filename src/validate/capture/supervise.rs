@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::reader::{Exit, Reader};
 use super::server::Server;
@@ -19,14 +19,14 @@ pub(super) async fn supervise(
     v: Validator,
     mut reader: Reader,
     mut stream: mysql_async::BinlogStream,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let c = &v.inner.capture;
     let mut backoff = Duration::from_secs(1);
     loop {
         let pattern = v.inner.pattern.clone();
         let exit = reader
-            .read(stream, &mut stop, move || pattern.load().primary())
+            .read(stream, &stop, move || pattern.load().primary())
             .await;
         let resume = match exit {
             Ok(Exit::Stopped) => {
@@ -52,7 +52,7 @@ pub(super) async fn supervise(
         };
         reader.pool.clone().disconnect().await;
         loop {
-            if *stop.borrow() {
+            if stop.is_cancelled() {
                 return;
             }
             match connect(&v, resume.clone()).await {
@@ -71,7 +71,7 @@ pub(super) async fn supervise(
                     c.set_state(ReaderState::Reconnecting);
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
-                        _ = stop.wait_for(|s| *s) => return,
+                        _ = stop.cancelled() => return,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
@@ -82,7 +82,7 @@ pub(super) async fn supervise(
 
 /// Twice a second: save the checkpoint when the watermark moved; once a
 /// second: measure the lag and publish the gauges.
-pub(super) async fn upkeep(v: Validator, mut stop: watch::Receiver<bool>) {
+pub(super) async fn upkeep(v: Validator, stop: CancellationToken) {
     let c = &v.inner.capture;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut n = 0u64;
@@ -90,7 +90,7 @@ pub(super) async fn upkeep(v: Validator, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => break,
+            _ = stop.cancelled() => break,
         }
         let side = lock(&c.shared).side;
         let Some(side) = side else { continue };

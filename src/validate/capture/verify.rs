@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::queue::{Batch, Done, Queue};
 use super::status::Counters;
@@ -101,12 +101,12 @@ pub async fn run(
     counters: Arc<Counters>,
     generation: Arc<std::sync::atomic::AtomicU64>,
     run_id: RunId,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let mut pair: Option<Pair> = None;
     loop {
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => break,
+            _ = stop.cancelled() => break,
             _ = queue.wait_work() => {}
         }
         let batches = queue.take_due(ROUND);
