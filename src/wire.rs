@@ -61,6 +61,12 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Send small writes at once (TCP_NODELAY where the transport has it):
     /// [`PacketIo`] batches packets itself and flushes whole responses.
     fn set_nodelay(&self) {}
+
+    /// Whether the bytes are encrypted (a TLS stream): decides whether a
+    /// password may be sent or accepted in cleartext.
+    fn is_secure(&self) -> bool {
+        false
+    }
 }
 
 impl Transport for TcpStream {
@@ -80,6 +86,7 @@ impl Transport for DuplexStream {}
 pub struct PacketIo {
     stream: Box<dyn Transport>,
     peer: Option<SocketAddr>,
+    secure: bool,
     rbuf: BytesMut,
     wbuf: Vec<u8>,
 }
@@ -90,6 +97,7 @@ impl PacketIo {
         stream.set_nodelay();
         PacketIo {
             peer: stream.peer_addr(),
+            secure: stream.is_secure(),
             stream: Box::new(stream),
             rbuf: BytesMut::with_capacity(16 * 1024),
             wbuf: Vec::with_capacity(16 * 1024),
@@ -99,6 +107,40 @@ impl PacketIo {
     /// The peer's address, if the transport has one.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer
+    }
+
+    /// Whether the connection is encrypted (TLS).
+    pub fn is_secure(&self) -> bool {
+        self.secure
+    }
+
+    /// Replace the transport by what `wrap` makes of it (a TLS handshake
+    /// over it): the SSLRequest upgrade of either side.
+    ///
+    /// # Errors
+    /// `InvalidData` when bytes arrived after the packet that asked for
+    /// the upgrade (they were sent in plaintext and would otherwise be read
+    /// as if protected: the STARTTLS injection); `wrap`'s error. The
+    /// connection is unusable after an error.
+    pub async fn upgrade<F, Fut, T>(&mut self, wrap: F) -> std::io::Result<()>
+    where
+        F: FnOnce(Box<dyn Transport>) -> Fut,
+        Fut: std::future::Future<Output = std::io::Result<T>>,
+        T: Transport,
+    {
+        self.flush().await?;
+        if !self.rbuf.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "plaintext bytes after the TLS upgrade request",
+            ));
+        }
+        let (closed, _) = tokio::io::duplex(1);
+        let plain = std::mem::replace(&mut self.stream, Box::new(closed));
+        let secured = wrap(plain).await?;
+        self.secure = secured.is_secure();
+        self.stream = Box::new(secured);
+        Ok(())
     }
 
     /// Read one physical packet. `Ok(None)` on a clean EOF before any byte.

@@ -15,6 +15,7 @@ mod kill;
 mod metrics;
 pub mod prepared;
 mod secondary;
+mod secure;
 pub mod state;
 #[cfg(test)]
 mod tests;
@@ -109,7 +110,8 @@ impl Session {
     ) -> Result<Option<Session>, SessionError> {
         let identity = shared.identity();
         let (login, scramble) =
-            handshake::accept(&mut client, &shared.config, &identity, conn_id).await?;
+            handshake::accept(&mut client, &shared.config, &identity, conn_id, shared.tls.as_deref())
+                .await?;
         let seq = login.seq;
         let mut session = Session::new(shared, client, conn_id, login, scramble);
         let primary = session.shared.pattern.load().primary();
@@ -295,7 +297,7 @@ impl Session {
         .await
         {
             Ok(seq) => seq,
-            Err(SessionError::AccessDenied(u)) => {
+            Err(SessionError::AccessDenied(u) | SessionError::InsecureTransport(u)) => {
                 info!(user = %u, "change user denied; closing");
                 return Ok(Flow::Quit);
             }

@@ -17,6 +17,9 @@ pub struct Db {
     pub side: Side,
     pub pool: Pool,
     pub database: String,
+    /// `ssl_mode = "preferred"`: the plaintext pool used once the server
+    /// turned out not to offer TLS.
+    plain: Option<(Pool, std::sync::Arc<std::sync::atomic::AtomicBool>)>,
 }
 
 impl Db {
@@ -44,10 +47,16 @@ impl Db {
                     .with_constraints(constraints)
                     .with_reset_connection(false),
             );
+        let plain = (cfg.tls.mode == crate::tls::SslMode::Preferred).then(|| {
+            let pool = Pool::new(Opts::from(opts.clone()));
+            (pool, Default::default())
+        });
+        let opts = super::tls::apply(opts, cfg);
         Ok(Db {
             side,
             pool: Pool::new(Opts::from(opts)),
             database,
+            plain,
         })
     }
 
@@ -64,13 +73,23 @@ impl Db {
     }
 
     pub async fn conn(&self) -> Result<mysql_async::Conn, ValidateError> {
-        self.pool
-            .get_conn()
-            .await
-            .map_err(|e| ValidateError::Connect {
-                side: self.side,
-                source: e,
-            })
+        use std::sync::atomic::Ordering;
+        let connect = |source| ValidateError::Connect {
+            side: self.side,
+            source,
+        };
+        if let Some((plain, refused)) = &self.plain {
+            if refused.load(Ordering::Relaxed) {
+                return plain.get_conn().await.map_err(connect);
+            }
+        }
+        match (self.pool.get_conn().await, &self.plain) {
+            (Err(e), Some((plain, refused))) if super::tls::is_tls_not_offered(&e) => {
+                refused.store(true, Ordering::Relaxed);
+                plain.get_conn().await.map_err(connect)
+            }
+            (r, _) => r.map_err(connect),
+        }
     }
 
     /// A prepared query (binary protocol: typed values).
@@ -103,6 +122,9 @@ impl Db {
     }
 
     pub async fn disconnect(self) {
+        if let Some((plain, _)) = self.plain {
+            let _ = plain.disconnect().await;
+        }
         let _ = self.pool.disconnect().await;
     }
 }

@@ -11,6 +11,9 @@
 //! outlives its test.
 #![allow(dead_code)]
 
+pub mod certs;
+pub mod mysql8;
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -60,6 +63,11 @@ exit $st"#;
 pub struct MariaDb {
     pub port: u16,
     name: String,
+    /// Extra server flags (`start_with`), kept for `restart`.
+    flags: Vec<String>,
+    /// `--ssl-ca` of the flags: the harness's own connections use TLS
+    /// trusting it (the server may refuse plaintext).
+    ssl_ca: Option<PathBuf>,
     dir: tempfile::TempDir,
     child: Option<(Child, ChildStdin)>,
 }
@@ -131,6 +139,14 @@ fn template() -> &'static Path {
 impl MariaDb {
     /// A fresh instance named `name` (used in messages and the tempdir name).
     pub async fn start(name: &str) -> MariaDb {
+        Self::start_with(name, &[]).await
+    }
+
+    /// A fresh instance with extra mariadbd flags (e.g. `--ssl-cert=…`,
+    /// `--require-secure-transport=ON`). With `--ssl-ca=PATH` among them,
+    /// the harness's own connections (`opts`, `conn`, readiness) use TLS
+    /// verified against that CA.
+    pub async fn start_with(name: &str, flags: &[&str]) -> MariaDb {
         if !Path::new(MARIADBD).exists() {
             panic!("{NOT_INSTALLED}");
         }
@@ -142,9 +158,15 @@ impl MariaDb {
         copy_dir(template, &dir.path().join("data"));
         fs::create_dir_all(dir.path().join("tmp")).unwrap();
         fs::write(dir.path().join("init.sql"), INIT_SQL).unwrap();
+        let ssl_ca = flags
+            .iter()
+            .find_map(|f| f.strip_prefix("--ssl-ca="))
+            .map(PathBuf::from);
         let mut db = MariaDb {
             port: 0,
             name: name.to_string(),
+            flags: flags.iter().map(|f| f.to_string()).collect(),
+            ssl_ca,
             dir,
             child: None,
         };
@@ -166,6 +188,11 @@ impl MariaDb {
     }
 
     pub fn opts(&self, db: Option<&str>) -> mysql_async::OptsBuilder {
+        let ssl = self.ssl_ca.as_ref().map(|ca| {
+            mysql_async::SslOpts::default()
+                .with_root_certs(vec![ca.clone().into()])
+                .with_disable_built_in_roots(true)
+        });
         mysql_async::OptsBuilder::default()
             .ip_or_hostname("127.0.0.1")
             .tcp_port(self.port)
@@ -173,6 +200,7 @@ impl MariaDb {
             .pass(Some("app"))
             .db_name(db)
             .prefer_socket(false)
+            .ssl_opts(ssl)
     }
 
     /// A direct connection (not through the proxy) to database `shop`.
@@ -253,6 +281,7 @@ impl MariaDb {
             cmd.arg(format!("--{k}={}", v.display()));
         }
         cmd.arg(format!("--port={}", self.port));
+        cmd.args(&self.flags);
         cmd.args(is_root().then_some("--user=root"));
         cmd.stdin(Stdio::piped())
             .stdout(log.try_clone().unwrap())
@@ -322,8 +351,15 @@ pub struct Pair {
 impl Pair {
     /// Start both concurrently.
     pub async fn start() -> Pair {
-        let (source, destination) =
-            tokio::join!(MariaDb::start("source"), MariaDb::start("destination"));
+        Self::start_with(&[]).await
+    }
+
+    /// Start both concurrently with the same extra mariadbd flags.
+    pub async fn start_with(flags: &[&str]) -> Pair {
+        let (source, destination) = tokio::join!(
+            MariaDb::start_with("source", flags),
+            MariaDb::start_with("destination", flags)
+        );
         Pair {
             source,
             destination,
