@@ -12,7 +12,7 @@ pub fn scramble(nonce: &[u8], password: &str) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
