@@ -31,8 +31,8 @@ pub mod route;
 pub mod session;
 pub mod shared;
 pub mod stats;
-pub mod tls;
 #[cfg(test)]
 mod testing;
+pub mod tls;
 pub mod validate;
 pub mod wire;

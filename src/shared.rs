@@ -89,7 +89,11 @@ impl Shared {
         let Some(auth) = first.as_ref().or(other.as_ref()) else {
             return;
         };
-        let rest = if first.is_some() { other.as_ref() } else { None };
+        let rest = if first.is_some() {
+            other.as_ref()
+        } else {
+            None
+        };
         let next = crate::greeting::for_clients(auth, rest);
         let current = self.identity.load();
         if current.version != next.version

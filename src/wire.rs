@@ -114,14 +114,21 @@ impl PacketIo {
         self.secure
     }
 
+    /// Bytes read from the transport and not yet consumed as packets.
+    pub fn read_buffered(&self) -> usize {
+        self.rbuf.len()
+    }
+
     /// Replace the transport by what `wrap` makes of it (a TLS handshake
-    /// over it): the SSLRequest upgrade of either side.
+    /// over it): the SSLRequest upgrade of either side. Bytes already read
+    /// past the last packet (a client's ClientHello sent right behind its
+    /// SSLRequest) are handed to `wrap` ahead of the stream. A TLS client
+    /// must first check [`Self::read_buffered`] is 0: a server sends nothing
+    /// after an SSLRequest, so bytes there are plaintext injected before the
+    /// handshake.
     ///
     /// # Errors
-    /// `InvalidData` when bytes arrived after the packet that asked for
-    /// the upgrade (they were sent in plaintext and would otherwise be read
-    /// as if protected: the STARTTLS injection); `wrap`'s error. The
-    /// connection is unusable after an error.
+    /// `wrap`'s error (the connection is unusable afterwards).
     pub async fn upgrade<F, Fut, T>(&mut self, wrap: F) -> std::io::Result<()>
     where
         F: FnOnce(Box<dyn Transport>) -> Fut,
@@ -129,14 +136,16 @@ impl PacketIo {
         T: Transport,
     {
         self.flush().await?;
-        if !self.rbuf.is_empty() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "plaintext bytes after the TLS upgrade request",
-            ));
-        }
         let (closed, _) = tokio::io::duplex(1);
         let plain = std::mem::replace(&mut self.stream, Box::new(closed));
+        let plain: Box<dyn Transport> = if self.rbuf.is_empty() {
+            plain
+        } else {
+            Box::new(Rewind {
+                prefix: self.rbuf.split(),
+                inner: plain,
+            })
+        };
         let secured = wrap(plain).await?;
         self.secure = secured.is_secure();
         self.stream = Box::new(secured);
@@ -267,6 +276,58 @@ impl PacketIo {
     pub async fn shutdown(&mut self) {
         let _ = self.flush().await;
         let _ = self.stream.shutdown().await;
+    }
+}
+
+/// A transport whose first bytes were already read: they are read again
+/// before the stream's (see [`PacketIo::upgrade`]).
+struct Rewind {
+    prefix: BytesMut,
+    inner: Box<dyn Transport>,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix.split_to(n));
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl Transport for Rewind {
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        self.inner.peer_addr()
     }
 }
 

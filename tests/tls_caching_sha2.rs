@@ -43,10 +43,10 @@ const PYMYSQL: &str = r#"
 import sys, pymysql
 port, ca, key, step = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 kw = {
-    'rsa': dict(password='s3cret-pw'),
-    'fast': dict(password='s3cret-pw'),
-    'wrong': dict(password='nope'),
-    'configured-key': dict(password='s3cret-pw', server_public_key=open(key, 'rb').read()),
+    'rsa': dict(password='s3cret-pw', ssl_disabled=True),
+    'fast': dict(password='s3cret-pw', ssl_disabled=True),
+    'wrong': dict(password='nope', ssl_disabled=True),
+    'configured-key': dict(password='s3cret-pw', ssl_disabled=True, server_public_key=open(key, 'rb').read()),
     'tls': dict(password='s3cret-pw', ssl={'ca': ca}),
 }[step]
 try:
@@ -74,12 +74,21 @@ async fn the_fake_is_credible_pymysql_takes_every_path() {
             let out = tokio::process::Command::new(py)
                 .arg("-c")
                 .arg(PYMYSQL)
-                .args([port.to_string(), ca.display().to_string(), key.display().to_string(), step.into()])
+                .args([
+                    port.to_string(),
+                    ca.display().to_string(),
+                    key.display().to_string(),
+                    step.into(),
+                ])
                 .output()
                 .await
                 .unwrap();
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             text.trim().to_string()
         }
     };
@@ -92,7 +101,13 @@ async fn the_fake_is_credible_pymysql_takes_every_path() {
     assert_eq!(run("tls").await, "tls OK");
     assert_eq!(
         fake.paths(),
-        [P::FullRsaRequested, P::Fast, P::Denied, P::FullRsaConfigured, P::FullTls]
+        [
+            P::FullRsaRequested,
+            P::Fast,
+            P::Denied,
+            P::FullRsaConfigured,
+            P::FullTls
+        ]
     );
 }
 
@@ -113,7 +128,10 @@ async fn cutover_backend_login_takes_every_path() {
     let keyed = backend(
         &fake,
         "s3cret-pw",
-        &format!("ssl_mode = \"disabled\"\nserver_public_key = \"{}\"", key.display()),
+        &format!(
+            "ssl_mode = \"disabled\"\nserver_public_key = \"{}\"",
+            key.display()
+        ),
     );
     login(&keyed).await.unwrap();
     // TLS (verify_identity): the password over TLS; then fast over TLS.
@@ -121,7 +139,10 @@ async fn cutover_backend_login_takes_every_path() {
     let tls = backend(
         &fake,
         "s3cret-pw",
-        &format!("ssl_mode = \"verify_identity\"\nssl_ca = \"{}\"", certs.ca.display()),
+        &format!(
+            "ssl_mode = \"verify_identity\"\nssl_ca = \"{}\"",
+            certs.ca.display()
+        ),
     );
     login(&tls).await.unwrap();
     login(&tls).await.unwrap();
@@ -130,11 +151,23 @@ async fn cutover_backend_login_takes_every_path() {
     login(&backend(&fake, "s3cret-pw", "")).await.unwrap();
     assert_eq!(
         fake.paths(),
-        [P::FullRsaRequested, P::Fast, P::FullRsaConfigured, P::FullTls, P::Fast, P::FullTls]
+        [
+            P::FullRsaRequested,
+            P::Fast,
+            P::FullRsaConfigured,
+            P::FullTls,
+            P::Fast,
+            P::FullTls
+        ]
     );
 
-    let e = login(&backend(&fake, "wrong", "ssl_mode = \"disabled\"")).await.unwrap_err();
-    assert!(e.contains("destination") && e.contains("Access denied") && e.contains("1045"), "{e}");
+    let e = login(&backend(&fake, "wrong", "ssl_mode = \"disabled\""))
+        .await
+        .unwrap_err();
+    assert!(
+        e.contains("destination") && e.contains("Access denied") && e.contains("1045"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -144,8 +177,13 @@ async fn refusals_name_the_backend_and_the_plugin() {
 
     // TLS required, the server offers none.
     let no_tls = FakeMysql8::start(options(None)).await;
-    let e = login(&backend(&no_tls, "s3cret-pw", "ssl_mode = \"required\"")).await.unwrap_err();
-    assert!(e.contains("TLS to destination backend") && e.contains("does not offer TLS"), "{e}");
+    let e = login(&backend(&no_tls, "s3cret-pw", "ssl_mode = \"required\""))
+        .await
+        .unwrap_err();
+    assert!(
+        e.contains("TLS to destination backend") && e.contains("does not offer TLS"),
+        "{e}"
+    );
     // `preferred` falls back to plaintext (and RSA).
     login(&backend(&no_tls, "s3cret-pw", "")).await.unwrap();
     assert_eq!(no_tls.paths(), [P::FullRsaRequested]);
@@ -154,19 +192,35 @@ async fn refusals_name_the_backend_and_the_plugin() {
     let mut o = options(None);
     o.switch_to = Some("mysql_clear_password".into());
     let clear = FakeMysql8::start(o).await;
-    let e = login(&backend(&clear, "s3cret-pw", "ssl_mode = \"disabled\"")).await.unwrap_err();
-    assert!(e.contains("destination") && e.contains("mysql_clear_password") && e.contains("TLS"), "{e}");
+    let e = login(&backend(&clear, "s3cret-pw", "ssl_mode = \"disabled\""))
+        .await
+        .unwrap_err();
+    assert!(
+        e.contains("destination") && e.contains("mysql_clear_password") && e.contains("TLS"),
+        "{e}"
+    );
 
     // An unknown plugin.
     let mut o = options(Some(&certs));
     o.switch_to = Some("authentication_ldap_sasl_client".into());
     let ldap = FakeMysql8::start(o).await;
     let e = login(&backend(&ldap, "s3cret-pw", "")).await.unwrap_err();
-    assert!(e.contains("destination") && e.contains("authentication_ldap_sasl_client") && e.contains("`app`"), "{e}");
+    assert!(
+        e.contains("destination")
+            && e.contains("authentication_ldap_sasl_client")
+            && e.contains("`app`"),
+        "{e}"
+    );
 
     // A certificate from another CA under verify_ca.
     let fake = FakeMysql8::start(options(Some(&certs))).await;
-    let tls = format!("ssl_mode = \"verify_ca\"\nssl_ca = \"{}\"", certs.other_ca.display());
+    let tls = format!(
+        "ssl_mode = \"verify_ca\"\nssl_ca = \"{}\"",
+        certs.other_ca.display()
+    );
     let e = login(&backend(&fake, "s3cret-pw", &tls)).await.unwrap_err();
-    assert!(e.contains("TLS to destination backend") && e.contains("other-ca.pem"), "{e}");
+    assert!(
+        e.contains("TLS to destination backend") && e.contains("other-ca.pem"),
+        "{e}"
+    );
 }

@@ -63,7 +63,11 @@ pub fn parse_public_key(pem: &[u8]) -> Result<RsaPublicKey, String> {
 /// # Errors
 /// The password is too long for the key (OAEP-SHA1 fits `key bytes − 42`
 /// bytes: 214 for a 2048-bit key).
-pub fn encrypt_password(password: &str, nonce: &[u8], key: &RsaPublicKey) -> Result<Vec<u8>, String> {
+pub fn encrypt_password(
+    password: &str,
+    nonce: &[u8],
+    key: &RsaPublicKey,
+) -> Result<Vec<u8>, String> {
     let plain = xor_with_nonce(password, nonce);
     key.encrypt(&mut rand::thread_rng(), Oaep::new::<sha1::Sha1>(), &plain)
         .map_err(|e| format!("cannot RSA-encrypt the password: {e}"))
@@ -109,17 +113,29 @@ mod tests {
         let spki = public.to_public_key_pem(Default::default()).unwrap();
         let key = parse_public_key(spki.as_bytes()).unwrap();
         assert_eq!(key, public);
-        let pkcs1 = rsa::pkcs1::EncodeRsaPublicKey::to_pkcs1_pem(&public, Default::default()).unwrap();
+        let pkcs1 =
+            rsa::pkcs1::EncodeRsaPublicKey::to_pkcs1_pem(&public, Default::default()).unwrap();
         assert_eq!(parse_public_key(pkcs1.as_bytes()).unwrap(), public);
 
         let sealed = encrypt_password("secret", &nonce(), &key).unwrap();
         assert_eq!(sealed.len(), 256);
         let opened = private.decrypt(Oaep::new::<sha1::Sha1>(), &sealed).unwrap();
-        assert_eq!(hex(&opened), "72676076607207", "OAEP(SHA-1) of (pw ‖ NUL) XOR nonce");
-        assert_ne!(sealed, encrypt_password("secret", &nonce(), &key).unwrap(), "randomised padding");
+        assert_eq!(
+            hex(&opened),
+            "72676076607207",
+            "OAEP(SHA-1) of (pw ‖ NUL) XOR nonce"
+        );
+        assert_ne!(
+            sealed,
+            encrypt_password("secret", &nonce(), &key).unwrap(),
+            "randomised padding"
+        );
 
         let too_long = "p".repeat(300);
         assert!(encrypt_password(&too_long, &nonce(), &key).is_err());
-        assert!(parse_public_key(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").is_err());
+        assert!(parse_public_key(
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+        )
+        .is_err());
     }
 }

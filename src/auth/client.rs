@@ -95,7 +95,11 @@ impl<'a> Exchange<'a> {
         let nul = request.iter().position(|&b| b == 0);
         let Some(nul) = nul else {
             let name = String::from_utf8_lossy(request);
-            let name = if name.is_empty() { "mysql_old_password".into() } else { name };
+            let name = if name.is_empty() {
+                "mysql_old_password".into()
+            } else {
+                name
+            };
             return Err(self.refuse(&name, "cutover cannot answer it"));
         };
         let name = &request[..nul];
@@ -127,8 +131,9 @@ impl<'a> Exchange<'a> {
         let pw = self.creds.password;
         if self.awaiting_key {
             self.awaiting_key = false;
-            let key = caching_sha2::parse_public_key(data)
-                .map_err(|e| self.refuse("caching_sha2_password", &format!("server public key: {e}")))?;
+            let key = caching_sha2::parse_public_key(data).map_err(|e| {
+                self.refuse("caching_sha2_password", &format!("server public key: {e}"))
+            })?;
             return self.sealed(&key).map(Some);
         }
         match data {
@@ -168,7 +173,12 @@ pub async fn authenticate(io: &mut PacketIo, ex: &mut Exchange<'_>) -> Result<u1
         let p = reply.payload();
         let answer = match p.first() {
             Some(0x00) => return Ok(wire::parse_ok(p).map(|o| o.status).unwrap_or(0)),
-            Some(0xFF) => return Err(BackendError::Server { side, err: wire::parse_err(p) }),
+            Some(0xFF) => {
+                return Err(BackendError::Server {
+                    side,
+                    err: wire::parse_err(p),
+                })
+            }
             Some(0xFE) => Some(ex.switch(&p[1..])?),
             Some(0x01) => ex.more_data(&p[1..])?,
             _ => {
@@ -187,7 +197,10 @@ mod tests {
     use super::*;
 
     fn ex(secure: bool) -> Exchange<'static> {
-        let creds = Credentials { user: "app", password: "secret" };
+        let creds = Credentials {
+            user: "app",
+            password: "secret",
+        };
         Exchange::new(Side::Destination, creds, secure, None)
     }
 
@@ -195,11 +208,23 @@ mod tests {
     fn first_answer_follows_the_greeting_plugin() {
         let nonce = [5u8; 20];
         let (p, a) = ex(false).first(Some(b"caching_sha2_password"), &nonce);
-        assert_eq!((p, a), (Plugin::CachingSha2, caching_sha2::scramble(&nonce, "secret")));
+        assert_eq!(
+            (p, a),
+            (
+                Plugin::CachingSha2,
+                caching_sha2::scramble(&nonce, "secret")
+            )
+        );
         let (p, a) = ex(false).first(Some(b"mysql_native_password"), &nonce);
         assert_eq!((p, a.len()), (Plugin::Native, 20));
-        assert_eq!(ex(false).first(Some(b"sha256_password"), &nonce).0, Plugin::Native);
-        assert_eq!(ex(false).first(Some(b"mysql_clear_password"), &nonce).0, Plugin::Native);
+        assert_eq!(
+            ex(false).first(Some(b"sha256_password"), &nonce).0,
+            Plugin::Native
+        );
+        assert_eq!(
+            ex(false).first(Some(b"mysql_clear_password"), &nonce).0,
+            Plugin::Native
+        );
         let (p, a) = ex(true).first(Some(b"mysql_clear_password"), &nonce);
         assert_eq!((p, a), (Plugin::Clear, b"secret\0".to_vec()));
     }
@@ -208,10 +233,21 @@ mod tests {
     fn caching_sha2_full_auth_paths() {
         let mut plain = ex(false);
         plain.first(Some(b"caching_sha2_password"), &[1; 20]);
-        assert_eq!(plain.more_data(&[3]).unwrap(), None, "fast auth: wait for the OK");
-        assert_eq!(plain.more_data(&[4]).unwrap(), Some(vec![2]), "ask for the key");
+        assert_eq!(
+            plain.more_data(&[3]).unwrap(),
+            None,
+            "fast auth: wait for the OK"
+        );
+        assert_eq!(
+            plain.more_data(&[4]).unwrap(),
+            Some(vec![2]),
+            "ask for the key"
+        );
         let e = plain.more_data(b"not a key").unwrap_err().to_string();
-        assert!(e.contains("caching_sha2_password") && e.contains("destination"), "{e}");
+        assert!(
+            e.contains("caching_sha2_password") && e.contains("destination"),
+            "{e}"
+        );
 
         let mut tls = ex(true);
         tls.first(Some(b"caching_sha2_password"), &[1; 20]);
@@ -221,14 +257,30 @@ mod tests {
     #[test]
     fn switches_name_the_plugin_when_refused() {
         let mut e = ex(false);
-        let sig = e.switch(b"client_ed25519\0abcdefghijklmnopqrstuvwxyz012345").unwrap();
+        let sig = e
+            .switch(b"client_ed25519\0abcdefghijklmnopqrstuvwxyz012345")
+            .unwrap();
         assert_eq!(sig.len(), 64);
         let err = e.switch(b"mysql_clear_password\0").unwrap_err().to_string();
-        assert!(err.contains("mysql_clear_password") && err.contains("TLS"), "{err}");
-        let err = e.switch(b"auth_gssapi_client\0x\0").unwrap_err().to_string();
-        assert!(err.contains("auth_gssapi_client") && err.contains("destination") && err.contains("app"), "{err}");
+        assert!(
+            err.contains("mysql_clear_password") && err.contains("TLS"),
+            "{err}"
+        );
+        let err = e
+            .switch(b"auth_gssapi_client\0x\0")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("auth_gssapi_client")
+                && err.contains("destination")
+                && err.contains("app"),
+            "{err}"
+        );
         let err = e.switch(b"").unwrap_err().to_string();
         assert!(err.contains("mysql_old_password"), "{err}");
-        assert_eq!(ex(true).switch(b"mysql_clear_password\0").unwrap(), b"secret\0");
+        assert_eq!(
+            ex(true).switch(b"mysql_clear_password\0").unwrap(),
+            b"secret\0"
+        );
     }
 }

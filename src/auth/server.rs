@@ -21,15 +21,21 @@ const LIMIT: usize = 4096;
 /// [`SessionError::ClientIo`] / [`SessionError::PacketTooLarge`] on read failures.
 pub async fn full_auth(client: &mut PacketIo, seq: u8) -> Result<(Vec<u8>, u8), SessionError> {
     if !client.is_secure() {
-        return Err(SessionError::Malformed("cleartext password requested without TLS".into()));
+        return Err(SessionError::Malformed(
+            "cleartext password requested without TLS".into(),
+        ));
     }
-    client.send_packet(seq, &[0x01, caching_sha2::FULL_AUTH]).await?;
+    client
+        .send_packet(seq, &[0x01, caching_sha2::FULL_AUTH])
+        .await?;
     let packet = client.read_packet(LIMIT).await.map_err(|e| match e {
         ReadError::TooLarge => SessionError::PacketTooLarge,
         ReadError::Io(e) => SessionError::ClientIo(e),
     })?;
     let Some((mut password, s)) = packet else {
-        return Err(SessionError::Malformed("client left during full authentication".into()));
+        return Err(SessionError::Malformed(
+            "client left during full authentication".into(),
+        ));
     };
     if password.last() == Some(&0) {
         password.pop();

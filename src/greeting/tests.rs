@@ -45,28 +45,58 @@ fn parse(bytes: &[u8]) -> Greeting {
 /// MySQL 8.0.36: every low flag, high 0xdfff (query attributes, MFA, …),
 /// utf8mb4_0900_ai_ci, caching_sha2_password.
 fn mysql80() -> Greeting {
-    parse(&greeting("8.0.36", 0xdfff_ffff, 255, "caching_sha2_password", 0))
+    parse(&greeting(
+        "8.0.36",
+        0xdfff_ffff,
+        255,
+        "caching_sha2_password",
+        0,
+    ))
 }
 
 /// MySQL 8.4.0 LTS: as 8.0 (mysql_native_password off by default).
 fn mysql84() -> Greeting {
-    parse(&greeting("8.4.0", 0xdfff_ffff, 255, "caching_sha2_password", 0))
+    parse(&greeting(
+        "8.4.0",
+        0xdfff_ffff,
+        255,
+        "caching_sha2_password",
+        0,
+    ))
 }
 
 /// MySQL 5.6.51: no CLIENT_DEPRECATE_EOF, no CLIENT_SESSION_TRACK (5.7 added them).
 fn mysql56() -> Greeting {
-    parse(&greeting("5.6.51", 0x807f_f7ff, 8, "mysql_native_password", 0))
+    parse(&greeting(
+        "5.6.51",
+        0x807f_f7ff,
+        8,
+        "mysql_native_password",
+        0,
+    ))
 }
 
 /// MariaDB 10.11.6 with TLS: bit 0 (CLIENT_MYSQL) clear, extended
 /// capabilities 0x1d (progress, bulk, extended metadata, cache metadata).
 fn mariadb1011() -> Greeting {
-    parse(&greeting("5.5.5-10.11.6-MariaDB", 0x81bf_fffe, 45, "mysql_native_password", 0x1d))
+    parse(&greeting(
+        "5.5.5-10.11.6-MariaDB",
+        0x81bf_fffe,
+        45,
+        "mysql_native_password",
+        0x1d,
+    ))
 }
 
 /// MariaDB 11.4.2: as 10.11, no version prefix, uca1400 default collation.
 fn mariadb114() -> Greeting {
-    parse(&greeting("11.4.2-MariaDB", 0x81bf_fffe, 225, "mysql_native_password", 0x1d))
+    parse(&greeting(
+        "11.4.2-MariaDB",
+        0x81bf_fffe,
+        225,
+        "mysql_native_password",
+        0x1d,
+    ))
 }
 
 fn all() -> Vec<(&'static str, Greeting)> {
@@ -83,9 +113,14 @@ fn all() -> Vec<(&'static str, Greeting)> {
 fn greetings_parse_from_the_spec_layout() {
     let g = mysql80();
     assert_eq!((g.version.as_str(), g.collation), ("8.0.36", 255));
-    assert!(g.capabilities.contains(C::CLIENT_DEPRECATE_EOF | C::CLIENT_QUERY_ATTRIBUTES));
+    assert!(g
+        .capabilities
+        .contains(C::CLIENT_DEPRECATE_EOF | C::CLIENT_QUERY_ATTRIBUTES));
     let m = mariadb1011();
-    assert!(!m.capabilities.contains(C::CLIENT_LONG_PASSWORD), "MariaDB clears bit 0");
+    assert!(
+        !m.capabilities.contains(C::CLIENT_LONG_PASSWORD),
+        "MariaDB clears bit 0"
+    );
     assert!(!mysql56().capabilities.contains(C::CLIENT_DEPRECATE_EOF));
 }
 
@@ -96,11 +131,24 @@ fn every_pair_offers_only_what_both_backends_offer() {
             let id = for_clients(&a, Some(&b));
             let both = a.capabilities & b.capabilities;
             let extra = id.capabilities - both - C::CLIENT_LONG_PASSWORD;
-            assert!(extra.is_empty(), "{a_name} → {b_name}: offers {extra:?} one backend lacks");
-            assert!(id.capabilities.contains(C::CLIENT_PROTOCOL_41 | C::CLIENT_PLUGIN_AUTH));
-            assert!(!id.capabilities.contains(C::CLIENT_SSL), "TLS is cutover's own");
-            assert!(!id.capabilities.contains(C::CLIENT_COMPRESS | C::CLIENT_QUERY_ATTRIBUTES));
-            assert_eq!(id.version, a.version, "{a_name} → {b_name}: the authoritative side's version");
+            assert!(
+                extra.is_empty(),
+                "{a_name} → {b_name}: offers {extra:?} one backend lacks"
+            );
+            assert!(id
+                .capabilities
+                .contains(C::CLIENT_PROTOCOL_41 | C::CLIENT_PLUGIN_AUTH));
+            assert!(
+                !id.capabilities.contains(C::CLIENT_SSL),
+                "TLS is cutover's own"
+            );
+            assert!(!id
+                .capabilities
+                .contains(C::CLIENT_COMPRESS | C::CLIENT_QUERY_ATTRIBUTES));
+            assert_eq!(
+                id.version, a.version,
+                "{a_name} → {b_name}: the authoritative side's version"
+            );
         }
     }
 }
@@ -109,8 +157,13 @@ fn every_pair_offers_only_what_both_backends_offer() {
 fn mariadb_to_mysql8_keeps_the_modern_framing_and_a_common_collation() {
     for (src, dst) in [(mariadb1011(), mysql84()), (mysql80(), mariadb114())] {
         let id = for_clients(&src, Some(&dst));
-        assert!(id.capabilities.contains(C::CLIENT_DEPRECATE_EOF | C::CLIENT_SESSION_TRACK));
-        assert_eq!(id.collation, COMMON_COLLATION, "255 is unknown to MariaDB, 225 to MySQL");
+        assert!(id
+            .capabilities
+            .contains(C::CLIENT_DEPRECATE_EOF | C::CLIENT_SESSION_TRACK));
+        assert_eq!(
+            id.collation, COMMON_COLLATION,
+            "255 is unknown to MariaDB, 225 to MySQL"
+        );
     }
     let same = for_clients(&mysql80(), Some(&mysql84()));
     assert_eq!(same.collation, 255, "equal collations are kept");
@@ -119,9 +172,14 @@ fn mariadb_to_mysql8_keeps_the_modern_framing_and_a_common_collation() {
 #[test]
 fn an_old_side_takes_deprecate_eof_away_from_both() {
     let id = for_clients(&mysql56(), Some(&mariadb1011()));
-    assert!(!id.capabilities.contains(C::CLIENT_DEPRECATE_EOF | C::CLIENT_SESSION_TRACK));
+    assert!(!id
+        .capabilities
+        .contains(C::CLIENT_DEPRECATE_EOF | C::CLIENT_SESSION_TRACK));
     let id = for_clients(&mariadb1011(), Some(&mysql56()));
     assert!(!id.capabilities.contains(C::CLIENT_DEPRECATE_EOF));
     let alone = for_clients(&mariadb1011(), None);
-    assert!(alone.capabilities.contains(C::CLIENT_DEPRECATE_EOF), "until the other side is known");
+    assert!(
+        alone.capabilities.contains(C::CLIENT_DEPRECATE_EOF),
+        "until the other side is known"
+    );
 }

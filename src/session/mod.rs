@@ -109,9 +109,14 @@ impl Session {
         conn_id: u32,
     ) -> Result<Option<Session>, SessionError> {
         let identity = shared.identity();
-        let (login, scramble) =
-            handshake::accept(&mut client, &shared.config, &identity, conn_id, shared.tls.as_deref())
-                .await?;
+        let (login, scramble) = handshake::accept(
+            &mut client,
+            &shared.config,
+            &identity,
+            conn_id,
+            shared.tls.as_deref(),
+        )
+        .await?;
         let seq = login.seq;
         let mut session = Session::new(shared, client, conn_id, login, scramble);
         let primary = session.shared.pattern.load().primary();

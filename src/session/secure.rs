@@ -49,7 +49,9 @@ pub async fn enforce(
     if client.is_secure() {
         return Ok(());
     }
-    let per_user = user.and_then(|u| config.user(u.as_bytes())).is_some_and(|u| u.require_tls);
+    let per_user = user
+        .and_then(|u| config.user(u.as_bytes()))
+        .is_some_and(|u| u.require_tls);
     if !require && !per_user {
         return Ok(());
     }
@@ -65,5 +67,7 @@ pub async fn enforce(
     client
         .send_packet(seq, &ER_SECURE_TRANSPORT_REQUIRED.payload(&msg))
         .await?;
-    Err(SessionError::InsecureTransport(user.unwrap_or_default().to_string()))
+    Err(SessionError::InsecureTransport(
+        user.unwrap_or_default().to_string(),
+    ))
 }

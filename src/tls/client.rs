@@ -8,7 +8,9 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use super::{key_err, provider, read_certs, read_key, BackendTls, BackendTlsKeys, KeyError, SslMode};
+use super::{
+    key_err, provider, read_certs, read_key, BackendTls, BackendTlsKeys, KeyError, SslMode,
+};
 use crate::error::BackendError;
 use crate::pattern::Side;
 use crate::wire::PacketIo;
@@ -201,6 +203,12 @@ pub async fn upgrade(
     seq: u8,
 ) -> Result<(), BackendError> {
     let side = u.side;
+    if io.read_buffered() != 0 {
+        return Err(tls_err(
+            u,
+            "the server sent data before the TLS handshake".into(),
+        ));
+    }
     io.send_packet(seq, ssl_request)
         .await
         .map_err(|source| BackendError::Io { side, source })?;

@@ -125,8 +125,13 @@ impl std::fmt::Debug for BackendTls {
 impl PartialEq for BackendTls {
     /// Equal settings (the loaded objects follow from the paths).
     fn eq(&self, o: &Self) -> bool {
-        (self.mode, &self.ca, &self.cert, &self.key, &self.server_public_key)
-            == (o.mode, &o.ca, &o.cert, &o.key, &o.server_public_key)
+        (
+            self.mode,
+            &self.ca,
+            &self.cert,
+            &self.key,
+            &self.server_public_key,
+        ) == (o.mode, &o.ca, &o.cert, &o.key, &o.server_public_key)
     }
 }
 

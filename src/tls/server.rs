@@ -102,7 +102,9 @@ pub async fn reload_on_sighup(tls: Option<Arc<ServerTls>>) {
                 "success"
             }
             Err(e) => {
-                tracing::warn!("SIGHUP: TLS certificate not reloaded, keeping the current one: {e}");
+                tracing::warn!(
+                    "SIGHUP: TLS certificate not reloaded, keeping the current one: {e}"
+                );
                 "failure"
             }
         };

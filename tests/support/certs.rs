@@ -54,7 +54,8 @@ pub fn make(dir: &Path) -> Certs {
     let (server_cert, server_key) = leaf("localhost", &["localhost", "127.0.0.1"], &root);
     let (client_cert, client_key) = leaf("cutover client", &["cutover-client"], &root);
     let other = ca("someone else's CA");
-    let (rotated_cert, rotated_key) = leaf("localhost rotated", &["localhost", "127.0.0.1"], &other);
+    let (rotated_cert, rotated_key) =
+        leaf("localhost rotated", &["localhost", "127.0.0.1"], &other);
     Certs {
         ca: write("ca.pem", &root.0.pem()),
         server_cert: write("server.pem", &server_cert),

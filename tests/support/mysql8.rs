@@ -82,7 +82,9 @@ impl FakeMysql8 {
             while let Ok((stream, _)) = listener.accept().await {
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    let _ = serve(PacketIo::new(stream), &shared).await;
+                    if let Err(e) = serve(PacketIo::new(stream), &shared).await {
+                        eprintln!("fake MySQL 8: connection ended: {e}");
+                    }
                 });
             }
         });
@@ -147,7 +149,9 @@ fn denied(user: &str) -> Vec<u8> {
     let mut p = vec![0xFF];
     p.extend_from_slice(&1045u16.to_le_bytes());
     p.extend_from_slice(b"#28000");
-    p.extend_from_slice(format!("Access denied for user '{user}'@'localhost' (using password: YES)").as_bytes());
+    p.extend_from_slice(
+        format!("Access denied for user '{user}'@'localhost' (using password: YES)").as_bytes(),
+    );
     p
 }
 
@@ -158,11 +162,16 @@ async fn read(io: &mut PacketIo) -> std::io::Result<(Vec<u8>, u8)> {
 
 async fn serve(mut io: PacketIo, s: &Shared) -> std::io::Result<()> {
     let nonce = nonce();
-    io.send_packet(0, &greeting(&nonce, s.opts.tls.is_some())).await?;
+    io.send_packet(0, &greeting(&nonce, s.opts.tls.is_some()))
+        .await?;
     let (mut resp, mut seq) = read(&mut io).await?;
     let caps = u32::from_le_bytes(resp[..4].try_into().unwrap());
     if caps & (1 << 11) != 0 && resp.len() == 32 {
-        let cfg = s.opts.tls.clone().expect("client asked for TLS that was not offered");
+        let cfg = s
+            .opts
+            .tls
+            .clone()
+            .expect("client asked for TLS that was not offered");
         let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
         io.upgrade(|t| acceptor.accept(t)).await?;
         (resp, seq) = read(&mut io).await?;
@@ -191,7 +200,11 @@ async fn serve(mut io: PacketIo, s: &Shared) -> std::io::Result<()> {
         (answer, seq) = read(&mut io).await?;
     }
     let (path, seq) = authenticate(&mut io, s, &user, &nonce, &answer, seq).await?;
-    let reply = if path == Path::Denied { denied(&user) } else { ok() };
+    let reply = if path == Path::Denied {
+        denied(&user)
+    } else {
+        ok()
+    };
     s.paths.lock().unwrap().push(path.clone());
     io.send_packet(seq, &reply).await?;
     if path == Path::Denied {
@@ -199,7 +212,9 @@ async fn serve(mut io: PacketIo, s: &Shared) -> std::io::Result<()> {
     }
     s.cache.lock().unwrap().insert(user);
     loop {
-        let Some(f) = io.read_frame().await? else { return Ok(()) };
+        let Some(f) = io.read_frame().await? else {
+            return Ok(());
+        };
         match f.payload().first() {
             Some(0x01) => return Ok(()), // COM_QUIT
             _ => {
@@ -246,7 +261,11 @@ async fn authenticate(
             .key
             .decrypt(Oaep::new::<sha1::Sha1>(), &pkt)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-        let mut pw: Vec<u8> = plain.iter().enumerate().map(|(i, b)| b ^ nonce[i % nonce.len()]).collect();
+        let mut pw: Vec<u8> = plain
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ nonce[i % nonce.len()])
+            .collect();
         pw.pop_if(|b| *b == 0);
         (pw, path)
     };
