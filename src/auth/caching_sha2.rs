@@ -102,7 +102,7 @@ mod tests {
         let long = "x".repeat(45);
         let x = xor_with_nonce(&long, &nonce());
         assert_eq!(x[20], b'x' ^ 1);
-        assert_eq!(x[45], 0 ^ nonce()[45 % 20]);
+        assert_eq!(x[45], nonce()[45 % 20], "the NUL terminator XOR the nonce");
     }
 
     #[test]
