@@ -103,15 +103,12 @@ impl<'a> Exchange<'a> {
             return Err(self.refuse(&name, "cutover cannot answer it"));
         };
         let name = &request[..nul];
-        let mut data = &request[nul + 1..];
-        if data.last() == Some(&0) {
-            data = &data[..data.len() - 1];
-        }
         let Some(plugin) = Plugin::from_name(name) else {
             let supported = "cutover supports mysql_native_password, caching_sha2_password, \
                              client_ed25519 and mysql_clear_password (over TLS)";
             return Err(self.refuse(&String::from_utf8_lossy(name), supported));
         };
+        let data = switch_data(plugin, &request[nul + 1..]);
         self.plugin = plugin;
         self.nonce = data.to_vec();
         self.awaiting_key = false;
@@ -153,6 +150,19 @@ impl<'a> Exchange<'a> {
     fn sealed(&self, key: &RsaPublicKey) -> Result<Vec<u8>, BackendError> {
         caching_sha2::encrypt_password(self.creds.password, &self.nonce, key)
             .map_err(|e| self.refuse("caching_sha2_password", &e))
+    }
+}
+
+/// The plugin data of an AuthSwitchRequest as the plugin must see it.
+/// mysql_native_password and caching_sha2_password send the 20-byte
+/// scramble NUL-terminated (MySQL sql_acl.cc: `SCRAMBLE_LENGTH + 1`);
+/// MariaDB's `auth_ed25519` sends its 32 random bytes as they are, so a
+/// message whose last byte is 0 (1 login in 256) must keep it.
+fn switch_data(plugin: Plugin, data: &[u8]) -> &[u8] {
+    match (plugin, data) {
+        (Plugin::Ed25519, _) => data,
+        (_, [head @ .., 0]) => head,
+        _ => data,
     }
 }
 
@@ -252,6 +262,25 @@ mod tests {
         let mut tls = ex(true);
         tls.first(Some(b"caching_sha2_password"), &[1; 20]);
         assert_eq!(tls.more_data(&[4]).unwrap(), Some(b"secret\0".to_vec()));
+    }
+
+    #[test]
+    fn an_ed25519_message_ending_in_nul_is_signed_whole() {
+        let mut msg = [0x5a_u8; 32];
+        msg[31] = 0;
+        let mut request = b"client_ed25519\0".to_vec();
+        request.extend_from_slice(&msg);
+        let sig = ex(false).switch(&request).unwrap();
+        assert_eq!(sig, ed25519::sign(&msg, "secret"), "all 32 bytes signed");
+        assert_ne!(sig, ed25519::sign(&msg[..31], "secret"));
+        let mut native = b"mysql_native_password\0".to_vec();
+        native.extend_from_slice(&[3; 20]);
+        native.push(0);
+        assert_eq!(
+            ex(false).switch(&native).unwrap(),
+            native::scramble(&[3; 20], "secret"),
+            "the native scramble's NUL terminator is not part of it"
+        );
     }
 
     #[test]

@@ -11,6 +11,24 @@ use crate::pattern::Side;
 
 use super::ValidateError;
 
+/// A connection from `pool`, retrying a refused login
+/// ([`super::tls::retries_access_denied`]) up to
+/// [`super::tls::LOGIN_ATTEMPTS`] times in all.
+async fn get_conn(pool: &Pool) -> Result<mysql_async::Conn, mysql_async::Error> {
+    let mut attempt = 1;
+    loop {
+        match pool.get_conn().await {
+            Err(e)
+                if attempt < super::tls::LOGIN_ATTEMPTS
+                    && super::tls::retries_access_denied(&e) =>
+            {
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// A pooled connection target. Cheap to clone.
 #[derive(Clone)]
 pub struct Db {
@@ -80,13 +98,13 @@ impl Db {
         };
         if let Some((plain, refused)) = &self.plain {
             if refused.load(Ordering::Relaxed) {
-                return plain.get_conn().await.map_err(connect);
+                return get_conn(plain).await.map_err(connect);
             }
         }
-        match (self.pool.get_conn().await, &self.plain) {
+        match (get_conn(&self.pool).await, &self.plain) {
             (Err(e), Some((plain, refused))) if super::tls::is_tls_not_offered(&e) => {
                 refused.store(true, Ordering::Relaxed);
-                plain.get_conn().await.map_err(connect)
+                get_conn(plain).await.map_err(connect)
             }
             (r, _) => r.map_err(connect),
         }

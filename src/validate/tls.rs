@@ -54,3 +54,46 @@ pub fn is_tls_not_offered(e: &mysql_async::Error) -> bool {
         mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer)
     )
 }
+
+/// Attempts per validator connection while the server answers
+/// ER_ACCESS_DENIED_ERROR (1045): see [`retries_access_denied`].
+pub const LOGIN_ATTEMPTS: usize = 3;
+
+/// Whether a failed connect is retried: ER_ACCESS_DENIED_ERROR (1045).
+/// mysql_common 0.37 strips a trailing 0 byte from every AuthSwitchRequest's
+/// data, so MariaDB's 32 random `client_ed25519` bytes ending in 0 (one
+/// login in 256) are signed short and refused (fixed upstream in
+/// rust_mysql_common PR 193, release 0.38). A fresh connection gets a fresh
+/// message; a wrong password costs [`LOGIN_ATTEMPTS`] refusals instead of
+/// one. The data path signs the whole message itself (`auth::client`).
+pub fn retries_access_denied(e: &mysql_async::Error) -> bool {
+    matches!(e, mysql_async::Error::Server(s) if s.code == 1045)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(code: u16) -> mysql_async::Error {
+        mysql_async::Error::Server(mysql_async::ServerError {
+            code,
+            message: "x".into(),
+            state: "28000".into(),
+        })
+    }
+
+    #[test]
+    fn only_a_refused_login_is_retried() {
+        assert!(retries_access_denied(&server(1045)));
+        assert!(
+            !retries_access_denied(&server(1044)),
+            "ER_DBACCESS_DENIED_ERROR"
+        );
+        assert!(
+            !retries_access_denied(&server(3159)),
+            "secure transport required"
+        );
+        let tls = mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer);
+        assert!(!retries_access_denied(&tls) && is_tls_not_offered(&tls));
+    }
+}
