@@ -259,3 +259,27 @@ fn handshake_failure(e: std::io::Error, tls: &BackendTls) -> String {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_identity_checks_the_configured_host_by_name_or_address() {
+        let name = |h, m| server_name(h, m).map(|n| n.to_str().into_owned());
+        assert_eq!(
+            name("db.example.com", SslMode::VerifyIdentity).unwrap(),
+            "db.example.com"
+        );
+        assert_eq!(
+            name("10.0.0.7", SslMode::VerifyIdentity).unwrap(),
+            "10.0.0.7"
+        );
+        assert_eq!(name("::1", SslMode::VerifyIdentity).unwrap(), "::1");
+        let e = name("db_host!", SslMode::VerifyIdentity).unwrap_err();
+        assert!(e.contains("db_host!"), "{e}");
+        // Modes that do not check the name connect to any host spelling.
+        assert!(name("db_host!", SslMode::Required).is_ok());
+        assert!(name("db_host!", SslMode::VerifyCa).is_ok());
+    }
+}

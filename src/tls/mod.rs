@@ -255,3 +255,6 @@ impl Transport for tokio_rustls::server::TlsStream<Box<dyn Transport>> {
         true
     }
 }
+
+#[cfg(test)]
+mod tests;
