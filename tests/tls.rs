@@ -188,6 +188,14 @@ async fn a_wrong_ca_is_refused_with_an_error_naming_the_side() {
         e.contains("other-ca.pem") && e.contains("verify_ca"),
         "names the CA and mode: {e}"
     );
+    // The validator's own connections refuse it too, naming the side.
+    let v = Validator::new(Arc::new(cfg.clone()), PatternHandle::new(Pattern::DstOnly)).unwrap();
+    let report = v.run_full_to_completion(None, false).await.unwrap();
+    let why = report.error.clone().unwrap_or_default();
+    assert!(
+        why.contains("destination") && why.to_lowercase().contains("certificate"),
+        "{report:?}"
+    );
 
     // Through cutover (dst_only): the client gets 1429 naming the destination.
     let proxy = TestProxy::from_config(cfg).await;
