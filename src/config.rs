@@ -495,6 +495,13 @@ impl Config {
         }
         let validation = raw.validation.unwrap_or_default().into_config()?;
         let tls = client_tls(raw.tls)?;
+        if let Some(i) = users
+            .iter()
+            .position(|u| u.require_tls && tls.cert.is_none())
+        {
+            let why = "needs [tls] cert and key (without them no client can use TLS)";
+            return Err(key_err(&format!("users[{i}].require_tls"), why));
+        }
         let state_file = raw
             .state_file
             .unwrap_or_else(|| PathBuf::from("./cutover-state.json"));

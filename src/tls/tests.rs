@@ -163,3 +163,46 @@ fn the_upgrade_follows_the_mode_and_the_greeting() {
         }
     }
 }
+
+#[test]
+fn config_keys_are_checked_naming_side_and_key() {
+    use crate::config::Config;
+    let base =
+        "[source]\nurl = 'mysql://a:b@db1/shop'\n[destination]\nurl = 'mysql://a:b@db2/shop'\n";
+    let c = Config::parse(base).unwrap();
+    assert_eq!(
+        (c.source.tls.mode, c.destination.tls.mode),
+        (SslMode::Preferred, SslMode::Preferred),
+        "MySQL clients' default"
+    );
+    assert!(c.tls.cert.is_none() && !c.tls.require);
+    let err = |extra: &str, at: &str| {
+        let text = base.replace(at, &format!("{at}{extra}\n"));
+        Config::parse(&text).unwrap_err().to_string()
+    };
+    let e = err("ssl_mode = 'verify-full'", "url = 'mysql://a:b@db2/shop'\n");
+    assert!(e.contains("destination.ssl_mode"), "{e}");
+    let e = err(
+        "ssl_ca = '/nonexistent/ca.pem'",
+        "url = 'mysql://a:b@db1/shop'\n",
+    );
+    assert!(
+        e.contains("source.ssl_ca") && e.contains("/nonexistent/ca.pem"),
+        "{e}"
+    );
+    let tls = |t: &str| {
+        Config::parse(&format!("{t}\n{base}"))
+            .unwrap_err()
+            .to_string()
+    };
+    let e = tls("[tls]\nrequire = true");
+    assert!(e.contains("tls.require"), "{e}");
+    let e = tls("[tls]\ncert = '/x.pem'");
+    assert!(e.contains("tls.key"), "{e}");
+    let e = Config::parse(&format!(
+        "{base}[[users]]\nname = 'app'\nrequire_tls = true\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("users[0].require_tls"), "{e}");
+}
