@@ -8,6 +8,8 @@ use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 
 use crate::pattern::Pattern;
+use crate::tls::server::ClientTlsConfig;
+use crate::tls::{BackendTls, BackendTlsKeys};
 
 /// The whole configuration, validated.
 #[derive(Debug, Clone)]
@@ -33,6 +35,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The `[validation]` table.
     pub validation: ValidationConfig,
+    /// `[tls]`: TLS for applications connecting to cutover.
+    pub tls: ClientTlsConfig,
 }
 
 /// `[validation]`: the chunked validator, its throttle and the fixer.
@@ -173,6 +177,8 @@ pub struct BackendConfig {
     pub user: String,
     pub password: String,
     pub database: Option<String>,
+    /// `ssl_mode`, `ssl_ca`, `ssl_cert`, `ssl_key`, `server_public_key`.
+    pub tls: BackendTls,
 }
 
 impl BackendConfig {
@@ -212,6 +218,7 @@ impl BackendConfig {
             user,
             password,
             database,
+            tls: BackendTls::default(),
         })
     }
 
@@ -226,12 +233,15 @@ impl BackendConfig {
 }
 
 /// A login an application may use against cutover.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     pub name: String,
     #[serde(default)]
     pub password: String,
+    /// Refuse this user's logins without TLS (ER_SECURE_TRANSPORT_REQUIRED).
+    #[serde(default)]
+    pub require_tls: bool,
 }
 
 /// Command-line / environment overrides (they win over the file).
@@ -286,6 +296,15 @@ struct RawConfig {
     deterministic_mirroring: Option<bool>,
     data_dir: Option<PathBuf>,
     validation: Option<RawValidation>,
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    require: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -413,6 +432,49 @@ impl RawValidation {
 #[serde(deny_unknown_fields)]
 struct RawBackend {
     url: Option<String>,
+    ssl_mode: Option<String>,
+    ssl_ca: Option<PathBuf>,
+    ssl_cert: Option<PathBuf>,
+    ssl_key: Option<PathBuf>,
+    server_public_key: Option<PathBuf>,
+}
+
+impl RawBackend {
+    fn tls_keys(&self) -> BackendTlsKeys {
+        BackendTlsKeys {
+            ssl_mode: self.ssl_mode.clone(),
+            ssl_ca: self.ssl_ca.clone(),
+            ssl_cert: self.ssl_cert.clone(),
+            ssl_key: self.ssl_key.clone(),
+            server_public_key: self.server_public_key.clone(),
+        }
+    }
+}
+
+/// Load a backend's TLS files; errors name `side.key`.
+fn backend_tls(side: &str, raw: Option<&RawBackend>) -> Result<BackendTls, ConfigError> {
+    let keys = raw.map(RawBackend::tls_keys).unwrap_or_default();
+    BackendTls::load(&keys).map_err(|e| key_err(&format!("{side}.{}", e.key), e.message))
+}
+
+/// `[tls]`: both files or neither; `require` needs them; they must load.
+fn client_tls(raw: Option<RawTls>) -> Result<ClientTlsConfig, ConfigError> {
+    let raw = raw.unwrap_or_default();
+    let cfg = ClientTlsConfig {
+        cert: raw.cert,
+        key: raw.key,
+        require: raw.require.unwrap_or(false),
+    };
+    match (&cfg.cert, &cfg.key) {
+        (Some(_), None) => return Err(key_err("tls.key", "missing (tls.cert is set)")),
+        (None, Some(_)) => return Err(key_err("tls.cert", "missing (tls.key is set)")),
+        (None, None) if cfg.require => {
+            return Err(key_err("tls.require", "needs tls.cert and tls.key"))
+        }
+        _ => {}
+    }
+    crate::tls::server::ServerTls::load(&cfg).map_err(|m| key_err("tls.cert", m))?;
+    Ok(cfg)
 }
 
 impl Config {
@@ -461,6 +523,8 @@ impl Config {
 
     fn parse_raw(raw: RawConfig, overrides: &Overrides) -> Result<Config, ConfigError> {
         let defaults = Limits::default();
+        let source_tls = backend_tls("source", raw.source.as_ref())?;
+        let destination_tls = backend_tls("destination", raw.destination.as_ref())?;
         let source_url = overrides
             .source
             .clone()
@@ -471,9 +535,12 @@ impl Config {
             .clone()
             .or_else(|| raw.destination.and_then(|s| s.url))
             .ok_or_else(|| key_err("destination.url", "missing"))?;
-        let source = BackendConfig::from_url(&source_url).map_err(|m| key_err("source.url", m))?;
-        let destination =
+        let mut source =
+            BackendConfig::from_url(&source_url).map_err(|m| key_err("source.url", m))?;
+        let mut destination =
             BackendConfig::from_url(&destination_url).map_err(|m| key_err("destination.url", m))?;
+        source.tls = source_tls;
+        destination.tls = destination_tls;
         let initial_pattern = match raw.initial_pattern {
             Some(p) => p.parse().map_err(|e: crate::pattern::UnknownPattern| {
                 key_err("initial_pattern", e.to_string())
@@ -490,6 +557,7 @@ impl Config {
             users.push(UserConfig {
                 name: source.user.clone(),
                 password: source.password.clone(),
+                ..UserConfig::default()
             });
         }
         let limits = Limits {
@@ -529,6 +597,14 @@ impl Config {
             ));
         }
         let validation = raw.validation.unwrap_or_default().into_config()?;
+        let tls = client_tls(raw.tls)?;
+        if let Some(i) = users
+            .iter()
+            .position(|u| u.require_tls && tls.cert.is_none())
+        {
+            let why = "needs [tls] cert and key (without them no client can use TLS)";
+            return Err(key_err(&format!("users[{i}].require_tls"), why));
+        }
         let state_file = raw
             .state_file
             .unwrap_or_else(|| PathBuf::from("./cutover-state.json"));
@@ -558,6 +634,7 @@ impl Config {
             deterministic_mirroring: raw.deterministic_mirroring.unwrap_or(true),
             data_dir,
             validation,
+            tls,
         };
         check_addr("listen", &cfg.listen)?;
         check_addr("admin_listen", &cfg.admin_listen)?;
@@ -574,12 +651,17 @@ impl Config {
             check_addr("admin_listen", l)?;
             self.admin_listen = l.clone();
         }
+        // A URL override keeps the file's TLS settings for that side.
         if let Some(u) = &o.source {
+            let tls = std::mem::take(&mut self.source.tls);
             self.source = BackendConfig::from_url(u).map_err(|m| key_err("source.url", m))?;
+            self.source.tls = tls;
         }
         if let Some(u) = &o.destination {
+            let tls = std::mem::take(&mut self.destination.tls);
             self.destination =
                 BackendConfig::from_url(u).map_err(|m| key_err("destination.url", m))?;
+            self.destination.tls = tls;
         }
         if let Some(t) = o.admin_token.as_ref().filter(|t| !t.is_empty()) {
             self.admin_token = Some(t.clone());
@@ -635,7 +717,8 @@ mod tests {
             c.users,
             vec![UserConfig {
                 name: "app".into(),
-                password: "s@cret".into()
+                password: "s@cret".into(),
+                require_tls: false,
             }]
         );
         assert_eq!(c.limits.max_connections, 1024);

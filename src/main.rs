@@ -157,7 +157,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let admin = tokio::net::TcpListener::bind(&cfg.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin_listen)", cfg.admin_listen))?;
-    listener.probe_source().await;
+    listener.probe_backends().await;
+    tokio::spawn(cutover::tls::server::reload_on_sighup(listener.tls()));
     tracing::info!(pattern = %pattern.load(), state = ?control.state(), admin = %cfg.admin_listen, "cutover started");
 
     let shutdown = CancellationToken::new();

@@ -180,6 +180,14 @@ pub const CATALOG: &[MetricDef] = &[
         buckets: &[],
     },
     MetricDef {
+        name: "cutover_tls_reloads_total",
+        kind: MetricKind::Counter,
+        help: "[tls] certificate reloads on SIGHUP, by outcome (failure keeps the current certificate)",
+        labels: &["outcome"],
+        startup: Startup::Zero(&[&["success", "failure"]]),
+        buckets: &[],
+    },
+    MetricDef {
         name: "cutover_statements_total",
         kind: MetricKind::Counter,
         help: "Statements relayed, by class, target and outcome",

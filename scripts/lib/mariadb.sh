@@ -108,7 +108,7 @@ mariadb_start() {
         --socket="$dir/mysqld.sock" --pid-file="$dir/mariadbd.pid" --log-error="$dir/error.log" \
         --tmpdir="$dir/tmp" --skip-name-resolve --max-connections=1000 $binlog --innodb-buffer-pool-size=64M \
         --innodb-log-file-size=16M --performance-schema=OFF --innodb-flush-log-at-trx-commit=2 \
-        --init-file="$dir/init.sql" $root_flag "$@" \
+        --init-file="$dir/init.sql" $root_flag ${MARIADB_EXTRA_FLAGS:-} "$@" \
         </dev/null >>"$dir/error.log" 2>&1 &
     local pid=$!
     echo "$pid" >"$dir/mariadbd.launcher-pid"

@@ -13,6 +13,24 @@ use crate::pattern::Side;
 
 use super::ValidateError;
 
+/// A connection from `pool`, retrying a refused login
+/// ([`super::tls::retries_access_denied`]) up to
+/// [`super::tls::LOGIN_ATTEMPTS`] times in all.
+async fn get_conn(pool: &Pool) -> Result<mysql_async::Conn, mysql_async::Error> {
+    let mut attempt = 1;
+    loop {
+        match pool.get_conn().await {
+            Err(e)
+                if attempt < super::tls::LOGIN_ATTEMPTS
+                    && super::tls::retries_access_denied(&e) =>
+            {
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// A pooled connection target. Cheap to clone.
 #[derive(Clone)]
 pub struct Db {
@@ -23,6 +41,9 @@ pub struct Db {
     pub checksum: Checksum,
     /// Whether the server has `CRC32C()` (MariaDB ≥ 10.8), asked once.
     crc32c: Arc<tokio::sync::OnceCell<bool>>,
+    /// `ssl_mode = "preferred"`: the plaintext pool used once the server
+    /// turned out not to offer TLS.
+    plain: Option<(Pool, std::sync::Arc<std::sync::atomic::AtomicBool>)>,
 }
 
 impl Db {
@@ -50,12 +71,18 @@ impl Db {
                     .with_constraints(constraints)
                     .with_reset_connection(false),
             );
+        let plain = (cfg.tls.mode == crate::tls::SslMode::Preferred).then(|| {
+            let pool = Pool::new(Opts::from(opts.clone()));
+            (pool, Default::default())
+        });
+        let opts = super::tls::apply(opts, cfg);
         Ok(Db {
             side,
             pool: Pool::new(Opts::from(opts)),
             database,
             checksum: Checksum::default(),
             crc32c: Arc::default(),
+            plain,
         })
     }
 
@@ -93,13 +120,23 @@ impl Db {
     }
 
     pub async fn conn(&self) -> Result<mysql_async::Conn, ValidateError> {
-        self.pool
-            .get_conn()
-            .await
-            .map_err(|e| ValidateError::Connect {
-                side: self.side,
-                source: e,
-            })
+        use std::sync::atomic::Ordering;
+        let connect = |source| ValidateError::Connect {
+            side: self.side,
+            source,
+        };
+        if let Some((plain, refused)) = &self.plain {
+            if refused.load(Ordering::Relaxed) {
+                return get_conn(plain).await.map_err(connect);
+            }
+        }
+        match (get_conn(&self.pool).await, &self.plain) {
+            (Err(e), Some((plain, refused))) if super::tls::is_tls_not_offered(&e) => {
+                refused.store(true, Ordering::Relaxed);
+                get_conn(plain).await.map_err(connect)
+            }
+            (r, _) => r.map_err(connect),
+        }
     }
 
     /// A prepared query (binary protocol: typed values).
@@ -132,6 +169,9 @@ impl Db {
     }
 
     pub async fn disconnect(self) {
+        if let Some((plain, _)) = self.plain {
+            let _ = plain.disconnect().await;
+        }
         let _ = self.pool.disconnect().await;
     }
 }

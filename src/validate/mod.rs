@@ -30,6 +30,7 @@ pub mod progress;
 mod run;
 pub mod schema;
 mod throttle;
+mod tls;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

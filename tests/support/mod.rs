@@ -16,6 +16,9 @@
 //! outlives its test.
 #![allow(dead_code)]
 
+pub mod certs;
+pub mod mysql8;
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -65,6 +68,9 @@ exit $st"#;
 pub struct MariaDb {
     pub port: u16,
     name: String,
+    /// `--ssl-ca` of the flags: the harness's own connections use TLS
+    /// trusting it (the server may refuse plaintext).
+    ssl_ca: Option<PathBuf>,
     dir: tempfile::TempDir,
     child: Option<(Child, ChildStdin)>,
     /// Extra server flags (kept across `restart`).
@@ -160,7 +166,9 @@ impl MariaDb {
     }
 
     /// Like [`MariaDb::start`] with extra server flags (`--binlog-format=ROW`,
-    /// `--default-time-zone=+02:00`, `--character-set-server=latin1`, …).
+    /// `--default-time-zone=+02:00`, `--ssl-cert=…`, …), kept across
+    /// `restart`. With `--ssl-ca=PATH` among them, the harness's own
+    /// connections (`opts`, `conn`, readiness) use TLS verified against that CA.
     pub async fn start_with<S: AsRef<str>>(name: &str, flags: &[S]) -> MariaDb {
         if !Path::new(MARIADBD).exists() {
             panic!("{NOT_INSTALLED}");
@@ -173,9 +181,14 @@ impl MariaDb {
         copy_dir(template, &dir.path().join("data"));
         fs::create_dir_all(dir.path().join("tmp")).unwrap();
         fs::write(dir.path().join("init.sql"), INIT_SQL).unwrap();
+        let ssl_ca = flags
+            .iter()
+            .find_map(|f| f.as_ref().strip_prefix("--ssl-ca="))
+            .map(PathBuf::from);
         let mut db = MariaDb {
             port: 0,
             name: name.to_string(),
+            ssl_ca,
             dir,
             child: None,
             extra: flags.iter().map(|f| f.as_ref().to_string()).collect(),
@@ -198,6 +211,11 @@ impl MariaDb {
     }
 
     pub fn opts(&self, db: Option<&str>) -> mysql_async::OptsBuilder {
+        let ssl = self.ssl_ca.as_ref().map(|ca| {
+            mysql_async::SslOpts::default()
+                .with_root_certs(vec![ca.clone().into()])
+                .with_disable_built_in_roots(true)
+        });
         mysql_async::OptsBuilder::default()
             .ip_or_hostname("127.0.0.1")
             .tcp_port(self.port)
@@ -205,6 +223,7 @@ impl MariaDb {
             .pass(Some("app"))
             .db_name(db)
             .prefer_socket(false)
+            .ssl_opts(ssl)
     }
 
     /// A direct connection (not through the proxy) to database `shop`.
