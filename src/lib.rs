@@ -11,6 +11,7 @@
 
 pub mod backend;
 pub mod build_info;
+pub mod catalog;
 pub mod classify;
 pub mod codes;
 pub mod command;

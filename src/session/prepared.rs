@@ -231,7 +231,7 @@ impl Session {
                 .reply_err(codes::ER_MAX_PREPARED_STMT_COUNT_REACHED, msg)
                 .await;
         }
-        let class = classify::classify_class(sql);
+        let class = self.hidden_writes(sql, classify::classify_class(sql));
         let plan = route::plan(self.current_pattern(), class);
         if let Err(e) = self.backends.ensure(plan.primary).await {
             return self.reply_backend_error(e).await;
@@ -291,7 +291,7 @@ impl Session {
         if reachable && self.backends.ensure(side).await.is_ok() {
             if let Err(Unsendable::Backend(e)) = self.backends.ensure_prepared(side, id).await {
                 warn!(%side, "prepare on mirror failed: {e}");
-                self.secondary.count_failure(side);
+                self.secondary.secondary_error(side);
             }
         }
     }
