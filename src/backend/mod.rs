@@ -48,6 +48,10 @@ pub struct Backend<T = ()> {
     settled: Vec<(T, Summary)>,
     /// Results of queued captures read so far.
     captured: Vec<Captured>,
+    /// A pinning reset (`SET timestamp=DEFAULT`) owed by this session,
+    /// sent before the next statement that does not read the previous
+    /// statement's diagnostics (see `Session::relay_primary`).
+    pub pending_reset: Option<&'static [u8]>,
 }
 
 /// An answer owed by the backend for a command sent ahead.
@@ -89,6 +93,7 @@ impl<T> Backend<T> {
             expected: VecDeque::new(),
             settled: Vec::new(),
             captured: Vec::new(),
+            pending_reset: None,
         }
     }
 

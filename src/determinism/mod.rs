@@ -45,6 +45,30 @@ pub fn reset() -> &'static [u8] {
     &RESET
 }
 
+/// Whether a statement reads the previous statement's diagnostics
+/// (`ROW_COUNT()`, `FOUND_ROWS()`, `@@warning_count`, `@@error_count`,
+/// `SHOW WARNINGS` / `SHOW ERRORS`, `GET DIAGNOSTICS`): anything cutover
+/// sent on that connection before it would change what it reads (MariaDB
+/// "Diagnostics Area"; every statement but these resets it).
+pub fn reads_diagnostics(text: &[u8]) -> bool {
+    const WORDS: [&[u8]; 7] = [
+        b"ROW_COUNT",
+        b"FOUND_ROWS",
+        b"DIAGNOSTICS",
+        b"WARNING_COUNT",
+        b"ERROR_COUNT",
+        b"WARNINGS",
+        b"ERRORS",
+    ];
+    let mut lx = Lexer::new(text);
+    while let Some((t, _)) = lx.next() {
+        if WORDS.iter().any(|w| t.is(w)) {
+            return true;
+        }
+    }
+    false
+}
+
 /// What kind of write this is, as far as determinism cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {

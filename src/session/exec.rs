@@ -15,6 +15,7 @@ use super::Session;
 use crate::backend::InfileCopy;
 use crate::classify::{Class, TxKind};
 use crate::codes;
+use crate::determinism;
 use crate::error::{BackendError, RelayError, SessionError};
 use crate::pattern::{Pattern, Side};
 use crate::response::{ResponseKind, Summary};
@@ -202,6 +203,7 @@ impl Session {
             Err(u) => return self.reply_unsendable(u).await.map(|()| None),
         };
         let limit = self.shared.config.limits.max_allowed_packet;
+        self.owed_reset(side, cmd);
         if let Some(b) = self.backends.get(side) {
             sync.queue(b, limit);
         }
@@ -226,12 +228,37 @@ impl Session {
             .relay_primary(side, &payload, ResponseKind::Query, hold)
             .await?;
         if let Some(b) = self.backends.get(side) {
-            if let Some(post) = post {
-                b.queue_silent(post);
-            }
+            // Not sent now: it would reset the diagnostics (ROW_COUNT(),
+            // warnings) the client may read next. See `owed_reset`.
+            b.pending_reset = b.pending_reset.or(post);
             sync.answered(b);
         }
         Ok(Some(result))
+    }
+
+    /// A pinning reset owed by the authoritative connection (pinned around
+    /// a prepared statement, or on a server without `SET STATEMENT`) is
+    /// sent before this statement, unless the statement reads the previous
+    /// one's diagnostics: then it waits for the next one (meanwhile NOW()
+    /// there returns the pinned write's time).
+    fn owed_reset(&mut self, side: Side, cmd: &Cmd<'_>) {
+        let owed = self.backends.get(side).is_some_and(|b| b.pending_reset.is_some());
+        if !owed {
+            return;
+        }
+        let reads = match cmd {
+            Cmd::Raw(p) => determinism::reads_diagnostics(p.get(1..).unwrap_or_default()),
+            Cmd::Execute { id, .. } => self
+                .backends
+                .stmts
+                .get_mut(*id)
+                .is_some_and(|s| determinism::reads_diagnostics(&s.sql)),
+        };
+        if let Some(b) = self.backends.get(side).filter(|_| !reads) {
+            if let Some(reset) = b.pending_reset.take() {
+                b.queue_silent(reset);
+            }
+        }
     }
 
     /// Send to the authoritative backend and stream its answer to the client
@@ -297,6 +324,12 @@ impl Session {
         let side = self.current_pattern().primary();
         if let Err(e) = self.backends.ensure(side).await {
             return self.reply_backend_error(e).await;
+        }
+        if let Some(b) = self.backends.get(side) {
+            // INIT_DB / SET_OPTION / RESET_CONNECTION reset the diagnostics anyway
+            if let Some(reset) = b.pending_reset.take() {
+                b.queue_silent(reset);
+            }
         }
         let (summary, _) = self.relay_primary(side, payload, kind, true).await?;
         if !summary.is_err() {

@@ -410,7 +410,14 @@ impl Secondary {
                 post: None,
             },
         };
-        let pre = m.vars.map(<[u8]>::to_vec).into_iter().chain(pinned.pre).collect();
+        // a reset owed from when this connection was the authoritative one
+        let owed = up.get(m.side).and_then(|b| b.pending_reset.take());
+        let pre = owed
+            .map(<[u8]>::to_vec)
+            .into_iter()
+            .chain(m.vars.map(<[u8]>::to_vec))
+            .chain(pinned.pre)
+            .collect();
         Ok(Entry {
             pre,
             payload: pinned.payload,

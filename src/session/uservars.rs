@@ -288,7 +288,7 @@ impl super::Session {
             return VarSync::default();
         }
         let mirrored = mirror.is_some() && matches!(class, crate::classify::Class::Write | crate::classify::Class::Ddl);
-        let names = if mirrored && !reads_diagnostics(text) {
+        let names = if mirrored && !crate::determinism::reads_diagnostics(text) {
             let thread = mirror.and_then(|m| self.backends.get(m)).map(|b| b.thread_id);
             self.vars.needing_sync(&refs, invisible, thread)
         } else {
@@ -312,21 +312,6 @@ impl super::Session {
             self.vars.after_other(&sync.refs, both && thread.is_some(), sync.invisible, thread);
         }
     }
-}
-
-/// Whether the statement reads the previous statement's diagnostics (a
-/// read on the primary before it would change them).
-fn reads_diagnostics(text: &[u8]) -> bool {
-    let mut lx = Lexer::new(text);
-    while let Some((t, _)) = lx.next() {
-        if [&b"ROW_COUNT"[..], b"FOUND_ROWS", b"DIAGNOSTICS", b"WARNING_COUNT", b"ERROR_COUNT"]
-            .iter()
-            .any(|w| t.is(w))
-        {
-            return true;
-        }
-    }
-    false
 }
 
 fn first_word_is(text: &[u8], word: &[u8]) -> bool {
