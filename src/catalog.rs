@@ -24,8 +24,8 @@
 #![warn(missing_docs)]
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -112,6 +112,12 @@ pub struct Catalog {
     /// Any stored function exists (the check plain reads make).
     has_functions: AtomicBool,
     loaded: AtomicBool,
+    /// Reads started so far (a read's ticket orders it).
+    reads: AtomicU64,
+    /// Ticket of the read whose snapshot is stored: an older read that
+    /// finishes later (a periodic one overtaken by the refresh after DDL)
+    /// does not overwrite a newer snapshot.
+    stored: Mutex<u64>,
 }
 
 impl Default for Catalog {
@@ -120,6 +126,8 @@ impl Default for Catalog {
             data: ArcSwap::from_pointee(CatalogData::default()),
             has_functions: AtomicBool::new(false),
             loaded: AtomicBool::new(false),
+            reads: AtomicU64::new(0),
+            stored: Mutex::new(0),
         }
     }
 }
@@ -159,6 +167,7 @@ impl Catalog {
         side: Side,
         timeout: Duration,
     ) -> Result<(), BackendError> {
+        let ticket = self.reads.fetch_add(1, Ordering::SeqCst) + 1;
         let data = tokio::time::timeout(timeout * 2, read(cfg, side, timeout))
             .await
             .map_err(|_| BackendError::Io {
@@ -170,7 +179,11 @@ impl Catalog {
             triggers = data.triggers.len(),
             "stored-program catalog read"
         );
-        self.store(data);
+        let mut stored = self.stored.lock().unwrap_or_else(|p| p.into_inner());
+        if ticket > *stored {
+            *stored = ticket;
+            self.store(data);
+        }
         Ok(())
     }
 
