@@ -312,9 +312,10 @@ impl ValidationService for validate::Validator {
     }
 }
 
-/// Each dirty record with a known key gets a targeted re-check of that row
-/// (repaired at once with `auto_fix`). Records without a key name a table
-/// that the next full validation covers; they are logged.
+/// Each dirty record with a known key gets a targeted re-check of that row;
+/// a record without a key (a trigger's or stored function's target table)
+/// gets a chunked re-check of the whole table. What still differs is
+/// recorded as open events and, with `auto_fix`, repaired at once.
 async fn recheck_records(v: &validate::Validator, records: Vec<DirtyRecord>) {
     let mut keyed = BTreeSet::new();
     let mut tables = BTreeSet::new();
@@ -327,10 +328,17 @@ async fn recheck_records(v: &validate::Validator, records: Vec<DirtyRecord>) {
             None => tables.insert(table),
         };
     }
-    for t in tables {
-        info!(table = %t, "a mirrored statement may have diverged this table; the next full validation re-checks it");
-    }
     let mut found = false;
+    for t in tables {
+        match v.recheck_table(&t).await {
+            Ok(0) => {}
+            Ok(n) => {
+                warn!(table = %t, rows = n, "table re-check after an unsafe statement found differences");
+                found = true;
+            }
+            Err(e) => warn!(table = %t, "table re-check failed: {e}"),
+        }
+    }
     for (table, key) in keyed {
         match v.recheck_key(&table, key).await {
             Ok(Some(e)) => {
