@@ -211,7 +211,11 @@ impl Catalog {
 
 const SYSTEM_SCHEMAS: &str = "('mysql','sys','information_schema','performance_schema')";
 
-async fn read(cfg: &BackendConfig, side: Side, timeout: Duration) -> Result<CatalogData, BackendError> {
+async fn read(
+    cfg: &BackendConfig,
+    side: Side,
+    timeout: Duration,
+) -> Result<CatalogData, BackendError> {
     let params = ConnectParams {
         capabilities: CapabilityFlags::CLIENT_PROTOCOL_41 | CapabilityFlags::CLIENT_DEPRECATE_EOF,
         collation: 45,
@@ -264,7 +268,12 @@ pub fn build(routines: &Captured, triggers: &Captured, autoinc: &Captured) -> Ca
         };
         let function = text(&r[2]).is_some_and(|t| t.eq_ignore_ascii_case("FUNCTION"));
         let modifies = text(&r[3]).is_some_and(|t| t.eq_ignore_ascii_case("MODIFIES SQL DATA"));
-        bodies.push(((schema.to_lowercase(), name.to_lowercase()), function, modifies, text(&r[4])));
+        bodies.push((
+            (schema.to_lowercase(), name.to_lowercase()),
+            function,
+            modifies,
+            text(&r[4]),
+        ));
     }
     let mut scanned: Scanned = HashMap::new();
     for (key, _, modifies, body) in &bodies {
@@ -299,7 +308,7 @@ pub fn build(routines: &Captured, triggers: &Captured, autoinc: &Captured) -> Ca
                 effects.writes |= e.writes;
                 effects.nondeterministic |= e.nondeterministic;
                 effects.targets.extend(e.targets.iter().cloned());
-            } 
+            }
         }
         data.triggers
             .entry((schema, table.to_lowercase()))
@@ -351,19 +360,46 @@ fn close_over_calls(scanned: &mut Scanned) {
 }
 
 const WRITE_WORDS: [&[u8]; 9] = [
-    b"INSERT", b"UPDATE", b"DELETE", b"REPLACE", b"TRUNCATE", b"LOAD", b"CREATE", b"ALTER", b"DROP",
+    b"INSERT",
+    b"UPDATE",
+    b"DELETE",
+    b"REPLACE",
+    b"TRUNCATE",
+    b"LOAD",
+    b"CREATE",
+    b"ALTER",
+    b"DROP",
 ];
 const NONDETERMINISTIC: [&[u8]; 6] = [
-    b"UUID", b"UUID_SHORT", b"SYSDATE", b"CONNECTION_ID", b"LOAD_FILE", b"RANDOM_BYTES",
+    b"UUID",
+    b"UUID_SHORT",
+    b"SYSDATE",
+    b"CONNECTION_ID",
+    b"LOAD_FILE",
+    b"RANDOM_BYTES",
 ];
 /// Words between a write keyword and its table.
 const BEFORE_TABLE: [&[u8]; 12] = [
-    b"INTO", b"IGNORE", b"LOW_PRIORITY", b"FROM", b"QUICK", b"TABLE", b"TEMPORARY", b"IF",
-    b"NOT", b"EXISTS", b"OR", b"DELAYED",
+    b"INTO",
+    b"IGNORE",
+    b"LOW_PRIORITY",
+    b"FROM",
+    b"QUICK",
+    b"TABLE",
+    b"TEMPORARY",
+    b"IF",
+    b"NOT",
+    b"EXISTS",
+    b"OR",
+    b"DELAYED",
 ];
 
 /// What a body does, and the routines it calls (schema, name).
-pub fn scan_body(body: &[u8], schema: &str, autoinc: &HashSet<String>) -> (Effects, Vec<(String, String)>) {
+pub fn scan_body(
+    body: &[u8],
+    schema: &str,
+    autoinc: &HashSet<String>,
+) -> (Effects, Vec<(String, String)>) {
     let mut e = Effects::default();
     let mut calls = Vec::new();
     let mut lx = Lexer::new(body);
@@ -375,7 +411,10 @@ pub fn scan_body(body: &[u8], schema: &str, autoinc: &HashSet<String>) -> (Effec
             Tok::Word(w) if prev.is_some_and(|p| p.is(b"CALL")) => {
                 // a procedure: its own scan (below) or, unknown, anything
                 e.writes = true;
-                calls.push((schema.to_string(), String::from_utf8_lossy(w).to_lowercase()));
+                calls.push((
+                    schema.to_string(),
+                    String::from_utf8_lossy(w).to_lowercase(),
+                ));
             }
             Tok::Word(_)
                 if WRITE_WORDS.iter().any(|w| t.is(w))
@@ -404,7 +443,10 @@ pub fn scan_body(body: &[u8], schema: &str, autoinc: &HashSet<String>) -> (Effec
                 if NONDETERMINISTIC.iter().any(|f| t.is(f)) {
                     e.nondeterministic = true;
                 }
-                calls.push((schema.to_string(), String::from_utf8_lossy(w).to_lowercase()));
+                calls.push((
+                    schema.to_string(),
+                    String::from_utf8_lossy(w).to_lowercase(),
+                ));
             }
             Tok::Punct(b'@') if matches!(next, Some(Tok::Word(_) | Tok::Quoted(..))) => {
                 let mut l = lx.clone();
@@ -443,8 +485,14 @@ pub fn changes_stored_programs(sql: &[u8]) -> bool {
     }
     for _ in 0..8 {
         match lx.next() {
-            Some((t, _)) if t.is(b"FUNCTION") || t.is(b"PROCEDURE") || t.is(b"TRIGGER") => return true,
-            Some((t, _)) if t.is(b"TABLE") || t.is(b"VIEW") || t.is(b"INDEX") || t.is(b"DATABASE") => return false,
+            Some((t, _)) if t.is(b"FUNCTION") || t.is(b"PROCEDURE") || t.is(b"TRIGGER") => {
+                return true
+            }
+            Some((t, _))
+                if t.is(b"TABLE") || t.is(b"VIEW") || t.is(b"INDEX") || t.is(b"DATABASE") =>
+            {
+                return false
+            }
             None => return false,
             _ => {}
         }
@@ -460,13 +508,13 @@ pub fn calls<'a>(sql: &'a [u8]) -> impl Iterator<Item = (Option<&'a [u8]>, &'a [
         let (t, _) = lx.next()?;
         let next = lx.clone().next().map(|(n, _)| n);
         let found = match t {
-            Tok::Word(w) | Tok::Quoted(b'`', w) if next == Some(Tok::Punct(b'(')) => {
-                match prev {
-                    [Some(Tok::Word(s) | Tok::Quoted(b'`', s)), Some(Tok::Punct(b'.'))] => Some((Some(s), w)),
-                    [_, Some(Tok::Punct(b'.'))] => None,
-                    _ => Some((None, w)),
+            Tok::Word(w) | Tok::Quoted(b'`', w) if next == Some(Tok::Punct(b'(')) => match prev {
+                [Some(Tok::Word(s) | Tok::Quoted(b'`', s)), Some(Tok::Punct(b'.'))] => {
+                    Some((Some(s), w))
                 }
-            }
+                [_, Some(Tok::Punct(b'.'))] => None,
+                _ => Some((None, w)),
+            },
             _ => None,
         };
         prev = [prev[1], Some(t)];

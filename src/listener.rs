@@ -134,7 +134,10 @@ impl Listener {
 /// (from the side authoritative at that moment) until `shutdown`.
 async fn keep_catalog_fresh(shared: Arc<Shared>, shutdown: CancellationToken) {
     let every = Duration::from_millis(shared.config.mirror.catalog_refresh_ms);
-    let cfgs = [shared.config.source.clone(), shared.config.destination.clone()];
+    let cfgs = [
+        shared.config.source.clone(),
+        shared.config.destination.clone(),
+    ];
     let pattern = shared.pattern.clone();
     let side = move || pattern.load().primary();
     shared

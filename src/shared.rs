@@ -101,7 +101,11 @@ impl Shared {
     pub async fn refresh_catalog(&self) {
         let side = self.pattern.load().primary();
         let cfg = self.backend_config(side);
-        if let Err(e) = self.catalog.refresh(cfg, side, self.connect_timeout()).await {
+        if let Err(e) = self
+            .catalog
+            .refresh(cfg, side, self.connect_timeout())
+            .await
+        {
             tracing::warn!(%side, "could not re-read the stored-program catalog: {e}");
         }
     }

@@ -21,10 +21,7 @@ const DOUBLE: [Pattern; 2] = [Pattern::SrcFirst, Pattern::DstFirst];
 
 /// Every row of `sql` as text cells (NULL as "NULL"), for comparisons.
 async fn cells(c: &mut Conn, sql: &str) -> Vec<Vec<String>> {
-    let rows: Vec<Row> = c
-        .query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let rows: Vec<Row> = c.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
     rows.into_iter()
         .map(|r| {
             (0..r.len())
@@ -52,7 +49,10 @@ async fn dump(db: &MariaDb, sql: &str) -> Vec<Vec<String>> {
 
 /// The rows of `sql` on both sides, asserted equal.
 async fn equal_on_both(pair: &Pair, sql: &str) -> Vec<Vec<String>> {
-    let (s, d) = (dump(&pair.source, sql).await, dump(&pair.destination, sql).await);
+    let (s, d) = (
+        dump(&pair.source, sql).await,
+        dump(&pair.destination, sql).await,
+    );
     assert_eq!(s, d, "{sql}: source and destination differ");
     s
 }
@@ -72,15 +72,30 @@ fn primary(pair: &Pair, p: Pattern) -> &MariaDb {
 async fn diagnostics_script(c: &mut Conn, tbl: &str) -> Vec<Vec<Vec<String>>> {
     let mut seen = Vec::new();
     let steps: &[(&str, &str)] = &[
-        ("INSERT INTO {t} (id, v) VALUES (2, 'b'), (3, 'c')", "SELECT ROW_COUNT()"),
+        (
+            "INSERT INTO {t} (id, v) VALUES (2, 'b'), (3, 'c')",
+            "SELECT ROW_COUNT()",
+        ),
         ("UPDATE {t} SET v = 'x' WHERE id >= 2", "SELECT ROW_COUNT()"),
         ("BEGIN", "SELECT 1"),
         ("DELETE FROM {t} WHERE id = 3", "SELECT ROW_COUNT()"),
         ("COMMIT", "SELECT 1"),
-        ("INSERT INTO {t} (v) VALUES ('d')", "SELECT LAST_INSERT_ID(), @@identity"),
-        ("INSERT IGNORE INTO {t} (id, v) VALUES (2, 'dup')", "SELECT @@warning_count, ROW_COUNT()"),
-        ("INSERT IGNORE INTO {t} (id, v) VALUES (2, 'dup')", "SHOW WARNINGS"),
-        ("UPDATE {t} SET v = 'y' WHERE id = 2", "GET DIAGNOSTICS @n = NUMBER, @r = ROW_COUNT"),
+        (
+            "INSERT INTO {t} (v) VALUES ('d')",
+            "SELECT LAST_INSERT_ID(), @@identity",
+        ),
+        (
+            "INSERT IGNORE INTO {t} (id, v) VALUES (2, 'dup')",
+            "SELECT @@warning_count, ROW_COUNT()",
+        ),
+        (
+            "INSERT IGNORE INTO {t} (id, v) VALUES (2, 'dup')",
+            "SHOW WARNINGS",
+        ),
+        (
+            "UPDATE {t} SET v = 'y' WHERE id = 2",
+            "GET DIAGNOSTICS @n = NUMBER, @r = ROW_COUNT",
+        ),
         ("SELECT 1", "SELECT @n, @r"),
     ];
     for (write, read) in steps {
@@ -106,11 +121,22 @@ async fn row_count_and_diagnostics_after_a_mirrored_write_are_the_direct_ones() 
         let through = diagnostics_script(&mut via, "t").await;
         let mut direct = primary(&pair, p).conn().await;
         let expected = diagnostics_script(&mut direct, "d").await;
-        assert_eq!(through, expected, "{p}: what the client reads differs from a direct connection");
-        assert_eq!(through[0], vec![vec!["2".to_string()]], "{p}: ROW_COUNT() after INSERT of 2 rows");
+        assert_eq!(
+            through, expected,
+            "{p}: what the client reads differs from a direct connection"
+        );
+        assert_eq!(
+            through[0],
+            vec![vec!["2".to_string()]],
+            "{p}: ROW_COUNT() after INSERT of 2 rows"
+        );
         equal_on_both(&pair, "SELECT id, v FROM t ORDER BY id").await;
         let s = proxy.stats();
-        assert_eq!((s.double_write_failure, s.mirror_mismatches), (0, 0), "{p}: {s:?}");
+        assert_eq!(
+            (s.double_write_failure, s.mirror_mismatches),
+            (0, 0),
+            "{p}: {s:?}"
+        );
         proxy.stop().await;
     }
 }
@@ -120,13 +146,17 @@ async fn row_count_and_diagnostics_after_a_mirrored_write_are_the_direct_ones() 
 /// mirrored write.
 async fn more_diagnostics(c: &mut Conn, tbl: &str) -> Vec<Vec<Vec<String>>> {
     let mut seen = Vec::new();
-    c.query_drop(format!("INSERT INTO {tbl} (id, v) VALUES (1, 'a') ON DUPLICATE KEY UPDATE v = 'z'"))
-        .await
-        .unwrap();
+    c.query_drop(format!(
+        "INSERT INTO {tbl} (id, v) VALUES (1, 'a') ON DUPLICATE KEY UPDATE v = 'z'"
+    ))
+    .await
+    .unwrap();
     seen.push(cells(c, "SELECT ROW_COUNT(), LAST_INSERT_ID()").await);
-    c.query_drop(format!("REPLACE INTO {tbl} (id, v) VALUES (1, 'r'), (7, 's')"))
-        .await
-        .unwrap();
+    c.query_drop(format!(
+        "REPLACE INTO {tbl} (id, v) VALUES (1, 'r'), (7, 's')"
+    ))
+    .await
+    .unwrap();
     seen.push(cells(c, "SELECT ROW_COUNT()").await);
     c.exec_drop(format!("INSERT INTO {tbl} (v) VALUES (?), (?)"), ("p", "q"))
         .await
@@ -137,10 +167,14 @@ async fn more_diagnostics(c: &mut Conn, tbl: &str) -> Vec<Vec<Vec<String>>> {
         .unwrap();
     seen.push(cells(c, "SELECT ROW_COUNT()").await);
     let _: Vec<Row> = c
-        .query(format!("SELECT SQL_CALC_FOUND_ROWS id FROM {tbl} ORDER BY id LIMIT 1"))
+        .query(format!(
+            "SELECT SQL_CALC_FOUND_ROWS id FROM {tbl} ORDER BY id LIMIT 1"
+        ))
         .await
         .unwrap();
-    c.query_drop(format!("DELETE FROM {tbl} WHERE id = 7")).await.unwrap();
+    c.query_drop(format!("DELETE FROM {tbl} WHERE id = 7"))
+        .await
+        .unwrap();
     seen.push(cells(c, "SELECT ROW_COUNT()").await);
     seen
 }
@@ -158,7 +192,10 @@ async fn other_writes_odku_replace_and_prepared_keep_their_diagnostics() {
         let mut direct = primary(&pair, p).conn().await;
         let expected = more_diagnostics(&mut direct, "d").await;
         assert_eq!(through, expected, "{p}");
-        assert_eq!(through[0][0][0], "2", "{p}: ODKU that updated a row counts 2");
+        assert_eq!(
+            through[0][0][0], "2",
+            "{p}: ODKU that updated a row counts 2"
+        );
         equal_on_both(&pair, "SELECT id, v FROM t ORDER BY id").await;
         proxy.stop().await;
     }
@@ -173,15 +210,26 @@ const BUMP: &str = "CREATE FUNCTION bump(k VARCHAR(20)) RETURNS INT MODIFIES SQL
 async fn a_select_calling_a_function_that_writes_is_mirrored() {
     for p in DOUBLE {
         let pair = Pair::start().await;
-        both(&pair, "CREATE TABLE hits (id INT AUTO_INCREMENT PRIMARY KEY, k VARCHAR(20))").await;
+        both(
+            &pair,
+            "CREATE TABLE hits (id INT AUTO_INCREMENT PRIMARY KEY, k VARCHAR(20))",
+        )
+        .await;
         let proxy = TestProxy::start(&pair, p).await;
         let mut c = proxy.conn().await;
         // created through cutover: the catalog is re-read at once
         c.query_drop(BUMP).await.unwrap();
         let n: Option<i64> = c.query_first("SELECT bump('x')").await.unwrap();
-        assert_eq!(n, Some(1), "{p}: the function's value, as a direct connection returns it");
+        assert_eq!(
+            n,
+            Some(1),
+            "{p}: the function's value, as a direct connection returns it"
+        );
         // further inputs of the kind: a call in WHERE, in SET, in DO, qualified
-        let _: Vec<Row> = c.query("SELECT 1 FROM DUAL WHERE bump('w') > 0").await.unwrap();
+        let _: Vec<Row> = c
+            .query("SELECT 1 FROM DUAL WHERE bump('w') > 0")
+            .await
+            .unwrap();
         c.query_drop("SET @b = bump('s')").await.unwrap();
         c.query_drop("DO shop.bump('d')").await.unwrap();
         let b: Option<i64> = c.query_first("SELECT @b").await.unwrap();
@@ -190,7 +238,10 @@ async fn a_select_calling_a_function_that_writes_is_mirrored() {
         assert_eq!(b, Some(3), "{p}");
         // a plain read stays a read: nothing more is mirrored
         let before = proxy.stats().double_write_success;
-        let _: Vec<Row> = c.query("SELECT COUNT(*), UPPER('x') FROM hits").await.unwrap();
+        let _: Vec<Row> = c
+            .query("SELECT COUNT(*), UPPER('x') FROM hits")
+            .await
+            .unwrap();
         assert_eq!(proxy.stats().double_write_success, before, "{p}");
         proxy.stop().await;
     }
@@ -199,8 +250,17 @@ async fn a_select_calling_a_function_that_writes_is_mirrored() {
 #[tokio::test]
 async fn a_function_created_directly_is_known_after_the_periodic_refresh() {
     let pair = Pair::start().await;
-    both(&pair, "CREATE TABLE hits (id INT AUTO_INCREMENT PRIMARY KEY, k VARCHAR(20))").await;
-    let proxy = TestProxy::start_with(&pair, Pattern::SrcFirst, "[mirror]\ncatalog_refresh_ms = 200").await;
+    both(
+        &pair,
+        "CREATE TABLE hits (id INT AUTO_INCREMENT PRIMARY KEY, k VARCHAR(20))",
+    )
+    .await;
+    let proxy = TestProxy::start_with(
+        &pair,
+        Pattern::SrcFirst,
+        "[mirror]\ncatalog_refresh_ms = 200",
+    )
+    .await;
     both(&pair, BUMP).await; // not through cutover (e.g. a schema tool)
     tokio::time::sleep(Duration::from_millis(2500)).await; // a liveness bound: refreshes every 200 ms
     let mut c = proxy.conn().await;
@@ -219,17 +279,35 @@ async fn user_variables_hold_the_primary_s_values_on_both_sides() {
         both(&pair, "CREATE TABLE uv (id INT PRIMARY KEY, u VARCHAR(36), t DATETIME(6), r DOUBLE, d DECIMAL(20,6), s VARCHAR(20) CHARACTER SET utf8mb4, b VARBINARY(16))").await;
         let proxy = TestProxy::start(&pair, p).await;
         let mut c = proxy.conn().await;
-        c.query_drop("SET @u = UUID(), @t = NOW(6), @r = RAND()").await.unwrap();
-        c.query_drop("INSERT INTO uv (id, u, t, r) VALUES (1, @u, @t, @r)").await.unwrap();
+        c.query_drop("SET @u = UUID(), @t = NOW(6), @r = RAND()")
+            .await
+            .unwrap();
+        c.query_drop("INSERT INTO uv (id, u, t, r) VALUES (1, @u, @t, @r)")
+            .await
+            .unwrap();
         let seen = cells(&mut c, "SELECT @u, CAST(@t AS CHAR), @r").await;
         // further inputs: SELECT … INTO, :=, values computed from table data, typed values
-        c.query_drop("SELECT UUID(), RAND() * 1000 INTO @u2, @r2").await.unwrap();
-        let _: Vec<Row> = c.query("SELECT @d := SUM(r) * 1.5 + 0.000001, @s := CONCAT('é', UUID_SHORT()) FROM uv").await.unwrap();
+        c.query_drop("SELECT UUID(), RAND() * 1000 INTO @u2, @r2")
+            .await
+            .unwrap();
+        let _: Vec<Row> = c
+            .query("SELECT @d := SUM(r) * 1.5 + 0.000001, @s := CONCAT('é', UUID_SHORT()) FROM uv")
+            .await
+            .unwrap();
         c.query_drop("SET @b = UNHEX(MD5(RAND()))").await.unwrap();
-        c.query_drop("INSERT INTO uv (id, u, r, d, s, b) VALUES (2, @u2, @r2, @d, @s, @b)").await.unwrap();
-        let rows = equal_on_both(&pair, "SELECT id, u, CAST(t AS CHAR), r, d, s, HEX(b) FROM uv ORDER BY id").await;
+        c.query_drop("INSERT INTO uv (id, u, r, d, s, b) VALUES (2, @u2, @r2, @d, @s, @b)")
+            .await
+            .unwrap();
+        let rows = equal_on_both(
+            &pair,
+            "SELECT id, u, CAST(t AS CHAR), r, d, s, HEX(b) FROM uv ORDER BY id",
+        )
+        .await;
         assert_eq!(rows.len(), 2, "{p}");
-        assert_eq!(rows[0][1], seen[0][0], "{p}: the client's @u is the stored one");
+        assert_eq!(
+            rows[0][1], seen[0][0],
+            "{p}: the client's @u is the stored one"
+        );
         assert_eq!(rows[0][2], seen[0][1], "{p}");
         proxy.stop().await;
     }
@@ -241,11 +319,17 @@ async fn user_variables_hold_the_primary_s_values_on_both_sides() {
 async fn the_client_s_timestamp_insert_id_and_rand_seeds_behave_as_directly() {
     for p in DOUBLE {
         let pair = Pair::start().await;
-        both(&pair, "CREATE TABLE ts (id INT AUTO_INCREMENT PRIMARY KEY, at DATETIME(6), r DOUBLE)").await;
+        both(
+            &pair,
+            "CREATE TABLE ts (id INT AUTO_INCREMENT PRIMARY KEY, at DATETIME(6), r DOUBLE)",
+        )
+        .await;
         let proxy = TestProxy::start(&pair, p).await;
         let mut c = proxy.conn().await;
         c.query_drop("SET timestamp = 1000000000").await.unwrap();
-        c.query_drop("INSERT INTO ts (at) VALUES (NOW(6))").await.unwrap();
+        c.query_drop("INSERT INTO ts (at) VALUES (NOW(6))")
+            .await
+            .unwrap();
         let now = cells(&mut c, "SELECT CAST(NOW() AS CHAR), @@timestamp").await;
         let mut d = primary(&pair, p).conn().await;
         d.query_drop("SET timestamp = 1000000000").await.unwrap();
@@ -253,16 +337,29 @@ async fn the_client_s_timestamp_insert_id_and_rand_seeds_behave_as_directly() {
         assert_eq!(now, direct, "{p}");
         assert_eq!(now[0][0], "2001-09-09 01:46:40", "{p}");
         // after another write the client's clock is still set
-        c.query_drop("INSERT INTO ts (at) VALUES (NOW(6))").await.unwrap();
+        c.query_drop("INSERT INTO ts (at) VALUES (NOW(6))")
+            .await
+            .unwrap();
         let again: Option<String> = c.query_first("SELECT CAST(NOW() AS CHAR)").await.unwrap();
         assert_eq!(again.as_deref(), Some("2001-09-09 01:46:40"), "{p}");
         // further inputs: insert_id, and the RNG seeded by the client
         c.query_drop("SET insert_id = 500").await.unwrap();
-        c.query_drop("INSERT INTO ts (at) VALUES ('2020-01-01')").await.unwrap();
-        c.query_drop("SET rand_seed1 = 12345, rand_seed2 = 67890").await.unwrap();
-        c.query_drop("INSERT INTO ts (at, r) VALUES (NOW(), RAND())").await.unwrap();
-        let r_through: Option<f64> = c.query_first("SELECT r FROM ts WHERE r IS NOT NULL").await.unwrap();
-        d.query_drop("SET rand_seed1 = 12345, rand_seed2 = 67890").await.unwrap();
+        c.query_drop("INSERT INTO ts (at) VALUES ('2020-01-01')")
+            .await
+            .unwrap();
+        c.query_drop("SET rand_seed1 = 12345, rand_seed2 = 67890")
+            .await
+            .unwrap();
+        c.query_drop("INSERT INTO ts (at, r) VALUES (NOW(), RAND())")
+            .await
+            .unwrap();
+        let r_through: Option<f64> = c
+            .query_first("SELECT r FROM ts WHERE r IS NOT NULL")
+            .await
+            .unwrap();
+        d.query_drop("SET rand_seed1 = 12345, rand_seed2 = 67890")
+            .await
+            .unwrap();
         let r_direct: Option<f64> = d.query_first("SELECT RAND()").await.unwrap();
         assert_eq!(r_through, r_direct, "{p}: RAND() after the client's seeds");
         let rows = equal_on_both(&pair, "SELECT id, CAST(at AS CHAR), r FROM ts ORDER BY id").await;
@@ -279,24 +376,39 @@ async fn the_client_s_timestamp_insert_id_and_rand_seeds_behave_as_directly() {
 
 #[tokio::test]
 async fn a_temporary_table_created_before_mirroring_exists_on_the_mirror() {
-    for (before, after) in [(Pattern::SrcOnly, Pattern::SrcFirst), (Pattern::DstOnly, Pattern::DstFirst)] {
+    for (before, after) in [
+        (Pattern::SrcOnly, Pattern::SrcFirst),
+        (Pattern::DstOnly, Pattern::DstFirst),
+    ] {
         let pair = Pair::start().await;
-        both(&pair, "CREATE TABLE perm (id INT PRIMARY KEY, note VARCHAR(20))").await;
+        both(
+            &pair,
+            "CREATE TABLE perm (id INT PRIMARY KEY, note VARCHAR(20))",
+        )
+        .await;
         let proxy = TestProxy::start(&pair, before).await;
         let mut c = proxy.conn().await;
         c.query_drop("CREATE TEMPORARY TABLE staging (id INT PRIMARY KEY, note VARCHAR(20) CHARACTER SET utf8mb4, b BLOB)")
             .await
             .unwrap();
-        c.query_drop("INSERT INTO staging VALUES (3, 'drei', NULL), (1, 'één', X'00ff'), (2, NULL, '')")
-            .await
-            .unwrap();
+        c.query_drop(
+            "INSERT INTO staging VALUES (3, 'drei', NULL), (1, 'één', X'00ff'), (2, NULL, '')",
+        )
+        .await
+        .unwrap();
         proxy.set_pattern(after);
-        c.query_drop("INSERT INTO perm SELECT id, note FROM staging ORDER BY id").await.unwrap();
-        // further input: the temporary table written and joined after the change
-        c.query_drop("UPDATE staging SET note = 'x' WHERE id = 2").await.unwrap();
-        c.query_drop("UPDATE perm JOIN staging USING (id) SET perm.note = staging.note WHERE perm.id = 2")
+        c.query_drop("INSERT INTO perm SELECT id, note FROM staging ORDER BY id")
             .await
             .unwrap();
+        // further input: the temporary table written and joined after the change
+        c.query_drop("UPDATE staging SET note = 'x' WHERE id = 2")
+            .await
+            .unwrap();
+        c.query_drop(
+            "UPDATE perm JOIN staging USING (id) SET perm.note = staging.note WHERE perm.id = 2",
+        )
+        .await
+        .unwrap();
         let rows = equal_on_both(&pair, "SELECT id, note FROM perm ORDER BY id").await;
         assert_eq!(rows.len(), 3, "{after}: {rows:?}");
         assert_eq!(rows[1][1], "x", "{after}");
@@ -361,7 +473,9 @@ async fn trigger_side_effects_are_counted_and_repaired_by_auto_fix_within_second
             let mut c = Conn::new(opts).await.unwrap();
             for i in 0..15 {
                 let id = w * 100 + i;
-                c.query_drop(format!("INSERT INTO orders VALUES ({id}, 1)")).await.unwrap();
+                c.query_drop(format!("INSERT INTO orders VALUES ({id}, 1)"))
+                    .await
+                    .unwrap();
                 // further input of the kind: a trigger calling UUID()
                 c.query_drop(format!("UPDATE orders SET qty = qty + 1 WHERE id = {id}"))
                     .await
@@ -374,13 +488,19 @@ async fn trigger_side_effects_are_counted_and_repaired_by_auto_fix_within_second
     }
     let metrics = admin.get("/metrics").await.body;
     assert!(
-        sample(&metrics, "cutover_unsafe_statements_total{reason=\"trigger\"}") >= 240.0,
+        sample(
+            &metrics,
+            "cutover_unsafe_statements_total{reason=\"trigger\"}"
+        ) >= 240.0,
         "every trigger-firing write is counted"
     );
     // the re-check of the trigger's target tables repairs them (liveness bound)
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let sql = ["SELECT id, order_id FROM audit ORDER BY id", "SELECT order_id, tag FROM tags ORDER BY order_id"];
+        let sql = [
+            "SELECT id, order_id FROM audit ORDER BY id",
+            "SELECT order_id, tag FROM tags ORDER BY order_id",
+        ];
         let mut same = true;
         for q in sql {
             same &= dump(&pair.source, q).await == dump(&pair.destination, q).await;
@@ -388,10 +508,16 @@ async fn trigger_side_effects_are_counted_and_repaired_by_auto_fix_within_second
         if same {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "audit/tags still differ after 30 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "audit/tags still differ after 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(equal_on_both(&pair, "SELECT COUNT(*) FROM audit").await[0][0], "120");
+    assert_eq!(
+        equal_on_both(&pair, "SELECT COUNT(*) FROM audit").await[0][0],
+        "120"
+    );
     equal_on_both(&pair, "SELECT id, qty FROM orders ORDER BY id").await;
     assert_eq!(proxy.stats().double_write_failure, 0);
     proxy.stop().await;

@@ -34,7 +34,9 @@ async fn lock_waits(db: &MariaDb, n: u64) {
     let deadline = std::time::Instant::now() + LIVE;
     loop {
         let waiting: Vec<u64> = db
-            .query("SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'")
+            .query(
+                "SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'",
+            )
             .await;
         if waiting[0] >= n {
             return;
@@ -97,7 +99,10 @@ async fn a_deadlock_the_source_resolves_is_no_mirror_failure() {
         .iter()
         .filter(|r| r.as_ref().is_err_and(|e| server_code(e) == 1213))
         .count();
-    assert_eq!(victims, 1, "the source picks one victim: {first:?} {second:?}");
+    assert_eq!(
+        victims, 1,
+        "the source picks one victim: {first:?} {second:?}"
+    );
     c1.query_drop("COMMIT").await.unwrap();
     c2.query_drop("COMMIT").await.unwrap();
 
@@ -117,7 +122,12 @@ async fn a_deadlock_the_source_resolves_is_no_mirror_failure() {
         sample(&metrics, "cutover_double_writes_total{outcome=\"failure\"}"),
         0.0
     );
-    assert!(sample(&metrics, "cutover_double_writes_total{outcome=\"rolled_back\"}") >= 2.0);
+    assert!(
+        sample(
+            &metrics,
+            "cutover_double_writes_total{outcome=\"rolled_back\"}"
+        ) >= 2.0
+    );
     let lost = metrics
         .lines()
         .filter(|l| l.starts_with("cutover_mirror_failures_total{"))
@@ -170,7 +180,10 @@ async fn a_mirror_only_lock_wait_timeout_without_retries_is_one_failure_and_one_
 async fn release_after_first_timeout(proxy: &TestProxy, mut holder: mysql_async::Conn) {
     let deadline = std::time::Instant::now() + LIVE;
     while proxy.stats().destination_secondary_errors == 0 {
-        assert!(std::time::Instant::now() < deadline, "the mirror never timed out");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mirror never timed out"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     holder.query_drop("ROLLBACK").await.unwrap();
@@ -221,7 +234,9 @@ async fn a_transaction_s_share_is_replayed_after_a_mirror_only_lock_wait_timeout
     assert_eq!(s.mirror_retries_succeeded, 1, "{s:?}");
     // autocommit was given back on the mirror connection: a later
     // autocommit write is visible to others at once
-    c.query_drop("UPDATE t SET v = 7 WHERE id = 3").await.unwrap();
+    c.query_drop("UPDATE t SET v = 7 WHERE id = 3")
+        .await
+        .unwrap();
     assert_eq!(rows(&pair.destination).await[2], (3, 7));
     proxy.stop().await;
 }

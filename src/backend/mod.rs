@@ -414,15 +414,17 @@ mod tests {
             .await
             .unwrap();
         b.queue_silent(&query("SET timestamp=DEFAULT"));
-        let settled = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            b.settle_outstanding(),
-        )
-        .await;
-        settled.expect("not waiting for an answer to an unsent command").unwrap();
+        let settled =
+            tokio::time::timeout(std::time::Duration::from_secs(10), b.settle_outstanding()).await;
+        settled
+            .expect("not waiting for an answer to an unsent command")
+            .unwrap();
         assert_eq!(b.deferred_outstanding(), 0);
         assert_eq!(b.take_settled().len(), 1);
-        assert_eq!(fake.received().last().map(String::as_str), Some("SET timestamp=DEFAULT"));
+        assert_eq!(
+            fake.received().last().map(String::as_str),
+            Some("SET timestamp=DEFAULT")
+        );
     }
 
     #[tokio::test]

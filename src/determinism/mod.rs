@@ -361,4 +361,3 @@ pub fn digest(sql: &[u8]) -> String {
     }
     format!("{h:016x}")
 }
-

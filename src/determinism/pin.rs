@@ -174,15 +174,49 @@ pub enum Pinnable {
 }
 
 const WRAP: [&[u8]; 18] = [
-    b"INSERT", b"REPLACE", b"UPDATE", b"DELETE", b"LOAD", b"CREATE", b"ALTER", b"DROP",
-    b"TRUNCATE", b"RENAME", b"DO", b"SELECT", b"WITH", b"VALUES", b"TABLE", b"CALL", b"EXECUTE",
+    b"INSERT",
+    b"REPLACE",
+    b"UPDATE",
+    b"DELETE",
+    b"LOAD",
+    b"CREATE",
+    b"ALTER",
+    b"DROP",
+    b"TRUNCATE",
+    b"RENAME",
+    b"DO",
+    b"SELECT",
+    b"WITH",
+    b"VALUES",
+    b"TABLE",
+    b"CALL",
+    b"EXECUTE",
     b"SET",
 ];
 
 const NO_PIN: [&[u8]; 22] = [
-    b"LOCK", b"UNLOCK", b"FLUSH", b"KILL", b"HANDLER", b"XA", b"GET", b"ANALYZE", b"OPTIMIZE",
-    b"CHECK", b"REPAIR", b"CACHE", b"PURGE", b"RESET", b"INSTALL", b"UNINSTALL", b"SHUTDOWN",
-    b"BINLOG", b"SIGNAL", b"RESIGNAL", b"GRANT", b"REVOKE",
+    b"LOCK",
+    b"UNLOCK",
+    b"FLUSH",
+    b"KILL",
+    b"HANDLER",
+    b"XA",
+    b"GET",
+    b"ANALYZE",
+    b"OPTIMIZE",
+    b"CHECK",
+    b"REPAIR",
+    b"CACHE",
+    b"PURGE",
+    b"RESET",
+    b"INSTALL",
+    b"UNINSTALL",
+    b"SHUTDOWN",
+    b"BINLOG",
+    b"SIGNAL",
+    b"RESIGNAL",
+    b"GRANT",
+    b"REVOKE",
 ];
 
 /// How a statement whose first word is `word` (the next token `next`)
@@ -306,7 +340,10 @@ mod tests {
     #[test]
     fn set_statement_goes_before_each_statement() {
         let one = set_statement(b"INSERT INTO t VALUES (1)", "timestamp=1", false).unwrap();
-        assert_eq!(one, b"\x03SET STATEMENT timestamp=1 FOR INSERT INTO t VALUES (1)");
+        assert_eq!(
+            one,
+            b"\x03SET STATEMENT timestamp=1 FOR INSERT INTO t VALUES (1)"
+        );
         let two = set_statement(
             b"INSERT INTO t VALUES (';'); /* c */ UPDATE t SET a=1;",
             "timestamp=1",
@@ -318,7 +355,11 @@ mod tests {
             "SET STATEMENT timestamp=1 FOR INSERT INTO t VALUES (';'); /* c */ SET STATEMENT timestamp=1 FOR UPDATE t SET a=1;"
         );
         assert_eq!(
-            set_statement(b"INSERT INTO t VALUES (1); LOCK TABLES t WRITE", "x=1", true),
+            set_statement(
+                b"INSERT INTO t VALUES (1); LOCK TABLES t WRITE",
+                "x=1",
+                true
+            ),
             None
         );
     }
@@ -332,7 +373,10 @@ mod tests {
         };
         assert_eq!(p("insert into t values (1)"), Pinnable::Wrap);
         assert_eq!(p("CALL p()"), Pinnable::Wrap);
-        assert_eq!(p("BEGIN NOT ATOMIC INSERT INTO t VALUES (NOW()); END"), Pinnable::Around);
+        assert_eq!(
+            p("BEGIN NOT ATOMIC INSERT INTO t VALUES (NOW()); END"),
+            Pinnable::Around
+        );
         assert_eq!(p("lbl: LOOP LEAVE lbl; END LOOP"), Pinnable::Around);
         assert_eq!(p("GET DIAGNOSTICS @n = NUMBER"), Pinnable::No);
         assert_eq!(p("LOCK TABLES t WRITE"), Pinnable::No);

@@ -101,7 +101,9 @@ impl Session {
         let state = &self.backends.state;
         let (client, db) = (state.client_pins, state.database.as_deref());
         let stmts = &mut self.backends.stmts;
-        let pinning = self.secondary.pinning(&plan, class, &cmd, stmts, client, db);
+        let pinning = self
+            .secondary
+            .pinning(&plan, class, &cmd, stmts, client, db);
         let rewritten = pinning.as_ref().and_then(|p| p.analysis.rewritten.clone());
         let cmd = match (&cmd, &rewritten) {
             (Cmd::Raw(_), Some(text)) => Cmd::Raw(text),
@@ -179,10 +181,7 @@ impl Session {
                 None => return,
             },
         };
-        if text
-            .windows(4)
-            .any(|w| w.eq_ignore_ascii_case(b"RAND"))
-        {
+        if text.windows(4).any(|w| w.eq_ignore_ascii_case(b"RAND")) {
             self.backends.state.client_pins.rand_drift = true;
         }
     }
@@ -242,7 +241,10 @@ impl Session {
     /// one's diagnostics: then it waits for the next one (meanwhile NOW()
     /// there returns the pinned write's time).
     fn owed_reset(&mut self, side: Side, cmd: &Cmd<'_>) {
-        let owed = self.backends.get(side).is_some_and(|b| b.pending_reset.is_some());
+        let owed = self
+            .backends
+            .get(side)
+            .is_some_and(|b| b.pending_reset.is_some());
         if !owed {
             return;
         }

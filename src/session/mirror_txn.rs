@@ -16,8 +16,8 @@ use crate::command;
 use crate::determinism::{Analysis, Verb};
 use crate::pattern::Side;
 use crate::response::{ResponseKind, Summary};
-use crate::wire::OkInfo;
 use crate::stats::{DataPathStats, DirtyRecord};
+use crate::wire::OkInfo;
 
 impl Secondary {
     /// Before the statement that commits the transaction goes to the
@@ -116,8 +116,12 @@ impl Secondary {
             .is_some_and(|b| b.in_trans || b.deferred_outstanding() > 0);
         if open {
             match end {
-                TxnEnd::RolledBack => debug!(%side, "rolling back the mirror's share of a transaction the authoritative side rolled back"),
-                TxnEnd::Committed => warn!(%side, "rolling back a transaction left open on the non-authoritative side"),
+                TxnEnd::RolledBack => {
+                    debug!(%side, "rolling back the mirror's share of a transaction the authoritative side rolled back")
+                }
+                TxnEnd::Committed => {
+                    warn!(%side, "rolling back a transaction left open on the non-authoritative side")
+                }
             }
             let b = up.get(side).expect("checked above");
             let outcome = b
@@ -160,7 +164,9 @@ impl Secondary {
     pub fn reset(&mut self) {
         if let Some(t) = self.txn.take() {
             let n = t.statements() as u64;
-            self.shared.stats.add(&self.shared.stats.double_write_rolled_back, n);
+            self.shared
+                .stats
+                .add(&self.shared.stats.double_write_rolled_back, n);
         }
     }
 
@@ -188,7 +194,9 @@ impl Secondary {
             }
             TxnEnd::RolledBack => {
                 let n = t.statements() as u64;
-                self.shared.stats.add(&self.shared.stats.double_write_rolled_back, n);
+                self.shared
+                    .stats
+                    .add(&self.shared.stats.double_write_rolled_back, n);
             }
         }
         if t.autocommit_forced_off && primary_autocommit != Some(false) {
@@ -210,7 +218,9 @@ impl Secondary {
 
     /// Mirrored statements applied on both sides.
     pub(super) fn count_success(&self, n: u64) {
-        self.shared.stats.add(&self.shared.stats.double_write_success, n);
+        self.shared
+            .stats
+            .add(&self.shared.stats.double_write_success, n);
     }
 
     /// A write the authoritative side applied (committed) and the mirror
@@ -243,7 +253,13 @@ impl Secondary {
     /// Count a mirrored statement applied on both sides with a different
     /// outcome (`kind`, see [`mismatch`]): the sides held different rows.
     /// Counted and queued for a targeted re-check.
-    pub(super) fn count_mismatch(&self, side: Side, kind: &'static str, check: &MirrorCheck, mirror: Option<OkInfo>) {
+    pub(super) fn count_mismatch(
+        &self,
+        side: Side,
+        kind: &'static str,
+        check: &MirrorCheck,
+        mirror: Option<OkInfo>,
+    ) {
         let primary = &check.primary;
         DataPathStats::incr(&self.shared.stats.mirror_mismatches);
         metrics::counter!("cutover_mirror_mismatches_total", "kind" => kind).increment(1);
@@ -290,7 +306,9 @@ impl Secondary {
             for (schema, name) in catalog::calls(text) {
                 let name = String::from_utf8_lossy(name);
                 let f = match schema {
-                    Some(s) => data.function(None, &format!("{}.{name}", String::from_utf8_lossy(s))),
+                    Some(s) => {
+                        data.function(None, &format!("{}.{name}", String::from_utf8_lossy(s)))
+                    }
                     None => data.function(db, &name),
                 };
                 if let Some(f) = f.filter(|f| f.nondeterministic) {

@@ -18,9 +18,9 @@ mod mirror_txn;
 pub mod prepared;
 mod secondary;
 pub mod state;
+mod temptables;
 #[cfg(test)]
 mod tests;
-mod temptables;
 mod txn;
 mod uservars;
 
@@ -269,7 +269,9 @@ impl Session {
     /// not replayed on connections opened later). Plain reads pay one
     /// atomic load when no stored function exists.
     fn hidden_writes(&self, sql: &[u8], class: Class) -> Class {
-        if !matches!(class, Class::Read | Class::SessionState) || !self.shared.catalog.has_functions() {
+        if !matches!(class, Class::Read | Class::SessionState)
+            || !self.shared.catalog.has_functions()
+        {
             return class;
         }
         let data = self.shared.catalog.load();

@@ -196,7 +196,9 @@ impl Secondary {
         if client.rand_seed && client.rand_drift && analysis.calls_rand {
             // The client seeded the RNG and drew from it on the authoritative
             // side only since: the two RNGs are in different states.
-            analysis.unsafe_reason.get_or_insert("rand_after_client_seed");
+            analysis
+                .unsafe_reason
+                .get_or_insert("rand_after_client_seed");
         }
         let pinning = Pinning {
             pin: Pin::now(),
@@ -242,7 +244,9 @@ impl Secondary {
             self.send_deferred(up, side, &entry).await.map(|()| None)
         } else {
             let retry = !ends && !m.in_txn_after() && self.txn.is_none() && !entry.check.multi;
-            self.send_now(up, side, &entry, m.infile, retry).await.map(Some)
+            self.send_now(up, side, &entry, m.infile, retry)
+                .await
+                .map(Some)
         };
         match outcome {
             Err(u) => {
@@ -308,7 +312,9 @@ impl Secondary {
                     self.secondary_error(side);
                     self.count_failure(side, FailureReason::of(err), &entry.check);
                 }
-                (None, true) => self.count_failure(side, FailureReason::InfileTruncated, &entry.check),
+                (None, true) => {
+                    self.count_failure(side, FailureReason::InfileTruncated, &entry.check)
+                }
                 (None, false) => {
                     if let Some(kind) = mismatch(&entry.check, &s) {
                         self.count_mismatch(side, kind, &entry.check, s.ok);

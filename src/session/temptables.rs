@@ -43,7 +43,9 @@ impl TempTables {
     pub fn observe(&mut self, sql: &[u8], db: Option<&str>) {
         let toks: Vec<Tok<'_>> = {
             let mut lx = Lexer::new(sql);
-            std::iter::from_fn(|| lx.next().map(|(t, _)| t)).take(64).collect()
+            std::iter::from_fn(|| lx.next().map(|(t, _)| t))
+                .take(64)
+                .collect()
         };
         let word = |i: usize| toks.get(i).copied();
         let is = |i: usize, w: &[u8]| word(i).is_some_and(|t| t.is(w));
@@ -84,7 +86,11 @@ impl TempTables {
         } else if is(0, b"ALTER") && is(1, b"TABLE") {
             if let Some((from, next)) = name_at(&toks, 2, db) {
                 if is(next, b"RENAME") {
-                    let to_at = if is(next + 1, b"TO") || is(next + 1, b"AS") { next + 2 } else { next + 1 };
+                    let to_at = if is(next + 1, b"TO") || is(next + 1, b"AS") {
+                        next + 2
+                    } else {
+                        next + 1
+                    };
                     if let Some((to, _)) = name_at(&toks, to_at, db) {
                         self.replace(&from, to);
                     }
@@ -131,7 +137,9 @@ impl TempTables {
 /// token after it.
 fn name_at(toks: &[Tok<'_>], i: usize, db: Option<&str>) -> Option<((String, String), usize)> {
     let part = |t: Option<&Tok<'_>>| match t {
-        Some(Tok::Word(w) | Tok::Quoted(b'`', w)) => Some(String::from_utf8_lossy(w).replace("``", "`")),
+        Some(Tok::Word(w) | Tok::Quoted(b'`', w)) => {
+            Some(String::from_utf8_lossy(w).replace("``", "`"))
+        }
         _ => None,
     };
     let first = part(toks.get(i))?;
@@ -164,12 +172,21 @@ impl Session {
         }
         let primary = side.other();
         let limit = self.shared.config.mirror.temporary_table_max_bytes;
-        let charset = match self.primary_rows(primary, "SELECT @@character_set_results", 4096).await {
-            Some(c) => c.rows.first().and_then(|r| r[0].clone()).map(|v| String::from_utf8_lossy(&v).into_owned()),
+        let charset = match self
+            .primary_rows(primary, "SELECT @@character_set_results", 4096)
+            .await
+        {
+            Some(c) => c
+                .rows
+                .first()
+                .and_then(|r| r[0].clone())
+                .map(|v| String::from_utf8_lossy(&v).into_owned()),
             None => return,
         };
         for (db, name) in self.temps.tables.clone() {
-            let copied = self.copy_temp(primary, side, &db, &name, charset.as_deref(), limit).await;
+            let copied = self
+                .copy_temp(primary, side, &db, &name, charset.as_deref(), limit)
+                .await;
             if !copied {
                 let table = Some(format!("{db}.{name}"));
                 self.secondary
@@ -195,9 +212,20 @@ impl Session {
     }
 
     /// Recreate one temporary table on `to`; `false` when it was not.
-    async fn copy_temp(&mut self, from: Side, to: Side, db: &str, name: &str, charset: Option<&str>, limit: usize) -> bool {
+    async fn copy_temp(
+        &mut self,
+        from: Side,
+        to: Side,
+        db: &str,
+        name: &str,
+        charset: Option<&str>,
+        limit: usize,
+    ) -> bool {
         let qualified = format!("{}.{}", ident(db), ident(name));
-        let Some(def) = self.primary_rows(from, &format!("SHOW CREATE TABLE {qualified}"), 1 << 20).await else {
+        let Some(def) = self
+            .primary_rows(from, &format!("SHOW CREATE TABLE {qualified}"), 1 << 20)
+            .await
+        else {
             return false;
         };
         let Some(create) = def.rows.first().and_then(|r| r.get(1).cloned().flatten()) else {
@@ -206,7 +234,10 @@ impl Session {
         let Some(create) = qualify_create(&String::from_utf8_lossy(&create), &qualified) else {
             return false;
         };
-        let Some(rows) = self.primary_rows(from, &format!("SELECT * FROM {qualified}"), limit).await else {
+        let Some(rows) = self
+            .primary_rows(from, &format!("SELECT * FROM {qualified}"), limit)
+            .await
+        else {
             return false;
         };
         if rows.truncated {
@@ -326,11 +357,17 @@ mod tests {
         .is_empty());
         assert!(followed(&["CREATE TEMPORARY TABLE a (id INT)", "DROP TABLE a"]).is_empty());
         assert_eq!(
-            followed(&["CREATE TEMPORARY TABLE a (id INT)", "ALTER TABLE a RENAME TO b"]),
+            followed(&[
+                "CREATE TEMPORARY TABLE a (id INT)",
+                "ALTER TABLE a RENAME TO b"
+            ]),
             [pair("shop", "b")]
         );
         assert_eq!(
-            followed(&["CREATE TEMPORARY TABLE a (id INT)", "RENAME TABLE x TO y, a TO c"]),
+            followed(&[
+                "CREATE TEMPORARY TABLE a (id INT)",
+                "RENAME TABLE x TO y, a TO c"
+            ]),
             [pair("shop", "c")]
         );
     }
@@ -345,8 +382,18 @@ mod tests {
         let rows = Captured {
             columns: vec![col(0x03, 63), col(0xFD, 45), col(0xFC, 63), col(0x0C, 45)],
             rows: vec![
-                vec![Some(b"1".to_vec()), Some("é'".as_bytes().to_vec()), Some(vec![0, 255]), None],
-                vec![Some(b"-2".to_vec()), None, None, Some(b"2001-09-09 01:46:40".to_vec())],
+                vec![
+                    Some(b"1".to_vec()),
+                    Some("é'".as_bytes().to_vec()),
+                    Some(vec![0, 255]),
+                    None,
+                ],
+                vec![
+                    Some(b"-2".to_vec()),
+                    None,
+                    None,
+                    Some(b"2001-09-09 01:46:40".to_vec()),
+                ],
             ],
             ..Captured::default()
         };
@@ -355,7 +402,11 @@ mod tests {
             ["INSERT INTO `shop`.`s` VALUES (1, _utf8mb4 X'C3A927', X'00FF', NULL), (-2, NULL, NULL, _utf8mb4 X'323030312D30392D30392030313A34363A3430')"]
         );
         assert_eq!(
-            qualify_create("CREATE TEMPORARY TABLE `staging` (\n  `id` int(11) NOT NULL\n)", "`shop`.`staging`").unwrap(),
+            qualify_create(
+                "CREATE TEMPORARY TABLE `staging` (\n  `id` int(11) NOT NULL\n)",
+                "`shop`.`staging`"
+            )
+            .unwrap(),
             "CREATE TEMPORARY TABLE `shop`.`staging` (\n  `id` int(11) NOT NULL\n)"
         );
     }

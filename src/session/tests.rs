@@ -145,7 +145,11 @@ async fn an_autocommit_write_is_answered_only_after_the_mirror_applied_it() {
         !h.answered_soon().await,
         "answered before the mirror applied it"
     );
-    assert!(h.source.received().iter().any(|c| stmt(c).starts_with("INSERT")));
+    assert!(h
+        .source
+        .received()
+        .iter()
+        .any(|c| stmt(c).starts_with("INSERT")));
     h.destination.release();
     assert_eq!(h.answer().await[0], 0x00);
     h.stop().await;
@@ -173,7 +177,10 @@ async fn mirrored_writes_carry_the_same_pin_on_both_sides_and_leave_nothing_behi
     assert_eq!(src.len(), 2, "nothing before or after the writes: {src:?}");
     assert_eq!(dst.len(), 2, "{dst:?}");
     let (pin, stmt) = set_statement(&src[0]);
-    assert!(pin.starts_with("timestamp=") && pin.contains(", rand_seed1="), "{pin}");
+    assert!(
+        pin.starts_with("timestamp=") && pin.contains(", rand_seed1="),
+        "{pin}"
+    );
     assert_eq!(stmt, "INSERT INTO t VALUES (7)");
     assert_eq!(
         set_statement(&dst[0]),
@@ -182,7 +189,11 @@ async fn mirrored_writes_carry_the_same_pin_on_both_sides_and_leave_nothing_behi
     );
     let (pin2, stmt2) = set_statement(&src[1]);
     assert_eq!(stmt2, "UPDATE t SET a = 1");
-    assert_eq!(set_statement(&dst[1]), (pin2, stmt2), "no insert id for an UPDATE");
+    assert_eq!(
+        set_statement(&dst[1]),
+        (pin2, stmt2),
+        "no insert id for an UPDATE"
+    );
     assert_ne!(pin, pin2, "a fresh pin per statement");
     assert_eq!(h.shared.stats.snapshot().double_write_success, 2);
     h.stop().await;
@@ -192,16 +203,26 @@ async fn mirrored_writes_carry_the_same_pin_on_both_sides_and_leave_nothing_behi
 async fn statements_without_set_statement_are_pinned_around_and_the_clients_pins_stay() {
     let mut h = Harness::start(Pattern::SrcFirst, testing::tiny_db(), testing::tiny_db()).await;
     h.ok("LOCK TABLES t WRITE").await;
-    assert_eq!(h.source.received(), ["LOCK TABLES t WRITE"], "nothing to pin");
+    assert_eq!(
+        h.source.received(),
+        ["LOCK TABLES t WRITE"],
+        "nothing to pin"
+    );
     h.ok("SET timestamp = 1000000000").await;
     h.ok("FROBNICATE t").await; // not known to take SET STATEMENT
     h.ok("INSERT INTO t VALUES (8)").await;
     let src = h.source.received();
     assert_eq!(src[1], "SET timestamp = 1000000000");
-    assert!(src[2].starts_with("SET rand_seed1="), "the client's timestamp is not overridden: {src:?}");
+    assert!(
+        src[2].starts_with("SET rand_seed1="),
+        "the client's timestamp is not overridden: {src:?}"
+    );
     assert_eq!(src[3], "FROBNICATE t", "and not reset afterwards: {src:?}");
     let (pin, stmt) = set_statement(&src[4]);
-    assert!(pin.starts_with("rand_seed1=") && !pin.contains("timestamp"), "{pin}");
+    assert!(
+        pin.starts_with("rand_seed1=") && !pin.contains("timestamp"),
+        "{pin}"
+    );
     assert_eq!(stmt, "INSERT INTO t VALUES (8)");
     h.ok("SET timestamp = DEFAULT").await;
     h.ok("FROBNICATE t").await;
@@ -210,7 +231,11 @@ async fn statements_without_set_statement_are_pinned_around_and_the_clients_pins
     let n = src.len();
     assert!(src[n - 4].starts_with("SET timestamp="), "{src:?}");
     assert_eq!(src[n - 3], "FROBNICATE t");
-    assert_eq!(src[n - 2], "SET timestamp=DEFAULT", "normal time again after it: {src:?}");
+    assert_eq!(
+        src[n - 2],
+        "SET timestamp=DEFAULT",
+        "normal time again after it: {src:?}"
+    );
     assert_eq!(src[n - 1], "SET @done = 1");
     h.stop().await;
 }
@@ -425,7 +450,10 @@ async fn the_mirror_share_of_a_transaction_the_primary_rolled_back_is_no_failure
     let s = h.shared.stats.snapshot();
     assert_eq!(s.double_write_failure, 0, "{s:?}");
     assert_eq!(s.double_write_rolled_back, 3, "BEGIN and 2 INSERTs: {s:?}");
-    assert_eq!(s.destination_secondary_errors, 1, "the mirror's own error, a diagnostic");
+    assert_eq!(
+        s.destination_secondary_errors, 1,
+        "the mirror's own error, a diagnostic"
+    );
     assert!(h.shared.stats.dirty.is_empty());
     assert_eq!(
         h.destination.received().last().map(String::as_str),
@@ -466,7 +494,11 @@ async fn exhausted_retries_count_one_failure_and_one_dirty_record() {
     let mut h = Harness::start(Pattern::SrcFirst, testing::tiny_db(), mirror).await;
     h.ok("UPDATE t SET a = 1 WHERE id = 1").await;
     let s = h.shared.stats.snapshot();
-    assert_eq!((s.double_write_failure, s.mirror_retries_failed), (1, 1), "{s:?}");
+    assert_eq!(
+        (s.double_write_failure, s.mirror_retries_failed),
+        (1, 1),
+        "{s:?}"
+    );
     let dirty = h.shared.stats.dirty.drain();
     assert_eq!(dirty.len(), 1, "{dirty:?}");
     assert_eq!(
@@ -492,7 +524,11 @@ async fn a_mirror_error_that_is_not_transient_in_a_committed_transaction_is_a_fa
     h.ok("INSERT INTO t VALUES (2)").await;
     h.ok("COMMIT").await;
     let s = h.shared.stats.snapshot();
-    assert_eq!((s.double_write_failure, s.double_write_success), (1, 3), "{s:?}");
+    assert_eq!(
+        (s.double_write_failure, s.double_write_success),
+        (1, 3),
+        "{s:?}"
+    );
     assert_eq!(s.mirror_retries_succeeded + s.mirror_retries_failed, 0);
     let dirty = h.shared.stats.dirty.drain();
     let failures: Vec<&str> = dirty

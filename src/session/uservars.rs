@@ -63,8 +63,8 @@ pub(super) fn scan(sql: &[u8]) -> Vec<VarRef> {
             Tok::Semi => (set_list, into, first) = (false, false, true),
             Tok::Word(_) => into = t.is(b"INTO"),
             Tok::Punct(b'@') => {
-                let user_at_host = prev_end == start
-                    && matches!(prev, Some(Tok::Word(_) | Tok::Quoted(..)));
+                let user_at_host =
+                    prev_end == start && matches!(prev, Some(Tok::Word(_) | Tok::Quoted(..)));
                 if let Some(r) = var_at(&mut lx, user_at_host, set_list && depth == 0, into) {
                     push(&mut out, r);
                 }
@@ -95,9 +95,8 @@ fn var_at(lx: &mut Lexer<'_>, user_at_host: bool, set_target: bool, into: bool) 
         return None;
     }
     let after = lx.clone().next().map(|(t, _)| t);
-    let assigned = after == Some(Tok::Assign)
-        || (set_target && after == Some(Tok::Punct(b'=')))
-        || into;
+    let assigned =
+        after == Some(Tok::Assign) || (set_target && after == Some(Tok::Punct(b'='))) || into;
     let literal = assigned && !into && is_literal_assignment(lx);
     Some(VarRef {
         name: String::from_utf8_lossy(name).to_lowercase(),
@@ -157,7 +156,12 @@ impl UserVars {
     /// will be opened, its variables replayed, not synced). With
     /// `invisible` (CALL: the routine may read any variable), every known
     /// variable not synced.
-    pub fn needing_sync(&mut self, refs: &[VarRef], invisible: bool, mirror: Option<u32>) -> Vec<String> {
+    pub fn needing_sync(
+        &mut self,
+        refs: &[VarRef],
+        invisible: bool,
+        mirror: Option<u32>,
+    ) -> Vec<String> {
         if mirror.is_none() || mirror != self.mirror {
             self.synced.clear();
             self.mirror = mirror;
@@ -181,7 +185,13 @@ impl UserVars {
     /// A mirrored statement ran on the mirror connection `mirror` with
     /// `synced` set from the primary: those (and every variable it only
     /// read) now hold the primary's values; those it assigned may not.
-    pub fn after_mirrored(&mut self, refs: &[VarRef], synced: &[String], invisible: bool, mirror: Option<u32>) {
+    pub fn after_mirrored(
+        &mut self,
+        refs: &[VarRef],
+        synced: &[String],
+        invisible: bool,
+        mirror: Option<u32>,
+    ) {
         if mirror != self.mirror {
             self.synced.clear();
             self.mirror = mirror;
@@ -207,7 +217,13 @@ impl UserVars {
     /// to both sides, or one run on the authoritative side only) named
     /// `refs`: what it assigned may now differ on the mirror, unless it
     /// assigned a literal and reached both sides (`both`).
-    pub fn after_other(&mut self, refs: &[VarRef], both: bool, invisible: bool, mirror: Option<u32>) {
+    pub fn after_other(
+        &mut self,
+        refs: &[VarRef],
+        both: bool,
+        invisible: bool,
+        mirror: Option<u32>,
+    ) {
         if both && mirror != self.mirror {
             self.synced.clear();
             self.mirror = mirror;
@@ -281,35 +297,65 @@ impl VarSync {
 impl super::Session {
     /// Decide what to read before a statement of `class` (text `text`)
     /// mirrored to `mirror` (`None`: not mirrored).
-    pub(super) fn plan_var_sync(&mut self, text: &[u8], mirror: Option<crate::pattern::Side>, class: crate::classify::Class) -> VarSync {
+    pub(super) fn plan_var_sync(
+        &mut self,
+        text: &[u8],
+        mirror: Option<crate::pattern::Side>,
+        class: crate::classify::Class,
+    ) -> VarSync {
         let refs = scan(text);
         let invisible = self.vars.has_known() && first_word_is(text, b"CALL");
         if refs.is_empty() && !invisible {
             return VarSync::default();
         }
-        let mirrored = mirror.is_some() && matches!(class, crate::classify::Class::Write | crate::classify::Class::Ddl);
+        let mirrored = mirror.is_some()
+            && matches!(
+                class,
+                crate::classify::Class::Write | crate::classify::Class::Ddl
+            );
         let names = if mirrored && !crate::determinism::reads_diagnostics(text) {
-            let thread = mirror.and_then(|m| self.backends.get(m)).map(|b| b.thread_id);
+            let thread = mirror
+                .and_then(|m| self.backends.get(m))
+                .map(|b| b.thread_id);
             self.vars.needing_sync(&refs, invisible, thread)
         } else {
             Vec::new()
         };
-        VarSync { refs, invisible, names, set: None }
+        VarSync {
+            refs,
+            invisible,
+            names,
+            set: None,
+        }
     }
 
     /// The statement is over: what the mirror now holds. `mirrored`: it
     /// was applied to the mirror side `mirror`; `both`: a session-state
     /// statement applied to both sides.
-    pub(super) fn finish_var_sync(&mut self, sync: VarSync, mirror: Option<crate::pattern::Side>, mirrored: bool, both: bool) {
+    pub(super) fn finish_var_sync(
+        &mut self,
+        sync: VarSync,
+        mirror: Option<crate::pattern::Side>,
+        mirrored: bool,
+        both: bool,
+    ) {
         if sync.refs.is_empty() && !sync.invisible {
             return;
         }
-        let thread = mirror.and_then(|m| self.backends.get(m)).map(|b| b.thread_id);
+        let thread = mirror
+            .and_then(|m| self.backends.get(m))
+            .map(|b| b.thread_id);
         if mirrored {
-            let synced = if sync.set.is_some() { &sync.names[..] } else { &[] };
-            self.vars.after_mirrored(&sync.refs, synced, sync.invisible, thread);
+            let synced = if sync.set.is_some() {
+                &sync.names[..]
+            } else {
+                &[]
+            };
+            self.vars
+                .after_mirrored(&sync.refs, synced, sync.invisible, thread);
         } else {
-            self.vars.after_other(&sync.refs, both && thread.is_some(), sync.invisible, thread);
+            self.vars
+                .after_other(&sync.refs, both && thread.is_some(), sync.invisible, thread);
         }
     }
 }
@@ -395,7 +441,9 @@ mod tests {
             ]
         );
         assert_eq!(
-            names(&scan(b"SET @u = UUID(), @n = 5, @s = 'x', @w = @n + 1, @@session.sql_mode = ''")),
+            names(&scan(
+                b"SET @u = UUID(), @n = 5, @s = 'x', @w = @n + 1, @@session.sql_mode = ''"
+            )),
             [
                 ("u", false, true, false),
                 ("n", true, true, true),
@@ -422,15 +470,30 @@ mod tests {
         let set = scan(b"SET @u = UUID(), @n = 5");
         v.after_other(&set, true, false, Some(7));
         let use_them = scan(b"INSERT INTO t VALUES (@u, @n)");
-        assert_eq!(v.needing_sync(&use_them, false, Some(7)), ["u"], "@n = 5 reached both");
+        assert_eq!(
+            v.needing_sync(&use_them, false, Some(7)),
+            ["u"],
+            "@n = 5 reached both"
+        );
         v.after_mirrored(&use_them, &["u".into()], false, Some(7));
         assert!(v.needing_sync(&use_them, false, Some(7)).is_empty());
         v.after_other(&scan(b"SET @n = 6"), true, false, Some(7));
-        assert!(v.needing_sync(&use_them, false, Some(7)).is_empty(), "a literal reached both sides");
+        assert!(
+            v.needing_sync(&use_them, false, Some(7)).is_empty(),
+            "a literal reached both sides"
+        );
         v.after_other(&scan(b"SELECT 1 INTO @n"), true, false, Some(7));
         assert_eq!(v.needing_sync(&use_them, false, Some(7)), ["n"]);
-        assert_eq!(v.needing_sync(&use_them, false, Some(8)), ["u", "n"], "another connection");
-        assert_eq!(v.needing_sync(&[], true, Some(8)).len(), 2, "CALL: every known one");
+        assert_eq!(
+            v.needing_sync(&use_them, false, Some(8)),
+            ["u", "n"],
+            "another connection"
+        );
+        assert_eq!(
+            v.needing_sync(&[], true, Some(8)).len(),
+            2,
+            "CALL: every known one"
+        );
     }
 
     #[test]

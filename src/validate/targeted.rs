@@ -39,7 +39,11 @@ pub async fn recheck_table(
     let (tables, skipped) =
         schema::discover(base, target, &[table.to_string()], &cfg.utime_column).await?;
     let Some(t) = tables.into_iter().next() else {
-        let reason = skipped.into_iter().next().map(|s| s.reason).unwrap_or_default();
+        let reason = skipped
+            .into_iter()
+            .next()
+            .map(|s| s.reason)
+            .unwrap_or_default();
         return Err(ValidateError::Table {
             table: table.into(),
             reason,
