@@ -111,6 +111,12 @@ impl Session {
         };
         if let Some(side) = plan.mirror {
             self.prepare_mirror(side).await;
+            let may_commit = matches!(tx, Some(TxKind::Commit | TxKind::Begin))
+                || matches!(class, Class::Ddl | Class::SessionState);
+            if may_commit && self.secondary.txn.is_some() {
+                let up = &mut self.backends;
+                self.secondary.settle_for_commit(up, side).await;
+            }
         }
         let text = statement_text(&cmd, &mut self.backends.stmts);
         let mut sync = self.plan_var_sync(&text, plan.mirror, class);

@@ -152,6 +152,8 @@ pub struct MirrorTxn {
     pub autocommit_forced_off: bool,
     /// Replays made so far.
     pub replays: u32,
+    /// The outcome of the replays was counted (`cutover_mirror_retries_total`).
+    pub retry_counted: bool,
 }
 
 impl MirrorTxn {
@@ -167,6 +169,7 @@ impl MirrorTxn {
             max_bytes,
             autocommit_forced_off: false,
             replays: 0,
+            retry_counted: false,
         }
     }
 

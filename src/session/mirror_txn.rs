@@ -20,9 +20,15 @@ use crate::stats::{DataPathStats, DirtyRecord};
 use crate::wire::OkInfo;
 
 impl Secondary {
-    /// Before the statement that commits the transaction goes to the
-    /// mirror: read every outstanding answer of its share, and replay the
-    /// share (up to `[mirror] retries` times) if a transient error hit it.
+    /// Before the statement that may commit the transaction (COMMIT, an
+    /// implicit commit) goes to the authoritative side: read every
+    /// outstanding answer of the mirror's share, and replay the share (up to
+    /// `[mirror] retries` times) if a transient error hit it. Called before
+    /// the primary commits, so the share holds its row locks on the mirror
+    /// before any transaction the primary's commit unblocks can reach them
+    /// there: conflicting transactions reach the mirror in the primary's
+    /// order (no mirror-only deadlocks from pipelining lag). Called again
+    /// before COMMIT goes to the mirror; idempotent.
     pub(super) async fn settle_for_commit(&mut self, up: &mut Backends, side: Side) {
         let Some(b) = up.get(side) else {
             return;
@@ -38,23 +44,45 @@ impl Secondary {
         self.settle(up, side);
         let max = self.shared.config.mirror.retries;
         loop {
-            let Some(t) = &self.txn else { return };
-            if !t.needs_replay {
-                if t.replays > 0 {
-                    self.count_retry(true);
+            let Some(t) = &mut self.txn else { return };
+            let done = !t.needs_replay || !t.replayable() || t.replays >= max;
+            if !done {
+                if !self.replay(up, side).await {
+                    return;
                 }
+                continue;
+            }
+            if t.retry_counted || (t.replays == 0 && (!t.needs_replay || max == 0)) {
                 return;
             }
-            if !t.replayable() || t.replays >= max {
-                if max > 0 {
-                    self.count_retry(false);
+            t.retry_counted = true;
+            let applied = !t.needs_replay;
+            let replayed: Vec<MirrorCheck> = t.entries().iter().map(|e| e.check.clone()).collect();
+            self.count_retry(applied);
+            if applied {
+                for check in &replayed {
+                    self.recheck_retried(check);
                 }
-                return;
             }
-            if !self.replay(up, side).await {
-                return;
-            }
+            return;
         }
+    }
+
+    /// A write the mirror applied only on a retry, after another
+    /// transaction's lock: its rows may have been written there in another
+    /// order than on the primary. Not a failure, but queued for a targeted
+    /// re-check (a table-level one when the row is unknown).
+    pub(super) fn recheck_retried(&self, check: &MirrorCheck) {
+        if check.table.is_none() {
+            return;
+        }
+        let key = single_row_key(&check.primary);
+        self.push_dirty(
+            check.table.clone(),
+            key,
+            "retried".into(),
+            check.digest.clone(),
+        );
     }
 
     /// Roll the mirror's share back and send it again; its answers are

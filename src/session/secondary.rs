@@ -508,6 +508,9 @@ impl Secondary {
                 _ => {
                     if attempt > 0 {
                         self.count_retry(s.err.is_none());
+                        if s.err.is_none() {
+                            self.recheck_retried(&e.check);
+                        }
                     }
                     return Ok(s);
                 }

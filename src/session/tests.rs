@@ -416,7 +416,13 @@ async fn a_mirror_only_deadlock_in_a_transaction_is_replayed_before_commit() {
         "{s:?}"
     );
     assert_eq!(s.double_write_success, 4, "BEGIN, 2 INSERTs, COMMIT: {s:?}");
-    assert!(h.shared.stats.dirty.is_empty());
+    // replayed after another transaction's lock: re-checked, not a failure
+    let dirty = h.shared.stats.dirty.drain();
+    assert!(
+        !dirty.is_empty(),
+        "the replayed writes are queued for a re-check"
+    );
+    assert!(dirty.iter().all(|d| d.reason == "retried"), "{dirty:?}");
     h.ok("INSERT INTO t VALUES (3)").await;
     let dst = h.destination.received();
     let commit = dst.iter().rposition(|c| c == "COMMIT").unwrap();
