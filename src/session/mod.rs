@@ -15,6 +15,7 @@ mod kill;
 mod ledger;
 mod metrics;
 mod mirror_txn;
+mod pinning;
 pub mod prepared;
 mod secondary;
 pub mod state;
