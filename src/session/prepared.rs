@@ -303,10 +303,15 @@ impl Session {
         id: u32,
     ) -> Result<(), SessionError> {
         let id = self.backends.stmts.resolve(id);
-        let Some(class) = self.backends.stmts.get_mut(id).map(|s| s.class) else {
+        let Some(stmt) = self.backends.stmts.get_mut(id) else {
             return self.unknown_statement(id, "mysqld_stmt_execute").await;
         };
-        let tx = (class == Class::Transaction).then_some(TxKind::Other);
+        let class = stmt.class;
+        // A prepared BEGIN / COMMIT (sysbench, some drivers) is the same
+        // transaction control as its text: the mirror's share is settled
+        // before the primary commits, a new share starts at BEGIN.
+        let tx = (class == Class::Transaction)
+            .then(|| classify::classify(&stmt.sql).tx.unwrap_or(TxKind::Other));
         let cmd = Cmd::Execute { id, payload };
         self.statement(cmd, class, tx, Remember::Nothing).await
     }
