@@ -246,3 +246,46 @@ async fn a_transaction_s_share_is_replayed_after_a_mirror_only_lock_wait_timeout
     assert_eq!(rows(&pair.destination).await[2], (3, 7));
     proxy.stop().await;
 }
+
+/// A transaction's mirror share holds its row locks on the mirror before the
+/// source commits: a COMMIT (here prepared, as sysbench sends it) waits for
+/// the mirror's pipelined UPDATE, so a transaction the source commit
+/// unblocks cannot overtake it on the mirror. A destination lock holds the
+/// mirror's UPDATE: until it is released the source has not committed.
+#[tokio::test]
+async fn the_source_commits_only_after_the_mirror_share_holds_its_locks() {
+    let pair = Pair::start().await;
+    with_rows(&pair).await;
+    let mut holder = pair.destination.conn().await;
+    holder.query_drop("BEGIN").await.unwrap();
+    holder
+        .query_drop("SELECT * FROM t WHERE id = 1 FOR UPDATE")
+        .await
+        .unwrap();
+    let proxy = TestProxy::start(&pair, Pattern::SrcFirst).await;
+    let mut c = proxy.conn().await;
+    // prepared once up front, as sysbench does
+    let begin = c.prep("BEGIN").await.unwrap();
+    let update = c.prep("UPDATE t SET v = 7 WHERE id = ?").await.unwrap();
+    let commit = c.prep("COMMIT").await.unwrap();
+    c.exec_drop(&begin, ()).await.unwrap();
+    c.exec_drop(&update, (1,)).await.unwrap();
+    let commit = tokio::spawn(async move {
+        let r = c.exec_drop(&commit, ()).await;
+        (c, r)
+    });
+    lock_waits(&pair.destination, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        rows(&pair.source).await,
+        [(1, 0), (2, 0)],
+        "the source committed while the mirror's share still waited for its lock"
+    );
+    holder.query_drop("ROLLBACK").await.unwrap();
+    let (_c, r) = tokio::time::timeout(LIVE, commit).await.unwrap().unwrap();
+    r.unwrap();
+    assert_eq!(rows(&pair.source).await, [(1, 7), (2, 0)]);
+    assert_eq!(rows(&pair.destination).await, rows(&pair.source).await);
+    assert_eq!(proxy.stats().double_write_failure, 0);
+    proxy.stop().await;
+}
