@@ -523,3 +523,29 @@ async fn trigger_side_effects_are_counted_and_repaired_by_auto_fix_within_second
     proxy.stop().await;
     admin.stop().await;
 }
+
+/// The client's clock set after a pattern change that turned its former
+/// authoritative connection (which still owed the reset of a prepared
+/// write's pin) into the mirror: both sides use the client's clock.
+#[tokio::test]
+async fn the_client_s_clock_holds_on_a_former_primary_that_owed_a_reset() {
+    let pair = Pair::start().await;
+    both(
+        &pair,
+        "CREATE TABLE ts (id INT AUTO_INCREMENT PRIMARY KEY, at DATETIME(6))",
+    )
+    .await;
+    let proxy = TestProxy::start(&pair, Pattern::SrcFirst).await;
+    let mut c = proxy.conn().await;
+    c.exec_drop("INSERT INTO ts (at) VALUES (NOW(6))", ())
+        .await
+        .unwrap();
+    proxy.set_pattern(Pattern::DstFirst);
+    c.query_drop("SET timestamp = 1000000000").await.unwrap();
+    c.query_drop("INSERT INTO ts (at) VALUES (NOW(6))")
+        .await
+        .unwrap();
+    let rows = equal_on_both(&pair, "SELECT id, CAST(at AS CHAR) FROM ts ORDER BY id").await;
+    assert_eq!(rows[1][1], "2001-09-09 01:46:40.000000", "{rows:?}");
+    proxy.stop().await;
+}

@@ -489,6 +489,11 @@ impl Secondary {
         let outcome = match up.payload_for(cmd, side).await {
             Ok(p) => {
                 let b = up.get(side).expect("checked above");
+                // a reset owed from when it was the authoritative side goes
+                // first (after the client's own SET it would undo it)
+                if let Some(reset) = b.pending_reset.take() {
+                    b.queue_silent(reset);
+                }
                 b.run(&p, kind).await.map_err(Unsendable::Backend)
             }
             Err(u) => Err(u),
