@@ -9,6 +9,9 @@ use serde::Deserialize;
 
 use crate::pattern::Pattern;
 
+mod mirror;
+pub use mirror::{DdlDefaults, MirrorConfig};
+
 /// The whole configuration, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -33,6 +36,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The `[validation]` table.
     pub validation: ValidationConfig,
+    /// The `[mirror]` table (session alignment, DDL defaults, intended drift).
+    pub mirror: MirrorConfig,
 }
 
 /// `[validation]`: the chunked validator, its throttle and the fixer.
@@ -286,6 +291,7 @@ struct RawConfig {
     deterministic_mirroring: Option<bool>,
     data_dir: Option<PathBuf>,
     validation: Option<RawValidation>,
+    mirror: Option<mirror::RawMirror>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -529,6 +535,7 @@ impl Config {
             ));
         }
         let validation = raw.validation.unwrap_or_default().into_config()?;
+        let mirror = raw.mirror.unwrap_or_default().into_config()?;
         let state_file = raw
             .state_file
             .unwrap_or_else(|| PathBuf::from("./cutover-state.json"));
@@ -558,6 +565,7 @@ impl Config {
             deterministic_mirroring: raw.deterministic_mirroring.unwrap_or(true),
             data_dir,
             validation,
+            mirror,
         };
         check_addr("listen", &cfg.listen)?;
         check_addr("admin_listen", &cfg.admin_listen)?;

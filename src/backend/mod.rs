@@ -10,12 +10,14 @@
 #![warn(missing_docs)]
 
 mod login;
+mod query;
 
 use std::collections::VecDeque;
 
 use mysql_common::constants::CapabilityFlags;
 
 pub use login::{ping, ConnectParams, Greeting};
+pub use query::TextRow;
 
 use crate::command::{self, Com};
 use crate::error::{BackendError, RelayError};

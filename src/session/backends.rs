@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
+use super::align::Alignment;
 use super::exec::{Cmd, Remember, Unsendable};
 use super::prepared::Statements;
 use super::secondary::MirrorCheck;
@@ -38,6 +39,8 @@ pub(super) struct Backends {
     pub state: SessionState,
     /// Prepared statements: cutover's ids and each side's own.
     pub stmts: Statements,
+    /// The session's reference semantics (issue #19), applied on open.
+    align: Alignment,
     conns: [Option<Conn>; 2],
 }
 
@@ -48,6 +51,7 @@ impl Backends {
         Backends {
             state: SessionState::new(params.database.clone()),
             stmts: Statements::default(),
+            align: Alignment::default(),
             conns: [None, None],
             shared,
             conn_id,
@@ -97,6 +101,9 @@ impl Backends {
         shared.backoff[side.index()].succeeded();
         shared.learn_greeting(side, &greeting);
         metrics::gauge!("cutover_backend_up", "backend" => side.as_str()).set(1.0);
+        self.align
+            .on_open(&mut backend, shared.config.mirror.ddl_defaults)
+            .await?;
         replay_state(&self.state, &mut backend).await?;
         debug!(%side, thread_id = backend.thread_id, "backend connection ready");
         shared
@@ -155,6 +162,7 @@ impl Backends {
             Remember::Database(db) => self.state.database = Some(db),
             Remember::SetOption(o) => self.state.set_option = Some(o),
             Remember::Reset => {
+                self.align.after_reset(self.conns.iter_mut().flatten());
                 self.state.reset();
                 self.stmts.clear();
             }
@@ -174,6 +182,7 @@ impl Backends {
             self.params.collation = c;
         }
         self.state = SessionState::new(database);
+        self.align = Alignment::default();
         self.stmts.clear();
     }
 

@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+mod align;
 mod backends;
 mod exec;
 pub mod handshake;
