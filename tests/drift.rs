@@ -2,6 +2,7 @@
 //! still store the same values for mirrored statements, and the drift is
 //! reported before it bites.
 
+mod control_support;
 mod proxy_support;
 mod support;
 
@@ -120,4 +121,101 @@ async fn client_sets_are_replayed_on_top_of_the_reference_values() {
         "after a reset the session's reference zone again"
     );
     proxy.stop().await;
+}
+
+fn admin_config(pair: &Pair, dir: &std::path::Path, extra: &str) -> cutover::config::Config {
+    control_support::config(
+        &pair.source.url("shop"),
+        &pair.destination.url("shop"),
+        &dir.join("state.json"),
+        &format!("initial_pattern = \"src_first\"\n{extra}"),
+    )
+}
+
+fn drift_names(status: &serde_json::Value) -> Vec<(String, bool)> {
+    status["drift"]["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no drift items in {status}"))
+        .iter()
+        .map(|i| {
+            (
+                i["name"].as_str().unwrap().to_string(),
+                i["blocking"] == true,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn status_shows_drift_and_an_authority_move_with_blocking_drift_is_409() {
+    let pair = drifted_pair().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ddl = "CREATE TABLE shop.x (id INT PRIMARY KEY, s VARCHAR(10))";
+    pair.source.exec(ddl).await;
+    pair.destination.exec(ddl).await;
+    let admin = control_support::Admin::start(&admin_config(&pair, dir.path(), "")).await;
+    let st = admin.get("/status").await.json();
+    let names = drift_names(&st);
+    for blocking in [
+        "time_zone",
+        "sql_mode",
+        "character_set_server",
+        "collation_server",
+    ] {
+        assert!(
+            names.contains(&(blocking.to_string(), true)),
+            "{blocking} in {names:?}"
+        );
+    }
+    assert!(
+        names.iter().any(|(n, b)| n.starts_with("x ") && *b),
+        "table x's latin1/utf8mb4 definitions differ: {names:?}"
+    );
+    assert!(
+        !names.iter().any(|(n, _)| n == "version"),
+        "same server version: {names:?}"
+    );
+    let r = admin.post("/dst_first", "").await;
+    assert_eq!(r.status, 409, "{}", r.error());
+    assert!(
+        r.error().contains("server drift in variable time_zone"),
+        "{}",
+        r.error()
+    );
+    let variables = st["drift"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["kind"] == "variable")
+        .count();
+    let metrics = admin.get("/metrics").await.body;
+    let line = format!("cutover_drift{{kind=\"variable\"}} {variables}");
+    assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    assert!(!metrics.contains("cutover_drift_blocking 0\n"), "{metrics}");
+    let r = admin.post("/dst_first?force=true", "").await;
+    assert_eq!(r.status, 200, "force overrides: {}", r.error());
+    admin.stop().await;
+}
+
+#[tokio::test]
+async fn drift_declared_intended_does_not_block() {
+    let pair = drifted_pair().await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "[mirror]\nddl_defaults = \"own\"\n\
+                 intended_drift = [\"time_zone\", \"sql_mode\"]\n";
+    let admin = control_support::Admin::start(&admin_config(&pair, dir.path(), extra)).await;
+    let st = admin.get("/status").await.json();
+    let names = drift_names(&st);
+    assert!(
+        names.contains(&("time_zone".to_string(), false)),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&("character_set_server".to_string(), false)),
+        "own: {names:?}"
+    );
+    assert!(!names.iter().any(|(_, b)| *b), "nothing blocks: {names:?}");
+    let r = admin.post("/dst_first", "").await;
+    assert!(!r.error().contains("server drift"), "{}", r.error());
+    admin.stop().await;
 }
