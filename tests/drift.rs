@@ -219,3 +219,64 @@ async fn drift_declared_intended_does_not_block() {
     assert!(!r.error().contains("server drift"), "{}", r.error());
     admin.stop().await;
 }
+
+async fn show_create(db: &MariaDb, table: &str) -> String {
+    let r: Vec<(String, String)> = db.query(&format!("SHOW CREATE TABLE {table}")).await;
+    r.into_iter().next().unwrap().1
+}
+
+#[tokio::test]
+async fn mirrored_create_table_without_charset_is_identical_on_both_sides() {
+    let pair = drifted_pair().await;
+    let proxy = TestProxy::start(&pair, Pattern::SrcFirst).await;
+    let mut c = proxy.conn().await;
+    // `shop` exists on both, latin1 on the source and utf8mb4 on the destination.
+    c.query_drop("CREATE TABLE x (id INT PRIMARY KEY, s VARCHAR(10))")
+        .await
+        .unwrap();
+    c.query_drop("CREATE DATABASE mig").await.unwrap();
+    c.query_drop("CREATE TABLE mig.y (id INT PRIMARY KEY, s TEXT) ENGINE=InnoDB")
+        .await
+        .unwrap();
+    for t in ["shop.x", "mig.y"] {
+        let (s, d) = (
+            show_create(&pair.source, t).await,
+            show_create(&pair.destination, t).await,
+        );
+        assert!(s.contains("latin1"), "{t} takes the source's defaults: {s}");
+        assert_eq!(s, d, "{t}");
+    }
+    // The other direction: dst_first gives the source the destination's defaults.
+    proxy.set_pattern(Pattern::DstFirst);
+    c.query_drop("CREATE TABLE z (id INT PRIMARY KEY, s VARCHAR(10))")
+        .await
+        .unwrap();
+    let (s, d) = (
+        show_create(&pair.source, "shop.z").await,
+        show_create(&pair.destination, "shop.z").await,
+    );
+    assert!(d.contains("utf8mb4"), "{d}");
+    assert_eq!(s, d);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn ddl_defaults_own_keeps_each_sides_defaults() {
+    let pair = drifted_pair().await;
+    let proxy = TestProxy::start_with(
+        &pair,
+        Pattern::SrcFirst,
+        "[mirror]\nddl_defaults = \"own\"\n",
+    )
+    .await;
+    let mut c = proxy.conn().await;
+    c.query_drop("CREATE TABLE x (id INT PRIMARY KEY, s VARCHAR(10))")
+        .await
+        .unwrap();
+    let (s, d) = (
+        show_create(&pair.source, "shop.x").await,
+        show_create(&pair.destination, "shop.x").await,
+    );
+    assert!(s.contains("latin1") && d.contains("utf8mb4"), "{s}\n{d}");
+    proxy.stop().await;
+}

@@ -59,6 +59,17 @@ impl Backends {
         }
     }
 
+    /// The process-wide shared state (config, back-off, registry).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The login parameters this session's backend connections use (for a
+    /// separate metadata connection, e.g. `ddl_defaults`).
+    pub fn connect_params(&self) -> ConnectParams {
+        self.params.clone()
+    }
+
     /// The open connection to `side`, if any.
     pub fn get(&mut self, side: Side) -> Option<&mut Conn> {
         self.conns[side.index()].as_mut()

@@ -10,6 +10,7 @@
 
 mod align;
 mod backends;
+mod ddl_defaults;
 mod exec;
 pub mod handshake;
 mod kill;

@@ -157,7 +157,13 @@ impl Secondary {
         };
         let defer = m.deferred(gate);
         let outcome = match up.payload_for(m.cmd, side).await {
-            Ok(payload) => self.send(up, &m, &payload, &check, defer).await,
+            Ok(payload) => {
+                let payload = match super::ddl_defaults::context(up, m.class) {
+                    Some(ctx) => super::ddl_defaults::for_mirror(ctx, side, payload).await,
+                    None => payload,
+                };
+                self.send(up, &m, &payload, &check, defer).await
+            }
             Err(u) => Err(u),
         };
         if m.infile.is_some_and(|f| f.truncated) {
