@@ -5,6 +5,7 @@
 mod control_support;
 mod proxy_support;
 mod support;
+mod validate_common;
 
 use cutover::pattern::Pattern;
 use mysql_async::prelude::*;
@@ -279,4 +280,46 @@ async fn ddl_defaults_own_keeps_each_sides_defaults() {
     );
     assert!(s.contains("latin1") && d.contains("utf8mb4"), "{s}\n{d}");
     proxy.stop().await;
+}
+
+/// Same text and instants on both sides, stored in latin1 / utf8mb4 and
+/// written in +02:00 / UTC sessions.
+async fn names_table(pair: &Pair) {
+    let fill =
+        "CREATE TABLE shop.names (id INT PRIMARY KEY, s VARCHAR(20), t TEXT, ts TIMESTAMP NULL); \
+                INSERT INTO shop.names VALUES (1, 'café', 'Grüße', FROM_UNIXTIME(1700000000)), \
+                (2, 'plain', NULL, NULL), (3, 'naïve', 'x', FROM_UNIXTIME(1)) ";
+    tokio::join!(pair.source.exec(fill), pair.destination.exec(fill));
+}
+
+#[tokio::test]
+async fn validator_compares_text_across_intended_charset_drift_and_reports_schema_mismatch_otherwise(
+) {
+    let pair = drifted_pair().await;
+    names_table(&pair).await;
+    let dir = tempfile::tempdir().unwrap();
+    // ddl_defaults = "primary": a charset difference is a schema mismatch, per table, before rows.
+    let strict = validate_common::validator(&pair, Pattern::SrcFirst, &dir.path().join("a"), "");
+    let r = strict.run_full_to_completion(None, false).await.unwrap();
+    assert_eq!(r.skipped.len(), 1, "{r:?}");
+    assert_eq!(r.skipped[0].table, "names");
+    assert!(
+        r.skipped[0].reason.contains("column definitions differ"),
+        "{:?}",
+        r.skipped
+    );
+    assert!(r.skipped[0].reason.contains("latin1") && r.skipped[0].reason.contains("utf8mb4"));
+    // ddl_defaults = "own": converted text and UTC instants compare equal …
+    let own = "[mirror]\nddl_defaults = \"own\"";
+    let v = validate_common::validator(&pair, Pattern::SrcFirst, &dir.path().join("b"), own);
+    let r = v.run_full_to_completion(None, false).await.unwrap();
+    assert!(r.skipped.is_empty(), "{:?}", r.skipped);
+    assert_eq!(r.totals.found(), 0, "{r:?}");
+    assert!(r.consistent());
+    // … and a real difference is still found.
+    pair.destination
+        .exec("UPDATE shop.names SET s = 'cafe' WHERE id = 1")
+        .await;
+    let r = v.run_full_to_completion(None, false).await.unwrap();
+    assert_eq!(r.totals.found(), 1, "{r:?}");
 }
