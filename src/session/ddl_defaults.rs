@@ -178,7 +178,6 @@ pub fn create_table(sql: &[u8]) -> Option<CreateTable> {
     if open != Tok::Punct(b'(') || next().is_some_and(|t| t.is(b"LIKE")) {
         return None;
     }
-    drop(next);
     let insert_at = close_paren(&mut lx)?;
     while let Some((t, _)) = lx.next() {
         if t == Tok::Semi || t.is(b"CHARSET") || t.is(b"CHARACTER") || t.is(b"COLLATE") {
