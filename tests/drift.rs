@@ -176,6 +176,24 @@ async fn status_shows_drift_and_an_authority_move_with_blocking_drift_is_409() {
         !names.iter().any(|(n, _)| n == "version"),
         "same server version: {names:?}"
     );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args([
+            "ctl",
+            "--admin",
+            &format!("http://{}", admin.addr),
+            "status",
+        ])
+        .env("CUTOVER_LOG", "warn")
+        .env_remove("CUTOVER_ADMIN_TOKEN")
+        .env_remove("CUTOVER_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("BLOCKING variable time_zone: source +02:00, destination +00:00"),
+        "cutover ctl status names the drift:\n{text}"
+    );
     let r = admin.post("/dst_first", "").await;
     assert_eq!(r.status, 409, "{}", r.error());
     assert!(
