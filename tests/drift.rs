@@ -12,7 +12,8 @@ use mysql_async::prelude::*;
 use proxy_support::TestProxy;
 use support::{MariaDb, Pair};
 
-/// Source: local time +02:00, latin1, strict; destination: UTC, utf8mb4, lax.
+/// Source: local time +02:00, latin1, strict, 8 division digits;
+/// destination: UTC, utf8mb4, lax, the default 4.
 async fn drifted_pair() -> Pair {
     Pair::start_with(
         &[
@@ -20,6 +21,7 @@ async fn drifted_pair() -> Pair {
             "--character-set-server=latin1",
             "--collation-server=latin1_swedish_ci",
             "--sql-mode=STRICT_TRANS_TABLES,NO_ENGINE_SUBSTITUTION",
+            "--div-precision-increment=8",
         ],
         &[
             "--default-time-zone=+00:00",
@@ -221,7 +223,7 @@ async fn drift_declared_intended_does_not_block() {
     let pair = drifted_pair().await;
     let dir = tempfile::tempdir().unwrap();
     let extra = "[mirror]\nddl_defaults = \"own\"\n\
-                 intended_drift = [\"time_zone\", \"sql_mode\"]\n";
+                 intended_drift = [\"time_zone\", \"sql_mode\", \"DIV_PRECISION_INCREMENT\"]\n";
     let admin = control_support::Admin::start(&admin_config(&pair, dir.path(), extra)).await;
     let st = admin.get("/status").await.json();
     let names = drift_names(&st);
@@ -340,4 +342,30 @@ async fn validator_compares_text_across_intended_charset_drift_and_reports_schem
         .await;
     let r = v.run_full_to_completion(None, false).await.unwrap();
     assert_eq!(r.totals.found(), 1, "{r:?}");
+}
+
+#[tokio::test]
+async fn the_mirror_uses_the_primary_sessions_sql_mode() {
+    let pair = drifted_pair().await;
+    for db in [&pair.source, &pair.destination] {
+        db.exec("CREATE TABLE shop.short (id INT PRIMARY KEY, s VARCHAR(3))")
+            .await;
+    }
+    let proxy = TestProxy::start(&pair, Pattern::DstFirst).await;
+    let mut c = proxy.conn().await;
+    // Lax destination primary: truncated with a warning; the strict source
+    // would refuse it (ER_DATA_TOO_LONG) in its own default session.
+    c.query_drop("INSERT INTO short VALUES (1, 'abcdef')")
+        .await
+        .unwrap();
+    let q = "SELECT id, s FROM shop.short";
+    let (s, d): (Vec<(i32, String)>, Vec<(i32, String)>) =
+        (pair.source.query(q).await, pair.destination.query(q).await);
+    assert_eq!(d, vec![(1, "abc".to_string())]);
+    assert_eq!(s, d, "the mirror stored what the primary stored");
+    let stats = proxy.stats();
+    assert_eq!(stats.double_write_failure, 0, "{stats:?}");
+    assert_eq!(stats.source_secondary_errors, 0, "{stats:?}");
+    assert_eq!(stats.mirror_mismatches, 0, "{stats:?}");
+    proxy.stop().await;
 }
