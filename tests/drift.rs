@@ -359,8 +359,8 @@ async fn the_mirror_uses_the_primary_sessions_sql_mode() {
         .await
         .unwrap();
     let q = "SELECT id, s FROM shop.short";
-    let (s, d): (Vec<(i32, String)>, Vec<(i32, String)>) =
-        (pair.source.query(q).await, pair.destination.query(q).await);
+    let s: Vec<(i32, String)> = pair.source.query(q).await;
+    let d: Vec<(i32, String)> = pair.destination.query(q).await;
     assert_eq!(d, vec![(1, "abc".to_string())]);
     assert_eq!(s, d, "the mirror stored what the primary stored");
     let stats = proxy.stats();
