@@ -11,6 +11,9 @@ use crate::pattern::Pattern;
 use crate::tls::server::ClientTlsConfig;
 use crate::tls::{BackendTls, BackendTlsKeys};
 
+mod mirror;
+pub use mirror::{DdlDefaults, MirrorConfig};
+
 /// The whole configuration, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -37,37 +40,9 @@ pub struct Config {
     pub validation: ValidationConfig,
     /// `[tls]`: TLS for applications connecting to cutover.
     pub tls: ClientTlsConfig,
-    /// The `[mirror]` table.
+    /// The `[mirror]` table (retries, temporary tables, catalog, session
+    /// alignment, DDL defaults, intended drift).
     pub mirror: MirrorConfig,
-}
-
-/// `[mirror]`: how the non-authoritative side is kept equal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MirrorConfig {
-    /// Replays of the mirror's statement (autocommit) or transaction share
-    /// after a mirror-only ER_LOCK_DEADLOCK / ER_LOCK_WAIT_TIMEOUT before it
-    /// counts as a failure; 0 disables retrying.
-    pub retries: u32,
-    /// Bytes of one transaction's mirrored statements kept for a replay;
-    /// a larger transaction is not replayed (its transient errors count).
-    pub replay_max_bytes: usize,
-    /// Bytes of a session's temporary table copied to a mirror connection
-    /// opened later; a larger table is not copied (counted as unsafe).
-    pub temporary_table_max_bytes: usize,
-    /// How often the stored-routine and trigger catalog is re-read, in ms
-    /// (DDL through cutover that changes routines re-reads it at once).
-    pub catalog_refresh_ms: u64,
-}
-
-impl Default for MirrorConfig {
-    fn default() -> Self {
-        MirrorConfig {
-            retries: 3,
-            replay_max_bytes: 1 << 20,
-            temporary_table_max_bytes: 16 << 20,
-            catalog_refresh_ms: 30_000,
-        }
-    }
 }
 
 /// `[validation]`: the chunked validator, its throttle and the fixer.
@@ -328,7 +303,7 @@ struct RawConfig {
     data_dir: Option<PathBuf>,
     validation: Option<RawValidation>,
     tls: Option<RawTls>,
-    mirror: Option<RawMirror>,
+    mirror: Option<mirror::RawMirror>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -337,36 +312,6 @@ struct RawTls {
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     require: Option<bool>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawMirror {
-    retries: Option<u32>,
-    replay_max_bytes: Option<usize>,
-    temporary_table_max_bytes: Option<usize>,
-    catalog_refresh_ms: Option<u64>,
-}
-
-impl RawMirror {
-    fn into_config(self) -> Result<MirrorConfig, ConfigError> {
-        let d = MirrorConfig::default();
-        let m = MirrorConfig {
-            retries: self.retries.unwrap_or(d.retries),
-            replay_max_bytes: self.replay_max_bytes.unwrap_or(d.replay_max_bytes),
-            temporary_table_max_bytes: self
-                .temporary_table_max_bytes
-                .unwrap_or(d.temporary_table_max_bytes),
-            catalog_refresh_ms: self.catalog_refresh_ms.unwrap_or(d.catalog_refresh_ms),
-        };
-        if m.retries > 100 {
-            return Err(key_err("mirror.retries", "must be at most 100"));
-        }
-        if m.catalog_refresh_ms < 100 {
-            return Err(key_err("mirror.catalog_refresh_ms", "must be at least 100"));
-        }
-        Ok(m)
-    }
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -381,7 +381,34 @@ pub const CATALOG: &[MetricDef] = &[
         startup: Startup::Zero(&[]),
         buckets: &[],
     },
+    MetricDef {
+        name: "cutover_session_align_failures_total",
+        kind: MetricKind::Counter,
+        help: "Session alignment: reference values a backend refused to read or set (issue #19)",
+        labels: &["backend"],
+        startup: Startup::Zero(&[SIDES]),
+        buckets: &[],
+    },
+    MetricDef {
+        name: "cutover_drift",
+        kind: MetricKind::Gauge,
+        help: "Server drift found by the last preflight/health check: differing items by kind",
+        labels: &["kind"],
+        startup: Startup::Zero(&[DRIFT_KINDS]),
+        buckets: &[],
+    },
+    MetricDef {
+        name: "cutover_drift_blocking",
+        kind: MetricKind::Gauge,
+        help: "Server drift items not declared intended in [mirror] intended_drift (they block authority moves)",
+        labels: &[],
+        startup: Startup::Zero(&[]),
+        buckets: &[],
+    },
 ];
+
+/// `kind` values of `cutover_drift`: a global variable, a table definition.
+pub const DRIFT_KINDS: &[&str] = &["variable", "table"];
 
 /// The series to register at 0 for `def`, as label-value tuples (empty when
 /// the metric is [`Startup::Live`]; one empty tuple for an unlabelled metric).

@@ -11,6 +11,7 @@
 
 mod capture;
 mod login;
+mod query;
 
 use std::collections::VecDeque;
 
@@ -18,6 +19,7 @@ use mysql_common::constants::CapabilityFlags;
 
 pub use capture::{Captured, Cell, ColumnMeta};
 pub use login::{ping, ConnectParams, Greeting};
+pub use query::TextRow;
 
 use crate::command::{self, Com};
 use crate::error::{BackendError, RelayError};

@@ -12,7 +12,8 @@
 //! started, and no inconsistency is open. `?force=true` overrides; the
 //! history records what was overridden.
 //!
-//! Later blockers (server drift, fleet members) are added here; which data
+//! Blocking server drift (`drift.rs`, issue #19) is a blocker of every
+//! guarded move. Later blockers (fleet members) are added here; which data
 //! path counter means "the mirror diverged" is decided in one place,
 //! [`mirror_health`].
 
@@ -92,6 +93,8 @@ pub struct GuardInput<'a> {
     pub last_full: Option<&'a FinishedRun>,
     pub mirror_now: MirrorHealth,
     pub open_inconsistencies: u64,
+    /// Blocking server drift, in words (`drift::DriftReport::blockers`).
+    pub drift: &'a [String],
 }
 
 /// Whether moving `from → to` needs the proof (see the module docs).
@@ -109,7 +112,7 @@ pub fn move_blockers(g: &GuardInput<'_>) -> Vec<String> {
     if !is_guarded(g.from.pattern(), g.to.pattern()) {
         return Vec::new();
     }
-    let mut b = Vec::new();
+    let mut b: Vec<String> = g.drift.to_vec();
     if !g.validation_available {
         b.push("a full validation, but no validator is available in this process".into());
         return b;
@@ -209,6 +212,7 @@ mod tests {
             last_full: None,
             mirror_now: MirrorHealth::default(),
             open_inconsistencies: 0,
+            drift: &[],
         };
         let b = move_blockers(&g);
         assert_eq!(b.len(), 1, "{b:?}");

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
+use super::align::Alignment;
 use super::exec::{Cmd, Remember, Unsendable};
 use super::prepared::Statements;
 use super::secondary::MirrorCheck;
@@ -38,6 +39,8 @@ pub(super) struct Backends {
     pub state: SessionState,
     /// Prepared statements: cutover's ids and each side's own.
     pub stmts: Statements,
+    /// The session's reference semantics (issue #19), applied on open.
+    align: Alignment,
     conns: [Option<Conn>; 2],
 }
 
@@ -48,11 +51,23 @@ impl Backends {
         Backends {
             state: SessionState::new(params.database.clone()),
             stmts: Statements::default(),
+            align: Alignment::default(),
             conns: [None, None],
             shared,
             conn_id,
             params,
         }
+    }
+
+    /// The process-wide shared state (config, back-off, registry).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The login parameters this session's backend connections use (for a
+    /// separate metadata connection, e.g. `ddl_defaults`).
+    pub fn connect_params(&self) -> ConnectParams {
+        self.params.clone()
     }
 
     /// The open connection to `side`, if any.
@@ -98,6 +113,9 @@ impl Backends {
         shared.learn_greeting(side, &greeting);
         backend.mariadb = greeting.version.contains("MariaDB");
         metrics::gauge!("cutover_backend_up", "backend" => side.as_str()).set(1.0);
+        self.align
+            .on_open(&mut backend, shared.config.mirror.ddl_defaults)
+            .await?;
         replay_state(&self.state, &mut backend).await?;
         // Its RNG starts over from the client's seeds; the other side's did not.
         self.state.client_pins.rand_drift |= self.state.client_pins.rand_seed;
@@ -159,6 +177,7 @@ impl Backends {
             Remember::Database(db) => self.state.database = Some(db),
             Remember::SetOption(o) => self.state.set_option = Some(o),
             Remember::Reset => {
+                self.align.after_reset(self.conns.iter_mut().flatten());
                 self.state.reset();
                 self.stmts.clear();
             }
@@ -178,6 +197,7 @@ impl Backends {
             self.params.collation = c;
         }
         self.state = SessionState::new(database);
+        self.align = Alignment::default();
         self.stmts.clear();
     }
 

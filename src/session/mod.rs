@@ -8,7 +8,9 @@
 
 #![warn(missing_docs)]
 
+mod align;
 mod backends;
+mod ddl_defaults;
 mod exec;
 pub mod handshake;
 mod kill;

@@ -353,7 +353,13 @@ impl Secondary {
         m: &Mirrored<'_, '_>,
         check: MirrorCheck,
     ) -> Result<Entry, Unsendable> {
-        let payload = up.payload_for(m.cmd, m.side).await?.into_owned();
+        let payload = up.payload_for(m.cmd, m.side).await?;
+        // issue 19: a CREATE TABLE relying on server defaults gets the primary's
+        let payload = match super::ddl_defaults::context(up, m.class) {
+            Some(ctx) => super::ddl_defaults::for_mirror(ctx, m.side, payload).await,
+            None => payload,
+        }
+        .into_owned();
         let (autocommit, mariadb) = up
             .get(m.side)
             .map_or((false, false), |b| (b.autocommit, b.mariadb));

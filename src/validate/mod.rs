@@ -251,7 +251,9 @@ impl Validator {
         };
         let checksum = cfg.validation.checksum;
         Ok((
-            Db::open(base, side_cfg(base))?.with_checksum(checksum),
+            Db::open(base, side_cfg(base))?
+                .with_checksum(checksum)
+                .with_ddl_defaults(cfg.mirror.ddl_defaults),
             Db::open(base.other(), side_cfg(base.other()))?.with_checksum(checksum),
             self.direction(),
         ))
