@@ -9,6 +9,9 @@ use serde::Deserialize;
 
 use crate::pattern::Pattern;
 
+mod coordination;
+pub use coordination::{Coordination, CoordinationOverrides, EtcdCoordination, OnCoordinatorLoss};
+
 /// The whole configuration, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -33,6 +36,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The `[validation]` table.
     pub validation: ValidationConfig,
+    /// The `[coordination]` table: state file (default) or an etcd fleet.
+    pub coordination: Coordination,
 }
 
 /// `[validation]`: the chunked validator, its throttle and the fixer.
@@ -190,6 +195,8 @@ pub struct Overrides {
     /// `CUTOVER_ADMIN_TOKEN`: keeps the token out of the config file (a
     /// Kubernetes Secret, a systemd `EnvironmentFile`). Empty means unset.
     pub admin_token: Option<String>,
+    /// `CUTOVER_COORDINATION_*` (a pod template sets `member_id` from the pod name).
+    pub coordination: CoordinationOverrides,
 }
 
 /// A configuration problem: always names the key.
@@ -232,6 +239,7 @@ struct RawConfig {
     deterministic_mirroring: Option<bool>,
     data_dir: Option<PathBuf>,
     validation: Option<RawValidation>,
+    coordination: Option<coordination::RawCoordination>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -426,6 +434,14 @@ impl Config {
             ));
         }
         let validation = raw.validation.unwrap_or_default().into_config()?;
+        let listen = overrides
+            .listen
+            .clone()
+            .or(raw.listen.clone())
+            .unwrap_or_else(|| "127.0.0.1:6033".into());
+        let mut raw_coordination = raw.coordination.unwrap_or_default();
+        raw_coordination.apply(&overrides.coordination);
+        let coordination = raw_coordination.into_config(&listen)?;
         let state_file = raw
             .state_file
             .unwrap_or_else(|| PathBuf::from("./cutover-state.json"));
@@ -455,6 +471,7 @@ impl Config {
             deterministic_mirroring: raw.deterministic_mirroring.unwrap_or(true),
             data_dir,
             validation,
+            coordination,
         };
         check_addr("listen", &cfg.listen)?;
         check_addr("admin_listen", &cfg.admin_listen)?;

@@ -19,6 +19,7 @@ pub mod control;
 pub mod ctl;
 pub mod determinism;
 pub mod error;
+pub mod fence;
 mod lexer;
 pub mod listener;
 pub mod logging;

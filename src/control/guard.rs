@@ -19,7 +19,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::state_machine::State;
 use super::validation::FullOutcome;
@@ -27,7 +27,7 @@ use crate::pattern::{Pattern, Side};
 use crate::stats::DataPathStats;
 
 /// Data-path counters that say the mirror side may have diverged.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MirrorHealth {
     /// Mirrored writes that failed or were skipped (side down), plus errors
     /// on the non-authoritative side.

@@ -12,6 +12,7 @@ use crate::backend::InfileCopy;
 use crate::classify::{Class, TxKind};
 use crate::codes;
 use crate::error::{BackendError, RelayError, SessionError};
+use crate::fence::Access;
 use crate::pattern::{Pattern, Side};
 use crate::response::{ResponseKind, Summary};
 use crate::route::{self, Plan};
@@ -40,6 +41,23 @@ pub(super) enum Unsendable {
     Malformed,
 }
 
+/// The fence: a fleet member that cannot vouch for its lease holds
+/// statements back (writes longest); `Err` is the client's message. The
+/// stale-transaction rule of [`super::txn::TxnGate::stale_transaction`]
+/// is checked by the caller.
+async fn admit(
+    handle: &crate::pattern::PatternHandle,
+    class: Class,
+    tx: Option<TxKind>,
+) -> Result<(), String> {
+    let access = match (class, tx) {
+        (Class::Read | Class::SessionState, _) => Access::Read,
+        (Class::Transaction, Some(TxKind::Begin | TxKind::Rollback)) => Access::Read,
+        _ => Access::Write,
+    };
+    handle.fence().admit(access).await.map_err(|f| f.0)
+}
+
 /// Whether a failed statement ended the transaction on the authoritative
 /// side: a deadlock rolls it back, a failed COMMIT ends it.
 fn ends_transaction(summary: &Summary, tx: Option<TxKind>) -> bool {
@@ -62,6 +80,22 @@ impl Session {
         tx: Option<TxKind>,
         remember: Remember,
     ) -> Result<(), SessionError> {
+        let handle = self.shared.pattern.clone();
+        let admitted = admit(&handle, class, tx).await.and_then(|()| {
+            match self.gate.stale_transaction(&handle) {
+                Some((was, now)) if tx != Some(TxKind::Rollback) => Err(format!(
+                    "cutover: this transaction started under {was}, and the fleet has switched to \
+                     {now} while this member was fenced; only ROLLBACK is accepted"
+                )),
+                _ => Ok(()),
+            }
+        });
+        if let Err(refusal) = admitted {
+            warn!("statement refused: {refusal}");
+            return self
+                .reply_err(codes::ER_OPTION_PREVENTS_STATEMENT, &refusal)
+                .await;
+        }
         let pattern = self.gate.begin(&self.shared.pattern).await;
         let result = self.run_statement(pattern, cmd, class, tx, remember).await;
         self.gate.end();
