@@ -183,9 +183,15 @@ async fn etcd_client_speaks_kv_lease_watch_and_txn_with_etcd_3_4() {
     };
     assert!(c.txn(cas("1", "2")).await.unwrap().succeeded());
     assert!(!c.txn(cas("1", "3")).await.unwrap().succeeded());
-    let ev = w.message().await.unwrap().unwrap();
-    assert_eq!(ev.events()[0].event_type(), EventType::Put);
-    assert_eq!(ev.events()[0].kv().unwrap().value(), b"2");
+    let mut next_event = async || loop {
+        let m = w.message().await.unwrap().unwrap();
+        if let Some(e) = m.events().first() {
+            return e.clone();
+        }
+    };
+    let ev = next_event().await;
+    assert_eq!(ev.event_type(), EventType::Put);
+    assert_eq!(ev.kv().unwrap().value(), b"2");
     // lease: a key attached to it goes when it expires, keep-alive keeps it
     let lease = c.lease_grant(2, None).await.unwrap();
     assert_eq!(lease.ttl(), 2);

@@ -201,6 +201,9 @@ impl Scheduler {
         if let Some(detail) = self.validation_detail() {
             status["validation_detail"] = serde_json::to_value(detail).unwrap_or_default();
         }
+        if let Some(fleet) = self.coord.fleet_status() {
+            status["fleet"] = fleet;
+        }
         if let Some(report) = self.coord.leader_report() {
             for key in [
                 "open_inconsistencies",

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::*;
 
 mod etcd;
+#[allow(unused_imports)]
 pub use etcd::Etcd;
 
 pub const MARIADBD: &str = "/usr/sbin/mariadbd";

@@ -79,7 +79,13 @@ impl Fleet {
                 _ = self.stop.cancelled() => return,
             }
             let sent = Instant::now();
-            healthy = match self.keep_alive_once(&mut keeper).await {
+            let mut answer = self.keep_alive_once(&mut keeper).await;
+            if answer.is_err() {
+                // The stream may just be stale (after a pause): one more try on a fresh one.
+                keeper = None;
+                answer = self.keep_alive_once(&mut keeper).await;
+            }
+            healthy = match answer {
                 Ok(ttl) if ttl > 0 => self.renewed(sent, healthy).await,
                 Ok(_) => {
                     keeper = None;
@@ -87,7 +93,7 @@ impl Fleet {
                 }
                 Err(e) => {
                     keeper = None;
-                    self.lost(&e);
+                    self.lost(&e).await;
                     false
                 }
             };
@@ -118,7 +124,7 @@ impl Fleet {
                 ));
             }
             if let Err(e) = self.resync().await {
-                self.lost(&e);
+                self.lost(&e).await;
                 return false;
             }
             tracing::info!(member = %self.cfg.member_id, epoch = self.applied.load(Ordering::Acquire), "re-synced with the fleet");
@@ -154,48 +160,69 @@ impl Fleet {
                 true
             }
             Err(e) => {
-                self.lost(&e);
+                self.lost(&e).await;
                 false
             }
         }
     }
 
-    /// etcd cannot be asked. Before the deadline nothing changes (the lease
-    /// still holds); past it, reads go on under the last known pattern and
-    /// writes are fenced — and a prepare this member acknowledged is let
-    /// go (its gate would otherwise hold the reads too).
-    fn lost(&self, e: &FleetError) {
+    /// The lease could not be renewed. Before the deadline nothing changes
+    /// (the lease still holds). Past it, statements wait while the member
+    /// tries to re-read the state — so it never serves under a pattern older
+    /// than the fleet's when etcd can be asked — then reads go on under the
+    /// pattern it knows and writes are fenced, and a prepare this member
+    /// acknowledged is let go (its gate would otherwise hold the reads too).
+    async fn lost(self: &Arc<Self>, e: &FleetError) {
         let fence = self.handle.fence();
         if !self.fences() {
             tracing::warn!(
                 "coordinator unreachable ({e}); keep_serving: serving under the last known pattern"
             );
+            let _ = self.resync().await;
             return;
         }
         let past = self.deadline().is_none_or(|d| Instant::now() >= d);
-        if past {
-            if fence.state() != FenceState::ReadsOnly {
-                tracing::warn!(member = %self.cfg.member_id, "coordinator unreachable past the lease deadline ({e}); writes are fenced, reads go on under the last known pattern");
-            }
-            fence.reads_only(&format!(
-                "fleet member {} cannot reach the coordinator ({e}); its lease may have expired and the fleet may have switched without it",
+        if !past {
+            tracing::warn!("keep-alive failed ({e}); the lease still holds until the deadline");
+            return;
+        }
+        if fence.state() != FenceState::ReadsOnly {
+            fence.resyncing(&format!(
+                "fleet member {} could not renew its lease and is re-reading the migration state",
                 self.cfg.member_id
             ));
-            self.release_pending("the coordinator is unreachable");
-        } else {
-            tracing::warn!("keep-alive failed ({e}); the lease still holds until the deadline");
         }
+        let reread = self.resync().await;
+        if fence.state() != FenceState::ReadsOnly {
+            tracing::warn!(member = %self.cfg.member_id, reread = reread.is_ok(), "lease not renewed past its deadline ({e}); writes are fenced, reads go on");
+        }
+        let why = match &reread {
+            Ok(()) => format!("its lease could not be renewed ({e})"),
+            Err(_) => format!("it cannot reach the coordinator ({e})"),
+        };
+        fence.reads_only(&format!(
+            "fleet member {}: {why}; its lease may have expired and the fleet may switch without it",
+            self.cfg.member_id
+        ));
+        self.release_pending("the lease could not be renewed");
     }
 
     async fn keep_alive_once(&self, keeper: &mut Option<Keeper>) -> Result<i64, FleetError> {
         let id = self.lease_id();
         if keeper.as_ref().is_none_or(|k| k.2 != id) {
-            let (k, s) = self
+            let opened = self
                 .etcd(
                     "keep-alive",
                     |mut c| async move { c.lease_keep_alive(id).await },
                 )
-                .await?;
+                .await;
+            let (k, s) = match opened {
+                // etcd-client reports a keep-alive of an expired lease as this error.
+                Err(FleetError::Etcd { message, .. }) if message.contains("lease not found") => {
+                    return Ok(0)
+                }
+                other => other?,
+            };
             *keeper = Some((k, s, id));
         }
         let Some((k, s, _)) = keeper.as_mut() else {
@@ -210,6 +237,8 @@ impl Fleet {
         let endpoints = self.endpoints.clone();
         match answer {
             Ok(Ok(Some(r))) => Ok(r.ttl()),
+            // etcd-client reports a keep-alive of an expired lease as an error.
+            Ok(Err(etcd_client::Error::LeaseKeepAliveError(m))) if m.contains("not found") => Ok(0),
             Ok(Ok(None)) => Err(FleetError::Etcd {
                 endpoints,
                 message: "keep-alive stream closed".into(),
