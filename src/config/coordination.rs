@@ -194,7 +194,7 @@ impl RawCoordination {
             ));
         }
         let lease_ttl_ms = self.lease_ttl_ms.unwrap_or(10_000);
-        if lease_ttl_ms < 2000 || lease_ttl_ms % 1000 != 0 {
+        if lease_ttl_ms < 2000 || !lease_ttl_ms.is_multiple_of(1000) {
             return Err(key_err(
                 &k("lease_ttl_ms"),
                 "whole seconds, at least 2000 (etcd leases count in seconds)",
