@@ -723,3 +723,124 @@ async fn a_full_validation_whose_leader_is_killed_is_finished_by_another_member(
         (0..20).map(|k| k * 1000 + 7).collect::<Vec<i64>>()
     );
 }
+
+/// `keep_serving`: a registered member that stops answering holds back
+/// every switch (409 naming it), even once its lease expired, until an
+/// operator evicts it; evicting a member whose lease is live is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_serving_members_block_switches_until_evicted() {
+    let (etcd, pair) = tokio::join!(Etcd::start(), Pair::start());
+    plant_sides(&pair).await;
+    let member = |id| Member {
+        lease_ttl_ms: 2000,
+        switch_timeout_ms: 2000,
+        coordination: "on_coordinator_loss = \"keep_serving\"\n",
+        ..Member::new(id)
+    };
+    let a = member("k1").start(&pair, &etcd).await;
+    let s = wait_status(&a, Duration::from_secs(10), "k1 leads", |s| {
+        s["fleet"]["leader"] == "k1"
+    })
+    .await;
+    assert_eq!(s["fleet"]["leader"], "k1");
+    let b = member("k2").start(&pair, &etcd).await;
+    wait_status(&a, Duration::from_secs(10), "2 members", |s| {
+        s["fleet"]["members"]
+            .as_array()
+            .is_some_and(|m| m.len() == 2)
+    })
+    .await;
+    let r = a.post("/fleet/evict?member=k2").await;
+    assert_eq!(r.status, 409, "a live member was evicted: {}", r.body);
+
+    signal(b.pid(), "-STOP");
+    // Once k2's lease is gone it is no longer a live member, but it is
+    // still registered: the switch must not commit without it.
+    wait_status(&a, Duration::from_secs(20), "k2's lease expired", |s| {
+        s["fleet"]["members"]
+            .as_array()
+            .is_some_and(|m| m.len() == 1)
+    })
+    .await;
+    let r = a.post("/dst_first?force=true").await;
+    assert_eq!(
+        r.status, 409,
+        "committed without a registered member: {}",
+        r.body
+    );
+    assert!(r.body.contains("k2"), "names the silent member: {}", r.body);
+    assert_eq!(
+        a.get("/status").await.json()["current_pattern"],
+        "src_first"
+    );
+    assert_eq!(side_seen(&a).await, "source");
+
+    let r = a.post("/fleet/evict?member=k2").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["evicted"], true, "{}", r.body);
+    let r = a.post("/dst_first?force=true").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(side_seen(&a).await, "destination");
+
+    // Resumed, k2 re-joins and follows the fleet.
+    signal(b.pid(), "-CONT");
+    wait_status(&b, Duration::from_secs(20), "k2 follows the fleet", |s| {
+        s["current_pattern"] == "dst_first"
+    })
+    .await;
+    assert_eq!(side_seen(&b).await, "destination");
+}
+
+/// `keep_serving` with etcd gone: reads and writes go on under the last
+/// known pattern (never fenced), and the member re-joins when etcd is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_serving_members_keep_writing_while_etcd_is_down() {
+    let (etcd, pair) = tokio::join!(Etcd::start(), Pair::start());
+    let mut etcd = etcd;
+    for db in [&pair.source, &pair.destination] {
+        db.exec("CREATE TABLE k (id INT PRIMARY KEY)").await;
+    }
+    let a = Member {
+        lease_ttl_ms: 2000,
+        coordination: "on_coordinator_loss = \"keep_serving\"\n",
+        ..Member::new("s1")
+    }
+    .start(&pair, &etcd)
+    .await;
+    let mut c = conn(&a).await;
+    c.query_drop("INSERT INTO k VALUES (1)").await.unwrap();
+    etcd.kill();
+    // Well past the lease TTL plus fence_wait_ms: every write is answered.
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut id = 2;
+    while Instant::now() < until {
+        c.query_drop(format!("INSERT INTO k VALUES ({id})"))
+            .await
+            .unwrap_or_else(|e| panic!("keep_serving write {id} failed: {e}"));
+        id += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM k").await.unwrap();
+    assert_eq!(n, Some(id - 1));
+    assert!(a.get("/metrics").await.body.contains("cutover_fenced 0"));
+    let dst: Vec<i64> = pair.destination.query("SELECT id FROM k ORDER BY id").await;
+    assert_eq!(dst.len() as i64, id - 1, "the mirror got every write");
+
+    etcd.restart().await;
+    let r = a.post("/dst_first?force=true").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut r = r;
+    while r.status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "no switch after etcd came back: {} {}",
+            r.status,
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        r = a.post("/dst_first?force=true").await;
+    }
+    c.query_drop(format!("INSERT INTO k VALUES ({id})"))
+        .await
+        .unwrap();
+}
