@@ -65,6 +65,10 @@ for m in $(seq "$MEMBERS"); do
     ADMIN_PORT=$(free_port)
     PROXY_PORTS+=("$PROXY_PORT")
     ADMIN_PORTS+=("$ADMIN_PORT")
+    # (built outside the here-document: quotes inside ${…:+…} there are removed)
+    MEMBER_COORD=""
+    ((FLEET)) && MEMBER_COORD="$COORD
+member_id = \"m$m\""
     cat >"$WORK/cutover$m.toml" <<TOML
 listen = "127.0.0.1:$PROXY_PORT"
 admin_listen = "127.0.0.1:$ADMIN_PORT"
@@ -75,12 +79,13 @@ data_dir = "$WORK/data$m"
 url = "mysql://app:app@127.0.0.1:$SRC_PORT/shop"
 [destination]
 url = "mysql://app:app@127.0.0.1:$DST_PORT/shop"
-${COORD:+$COORD
-member_id = "m$m"}
+$MEMBER_COORD
 TOML
     CUTOVER_LOG=warn "$BIN" serve --config "$WORK/cutover$m.toml" 2>"$WORK/cutover$m.log" &
     CUTOVER_PIDS+=($!)
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:$ADMIN_PORT/health" >/dev/null && break; sleep 0.1; done
+    curl -sf "http://127.0.0.1:$ADMIN_PORT/health" >/dev/null \
+        || { echo "bench: cutover $m did not start:" >&2; cat "$WORK/cutover$m.log" >&2; exit 1; }
 done
 PORTS=$(IFS=,; echo "${PROXY_PORTS[*]}")
 
