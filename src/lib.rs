@@ -9,6 +9,7 @@
 //!
 //! `ctl` is the operator's terminal client of the admin API (HTTP only).
 
+pub mod auth;
 pub mod backend;
 pub mod build_info;
 pub mod classify;
@@ -20,6 +21,7 @@ pub mod ctl;
 pub mod determinism;
 pub mod error;
 pub mod fence;
+pub mod greeting;
 mod lexer;
 pub mod listener;
 pub mod logging;
@@ -32,5 +34,6 @@ pub mod shared;
 pub mod stats;
 #[cfg(test)]
 mod testing;
+pub mod tls;
 pub mod validate;
 pub mod wire;

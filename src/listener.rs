@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::pattern::{PatternHandle, Side};
 use crate::shared::Shared;
 use crate::stats::DataPathStats;
+use crate::tls::server::ServerTls;
 use crate::wire;
 
 /// A bound, not yet running MySQL-protocol listener: the data path's entry.
@@ -40,9 +41,15 @@ impl Listener {
         pattern: PatternHandle,
         stats: Arc<DataPathStats>,
     ) -> std::io::Result<Listener> {
+        let tls = ServerTls::load(&config.tls)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         let listener = TcpListener::bind(&config.listen).await?;
-        let shared = Arc::new(Shared::new(config, pattern, stats));
-        Ok(Listener { listener, shared })
+        let mut shared = Shared::new(config, pattern, stats);
+        shared.tls = tls.map(Arc::new);
+        Ok(Listener {
+            listener,
+            shared: Arc::new(shared),
+        })
     }
 
     /// The address actually bound (the chosen port when `listen` used port 0).
@@ -52,19 +59,30 @@ impl Listener {
             .expect("bound listener has an address")
     }
 
-    /// Learn the source's version and capabilities before the first client
-    /// arrives, so the greeting matches what will be relayed. Best effort.
-    pub async fn probe_source(&self) {
-        let cfg = &self.shared.config.source;
-        match crate::backend::ping(cfg, Side::Source, self.shared.connect_timeout()).await {
-            Ok((latency, greeting)) => {
-                info!(version = %greeting.version, latency_ms = latency.as_millis() as u64, "source reachable");
-                self.shared.learn_greeting(Side::Source, &greeting);
-            }
-            Err(e) => {
-                warn!("source not reachable at start-up (clients will get errors until it is): {e}")
+    /// Learn both backends' versions and capabilities before the first
+    /// client arrives, so the greeting offers only what both can relay
+    /// (see [`crate::greeting`]). Best effort: an unreachable side is
+    /// learned at its first connection.
+    pub async fn probe_backends(&self) {
+        let timeout = self.shared.connect_timeout();
+        let (src, dst) = tokio::join!(
+            crate::backend::ping(&self.shared.config.source, Side::Source, timeout),
+            crate::backend::ping(&self.shared.config.destination, Side::Destination, timeout),
+        );
+        for (side, result) in [(Side::Source, src), (Side::Destination, dst)] {
+            match result {
+                Ok((latency, greeting)) => {
+                    info!(%side, version = %greeting.version, latency_ms = latency.as_millis() as u64, "backend reachable");
+                    self.shared.learn_greeting(side, &greeting);
+                }
+                Err(e) => warn!("{side} not reachable at start-up (clients will get errors while it is needed): {e}"),
             }
         }
+    }
+
+    /// `[tls]`'s acceptor, for reloading the certificate on SIGHUP.
+    pub fn tls(&self) -> Option<Arc<ServerTls>> {
+        self.shared.tls.clone()
     }
 
     /// Accept clients until `shutdown` is cancelled, then let sessions finish

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use cutover::config::{Config, Coordination, Overrides};
-use cutover::control::ControlPlane;
+use cutover::control::{ControlPlane, ValidationService};
 use cutover::listener::Listener;
 use cutover::pattern::PatternHandle;
 use cutover::stats::DataPathStats;
@@ -138,6 +138,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// What `serve` stops at the end besides the proxy and the admin API.
+enum Fleet {
+    /// The file-backed default: this process's own validator (its change
+    /// capture checkpoint is saved on shutdown).
+    No(Arc<cutover::validate::Validator>),
+    /// A fleet member: it leaves the fleet (its leader validation stops with it).
+    Member(Arc<cutover::control::fleet::Fleet>),
+}
+
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
     let shutdown = CancellationToken::new();
@@ -155,14 +164,31 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             let pattern = PatternHandle::new(initial);
             let validator = cutover::validate::Validator::new(cfg.clone(), pattern.clone())
                 .context("cannot open the validation event store (data_dir)")?;
-            (control.with_validation(Arc::new(validator)), pattern, None)
+            let validator = Arc::new(validator);
+            if cfg.validation.change_capture == cutover::config::ChangeCapture::Binlog {
+                // Before the proxy accepts clients: every change from here on is seen.
+                validator
+                    .start_change_capture()
+                    .await
+                    .context("[validation] change_capture = \"binlog\"")?;
+            }
+            let service = Arc::clone(&validator) as Arc<dyn ValidationService>;
+            (
+                control.with_validation(service),
+                pattern,
+                Fleet::No(validator),
+            )
         }
         Coordination::Etcd(_) => {
             let (control, pattern, fleet) = ControlPlane::join_fleet(&cfg, shutdown.clone())
                 .await
                 .context("cannot join the fleet")?;
             let validation = fleet.validation(cfg.clone());
-            (control.with_validation(validation), pattern, Some(fleet))
+            (
+                control.with_validation(validation),
+                pattern,
+                Fleet::Member(fleet),
+            )
         }
     };
     let stats = DataPathStats::new();
@@ -172,7 +198,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let admin = tokio::net::TcpListener::bind(&cfg.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin_listen)", cfg.admin_listen))?;
-    listener.probe_source().await;
+    listener.probe_backends().await;
+    tokio::spawn(cutover::tls::server::reload_on_sighup(listener.tls()));
     tracing::info!(pattern = %pattern.load(), state = ?control.state(), admin = %cfg.admin_listen, "cutover started");
 
     let admin_task = tokio::spawn(control.serve(
@@ -187,8 +214,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::warn!("admin API stopped with an error: {e}"),
         Err(e) => tracing::warn!("admin API task failed: {e}"),
     }
-    if let Some(fleet) = fleet {
-        fleet.leave().await;
+    match fleet {
+        Fleet::No(validator) => validator.shutdown().await, // saves the capture checkpoint
+        Fleet::Member(fleet) => fleet.leave().await,
     }
     tracing::info!("bye");
     Ok(())

@@ -16,6 +16,7 @@ use crate::config::{BackendConfig, Config};
 use crate::pattern::{PatternHandle, Side};
 use crate::session::handshake::{offered_capabilities, ServerIdentity};
 use crate::stats::DataPathStats;
+use crate::tls::server::ServerTls;
 
 /// State shared by the listener and every client session (one per process).
 pub struct Shared {
@@ -26,6 +27,10 @@ pub struct Shared {
     /// Counters the control plane reads.
     pub stats: Arc<DataPathStats>,
     identity: ArcSwap<ServerIdentity>,
+    /// The last greeting of each backend (index = [`Side::index`]).
+    greetings: Mutex<[Option<Greeting>; 2]>,
+    /// `[tls]`: the acceptor for clients' SSLRequests, if configured.
+    pub tls: Option<Arc<ServerTls>>,
     /// Connect back-off per side (index = [`Side::index`]).
     pub backoff: [ConnectBackoff; 2],
     /// Client connection id → its backend thread ids (for KILL).
@@ -46,6 +51,8 @@ impl Shared {
                 capabilities: offered_capabilities(),
                 collation: 45,
             }),
+            greetings: Mutex::new([None, None]),
+            tls: None,
             backoff: [ConnectBackoff::default(), ConnectBackoff::default()],
             sessions: SessionRegistry::default(),
             next_conn_id: AtomicU32::new(1),
@@ -70,24 +77,30 @@ impl Shared {
         self.identity.load_full()
     }
 
-    /// Present the authoritative backend's version and collation to clients,
-    /// and offer only capabilities that backend has too (relayed packets are
-    /// in the backend's wire format, so both must agree).
+    /// Remember a backend's greeting and recompute what client greetings
+    /// announce: the authoritative side's version, the capabilities both
+    /// backends offer (relayed packets must suit the client whichever side
+    /// they come from), a collation both know (see [`crate::greeting`]).
     pub fn learn_greeting(&self, side: Side, g: &Greeting) {
-        if side != self.pattern.load().primary() && side != Side::Source {
+        let mut known = self.greetings.lock().unwrap_or_else(|e| e.into_inner());
+        known[side.index()] = Some(g.clone());
+        let primary = self.pattern.load().primary();
+        let (first, other) = (&known[primary.index()], &known[primary.other().index()]);
+        let Some(auth) = first.as_ref().or(other.as_ref()) else {
             return;
-        }
+        };
+        let rest = if first.is_some() {
+            other.as_ref()
+        } else {
+            None
+        };
+        let next = crate::greeting::for_clients(auth, rest);
         let current = self.identity.load();
-        let caps = offered_capabilities() & g.capabilities;
-        if current.version != g.version
-            || current.capabilities != caps
-            || current.collation != g.collation
+        if current.version != next.version
+            || current.capabilities != next.capabilities
+            || current.collation != next.collation
         {
-            self.identity.store(Arc::new(ServerIdentity {
-                version: g.version.clone(),
-                capabilities: caps | mysql_common::constants::CapabilityFlags::CLIENT_LONG_PASSWORD,
-                collation: g.collation,
-            }));
+            self.identity.store(Arc::new(next));
         }
     }
 

@@ -11,19 +11,17 @@ use mysql_common::constants::CapabilityFlags;
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::HandshakePacket;
 use mysql_common::proto::MyDeserialize;
-use mysql_common::scramble::{scramble_native, scramble_sha256};
 use tokio::net::TcpStream;
 
 use super::Backend;
+use crate::auth::client::{authenticate, Exchange};
+use crate::auth::{Credentials, Plugin};
 use crate::command::{self, Com};
 use crate::config::BackendConfig;
 use crate::error::BackendError;
 use crate::pattern::Side;
 use crate::response::{ResponseKind, IN_TRANS};
 use crate::wire::{self, PacketIo};
-
-const NATIVE: &[u8] = b"mysql_native_password";
-const CACHING_SHA2: &[u8] = b"caching_sha2_password";
 
 /// What a backend announced in its greeting.
 #[derive(Debug, Clone)]
@@ -86,14 +84,18 @@ impl<T> Backend<T> {
         }
     }
 
-    /// Log in over a connected transport: read the greeting, answer it with
-    /// mysql_native_password credentials, follow an auth switch.
+    /// Log in over a connected transport: read the greeting, upgrade to TLS
+    /// per the side's `ssl_mode` (SSLRequest, handshake), answer with the
+    /// greeting's auth plugin, follow auth switches and caching_sha2's full
+    /// authentication (see `auth::client`).
     ///
     /// # Errors
     /// [`BackendError::Server`] for an ERR greeting or a refused login,
     /// [`BackendError::Io`] when the connection breaks,
-    /// [`BackendError::Protocol`] for a malformed greeting or an auth method
-    /// cutover cannot do (caching_sha2_password full authentication, others).
+    /// [`BackendError::Protocol`] for a malformed greeting,
+    /// [`BackendError::Tls`] when TLS is required but not offered or the
+    /// certificate is refused, [`BackendError::Auth`] naming a plugin
+    /// cutover cannot answer.
     pub async fn handshake(
         mut io: PacketIo,
         cfg: &BackendConfig,
@@ -108,25 +110,25 @@ impl<T> Backend<T> {
         }
         let hs = HandshakePacket::deserialize((), &mut ParseBuf(frame.payload()))
             .map_err(|e| proto(side, format!("bad greeting: {e}")))?;
-        let greeting = Greeting {
-            version: hs.server_version_str().into_owned(),
-            capabilities: hs.capabilities(),
-            collation: hs.default_collation(),
-        };
+        let greeting = Greeting::from_handshake(&hs);
         let caps = backend_capabilities(
             params.capabilities,
             greeting.capabilities,
             params.database.is_some(),
             !params.attributes.is_empty(),
         );
-        let auth = scramble_native(&hs.nonce(), cfg.password.as_bytes())
-            .map(|a| a.to_vec())
-            .unwrap_or_default();
-        let payload = handshake_response(cfg, params, caps, &auth);
-        io.send_packet(frame.seq().wrapping_add(1), &payload)
-            .await
-            .map_err(io_err)?;
-        let status = authenticate(&mut io, cfg, side).await?;
+        let seq = frame.seq().wrapping_add(1);
+        let (caps, seq) = secure(&mut io, cfg, side, params, caps, &greeting, seq).await?;
+        let creds = Credentials {
+            user: &cfg.user,
+            password: &cfg.password,
+        };
+        let server_key = cfg.tls.public_key.as_deref();
+        let mut exchange = Exchange::new(side, creds, io.is_secure(), server_key);
+        let (plugin, auth) = exchange.first(hs.auth_plugin_name_ref(), &hs.nonce());
+        let payload = handshake_response(cfg, params, caps, &auth, plugin);
+        io.send_packet(seq, &payload).await.map_err(io_err)?;
+        let status = authenticate(&mut io, &mut exchange).await?;
         let backend = Backend::new(side, io, hs.connection_id(), caps, status & IN_TRANS != 0);
         Ok((backend, greeting))
     }
@@ -136,68 +138,31 @@ fn proto(side: Side, reason: String) -> BackendError {
     BackendError::Protocol { side, reason }
 }
 
-/// The authentication exchange after the handshake response: OK, ERR, an
-/// auth switch, or caching_sha2_password's fast-auth byte. Returns the OK's
-/// status flags.
-async fn authenticate(
+/// TLS per the side's `ssl_mode`: when wanted, the SSLRequest (the first 32
+/// bytes of a handshake response, CLIENT_SSL set) and the TLS handshake.
+/// Returns the capabilities for the handshake response and its sequence id.
+async fn secure(
     io: &mut PacketIo,
     cfg: &BackendConfig,
     side: Side,
-) -> Result<u16, BackendError> {
-    let io_err = |source| BackendError::Io { side, source };
-    loop {
-        let reply = io.expect_frame().await.map_err(io_err)?;
-        let seq = reply.seq().wrapping_add(1);
-        let p = reply.payload();
-        match p.first() {
-            Some(0x00) => return Ok(wire::parse_ok(p).map(|o| o.status).unwrap_or(0)),
-            Some(0xFF) => return Err(BackendError::Server { side, err: wire::parse_err(p) }),
-            Some(0xFE) => {
-                let answer = auth_switch_answer(cfg, side, &p[1..])?;
-                io.send_packet(seq, &answer).await.map_err(io_err)?;
-            }
-            Some(0x01) => match p.get(1) {
-                Some(0x03) => continue, // caching_sha2 fast auth OK; the OK packet follows
-                Some(0x04) => {
-                    return Err(proto(side, format!(
-                        "backend user `{}` needs caching_sha2_password full authentication (TLS/RSA), which cutover does not do; use mysql_native_password for it",
-                        cfg.user
-                    )))
-                }
-                _ => return Err(proto(side, "unexpected auth data from backend".into())),
-            },
-            _ => return Err(proto(side, "unexpected packet during authentication".into())),
-        }
-    }
-}
-
-/// The scramble for an auth switch request (`plugin NUL data [NUL]`).
-fn auth_switch_answer(
-    cfg: &BackendConfig,
-    side: Side,
-    request: &[u8],
-) -> Result<Vec<u8>, BackendError> {
-    let nul = request
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(request.len());
-    let plugin = &request[..nul];
-    let mut data = request.get(nul + 1..).unwrap_or_default();
-    if data.last() == Some(&0) {
-        data = &data[..data.len() - 1];
-    }
-    let answer = match plugin {
-        NATIVE => scramble_native(data, cfg.password.as_bytes()).map(|a| a.to_vec()),
-        CACHING_SHA2 => scramble_sha256(data, cfg.password.as_bytes()).map(|a| a.to_vec()),
-        other => {
-            return Err(proto(side, format!(
-                "backend user `{}` needs auth plugin {}; cutover supports mysql_native_password and caching_sha2_password (fast path)",
-                cfg.user,
-                String::from_utf8_lossy(other)
-            )))
-        }
+    params: &ConnectParams,
+    caps: CapabilityFlags,
+    greeting: &Greeting,
+    seq: u8,
+) -> Result<(CapabilityFlags, u8), BackendError> {
+    let upgrade = crate::tls::client::Upgrade {
+        side,
+        host: &cfg.host,
+        tls: &cfg.tls,
+        server_caps: greeting.capabilities,
     };
-    Ok(answer.unwrap_or_default())
+    if !crate::tls::client::wanted(&upgrade)? {
+        return Ok((caps, seq));
+    }
+    let caps = caps | CapabilityFlags::CLIENT_SSL;
+    let request = &handshake_response(cfg, params, caps, &[], Plugin::Native)[..32];
+    crate::tls::client::upgrade(io, &upgrade, request, seq).await?;
+    Ok((caps, seq.wrapping_add(1)))
 }
 
 /// The capabilities cutover asks a backend for: the client's wire-format
@@ -239,6 +204,7 @@ fn handshake_response(
     params: &ConnectParams,
     caps: CapabilityFlags,
     auth: &[u8],
+    plugin: Plugin,
 ) -> Vec<u8> {
     let mut p = Vec::with_capacity(128);
     p.extend_from_slice(&caps.bits().to_le_bytes());
@@ -257,7 +223,7 @@ fn handshake_response(
         p.extend_from_slice(params.database.as_deref().unwrap_or("").as_bytes());
         p.push(0);
     }
-    p.extend_from_slice(NATIVE);
+    p.extend_from_slice(plugin.name());
     p.push(0);
     if caps.contains(CapabilityFlags::CLIENT_CONNECT_ATTRS) {
         let mut attrs = Vec::new();

@@ -286,6 +286,21 @@ mod tests {
     }
 
     #[test]
+    fn binlog_change_capture_is_refused_in_a_fleet() {
+        let text = format!(
+            "{BASE}[validation]\nchange_capture='binlog'\n[coordination]\nbackend='etcd'\nprefix='/x'\n"
+        );
+        let e = Config::parse(&text).unwrap_err().to_string();
+        assert!(e.contains("validation.change_capture"), "{e}");
+        assert!(e.contains("etcd"), "{e}");
+        let file = format!("{BASE}[validation]\nchange_capture='binlog'\n");
+        assert!(
+            Config::parse(&file).is_ok(),
+            "the file-backed default keeps it"
+        );
+    }
+
+    #[test]
     fn errors_name_the_key() {
         for (extra, key) in [
             ("backend='zk'", "coordination.backend"),

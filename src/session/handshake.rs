@@ -9,10 +9,14 @@ use mysql_common::proto::{MyDeserialize, MySerialize};
 use mysql_common::scramble::scramble_native;
 use rand::Rng;
 
+use crate::auth;
 use crate::codes::{ER_ACCESS_DENIED_ERROR, ER_NOT_SUPPORTED_AUTH_MODE};
 use crate::config::Config;
 use crate::error::SessionError;
+use crate::tls::server::ServerTls;
 use crate::wire::{self, PacketIo};
+
+use super::secure;
 
 const NATIVE: &[u8] = b"mysql_native_password";
 
@@ -82,53 +86,91 @@ fn new_scramble() -> [u8; 20] {
 /// auth-switch answer), in bytes.
 const PRE_AUTH_LIMIT: usize = 64 * 1024;
 
-/// Greet, authenticate. Returns the login and the scramble the password was
+/// Greet, upgrade to TLS on an SSLRequest (when `tls` is configured),
+/// authenticate. Returns the login and the scramble the password was
 /// checked against.
 ///
 /// # Errors
 /// [`SessionError::AccessDenied`] for a wrong user or password,
-/// [`SessionError::Malformed`] for a client asking for TLS, a pre-4.1
-/// client or an unparsable response, [`SessionError::ClientIo`] when the
-/// client leaves. On failure the ERR has been sent already.
+/// [`SessionError::InsecureTransport`] for a plaintext login that the TLS
+/// policy refuses, [`SessionError::Malformed`] for a client asking for TLS
+/// that is not configured, a pre-4.1 client or an unparsable response,
+/// [`SessionError::ClientIo`] when the client leaves or its TLS handshake
+/// fails. On failure the ERR has been sent already.
 pub async fn accept(
     client: &mut PacketIo,
     config: &Config,
     identity: &ServerIdentity,
     conn_id: u32,
+    tls: Option<&ServerTls>,
 ) -> Result<(Login, [u8; 20]), SessionError> {
     let scramble = new_scramble();
-    send_greeting(client, identity, conn_id, &scramble).await?;
+    let mut identity = identity.clone();
+    if tls.is_some() {
+        identity.capabilities |= CapabilityFlags::CLIENT_SSL;
+    }
+    send_greeting(client, &identity, conn_id, &scramble).await?;
+    let (mut resp, mut seq) = read_response(client).await?;
+    let mut client_caps = response_caps(&resp);
+    if let Some(tls) = tls.filter(|_| secure::is_ssl_request(client_caps, resp.len())) {
+        secure::upgrade(client, tls).await?;
+        (resp, seq) = read_response(client).await?;
+        client_caps = response_caps(&resp);
+    }
+    refuse_unsupported(client, seq, client_caps, resp.len()).await?;
+    let require = tls.is_some_and(|t| t.require);
+    secure::enforce(client, seq, config, require, None).await?;
+    let hs = HandshakeResponse::deserialize((), &mut ParseBuf(&resp))
+        .map_err(|e| SessionError::Malformed(format!("handshake response: {e}")))?;
+    let user = String::from_utf8_lossy(hs.user()).into_owned();
+    let mut auth_data = hs.scramble_buf().to_vec();
+    let mut cleartext = false;
+    match hs.auth_plugin() {
+        None | Some(AuthPlugin::MysqlNativePassword) => {}
+        // Over TLS: full authentication, no switch (auth::server).
+        Some(AuthPlugin::CachingSha2Password) if client.is_secure() => {
+            (auth_data, seq) = auth::server::full_auth(client, seq).await?;
+            cleartext = true;
+        }
+        // e.g. caching_sha2_password in plaintext: answer the native way.
+        Some(_) => (auth_data, seq) = switch_to_native(client, seq, &scramble).await?,
+    }
+    let capabilities = client_caps & identity.capabilities;
+    if !check(config, &user, &scramble, &auth_data, cleartext) {
+        deny(client, seq, &user, !auth_data.is_empty()).await?;
+        return Err(SessionError::AccessDenied(user));
+    }
+    secure::enforce(client, seq, config, false, Some(&user)).await?;
+    Ok((login(&hs, user, capabilities, seq), scramble))
+}
+
+/// Read the handshake response (or SSLRequest) and the next sequence id.
+async fn read_response(client: &mut PacketIo) -> Result<(Vec<u8>, u8), SessionError> {
     let Some((resp, seq)) = client.read_packet(PRE_AUTH_LIMIT).await.map_err(read_err)? else {
         return Err(SessionError::ClientIo(std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,
             "client left during handshake",
         )));
     };
-    let mut seq = seq.wrapping_add(1);
-    let client_caps = CapabilityFlags::from_bits_truncate(u32::from_le_bytes(
+    Ok((resp, seq.wrapping_add(1)))
+}
+
+/// The capability flags at the start of a handshake response.
+fn response_caps(resp: &[u8]) -> CapabilityFlags {
+    CapabilityFlags::from_bits_truncate(u32::from_le_bytes(
         resp.get(..4)
             .and_then(|b| b.try_into().ok())
             .unwrap_or([0; 4]),
-    ));
-    refuse_unsupported(client, seq, client_caps, resp.len()).await?;
-    let hs = HandshakeResponse::deserialize((), &mut ParseBuf(&resp))
-        .map_err(|e| SessionError::Malformed(format!("handshake response: {e}")))?;
-    let user = String::from_utf8_lossy(hs.user()).into_owned();
-    let native = matches!(
-        hs.auth_plugin(),
-        None | Some(AuthPlugin::MysqlNativePassword)
-    );
-    let mut auth_data = hs.scramble_buf().to_vec();
-    if !native {
-        // e.g. caching_sha2_password: ask the client to answer the native way.
-        (auth_data, seq) = switch_to_native(client, seq, &scramble).await?;
+    ))
+}
+
+/// A native-password answer to `scramble`, or (`cleartext`) the password
+/// itself, received over TLS.
+fn check(config: &Config, user: &str, scramble: &[u8; 20], answer: &[u8], cleartext: bool) -> bool {
+    match config.user(user.as_bytes()) {
+        Some(u) if cleartext => auth::server::verify_cleartext(&u.password, answer),
+        _ => verify(config, user, scramble, answer),
     }
-    let capabilities = client_caps & identity.capabilities;
-    if !verify(config, &user, &scramble, &auth_data) {
-        deny(client, seq, &user, !auth_data.is_empty()).await?;
-        return Err(SessionError::AccessDenied(user));
-    }
-    Ok((login(&hs, user, capabilities, seq), scramble))
 }
 
 /// The initial handshake packet (protocol 10) announcing `identity`.
@@ -248,9 +290,7 @@ pub fn verify(config: &Config, user: &str, scramble: &[u8; 20], answer: &[u8]) -
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+use auth::constant_time_eq;
 
 /// Send ER_ACCESS_DENIED_ERROR worded like the server's
 /// (`Access denied for user 'u'@'host' (using password: YES)`).
@@ -330,11 +370,14 @@ pub fn parse_change_user(body: &[u8], caps: CapabilityFlags) -> Option<ChangeUse
     })
 }
 
-/// Authenticate a COM_CHANGE_USER; switches plugins like the first login.
-/// Returns the next sequence id on success.
+/// Authenticate a COM_CHANGE_USER; switches plugins like the first login
+/// (caching_sha2_password over TLS: full authentication). Returns the next
+/// sequence id on success.
 ///
 /// # Errors
 /// [`SessionError::AccessDenied`] (the ERR is sent),
+/// [`SessionError::InsecureTransport`] for a `require_tls` user on a
+/// plaintext connection (the ERR is sent),
 /// [`SessionError::Malformed`] when the client leaves mid-switch,
 /// [`SessionError::ClientIo`] on a broken client connection.
 pub async fn change_user(
@@ -345,17 +388,22 @@ pub async fn change_user(
 ) -> Result<u8, SessionError> {
     let mut seq = 1u8;
     let mut answer = cu.auth.clone();
-    let native = cu
-        .plugin
-        .as_deref()
-        .is_none_or(|p| p == NATIVE || p.is_empty());
-    if !native {
-        *scramble = new_scramble();
-        (answer, seq) = switch_to_native(client, seq, scramble).await?;
+    let mut cleartext = false;
+    match cu.plugin.as_deref() {
+        None | Some(b"") | Some(NATIVE) => {}
+        Some(auth::caching_sha2::NAME) if client.is_secure() => {
+            (answer, seq) = auth::server::full_auth(client, seq).await?;
+            cleartext = true;
+        }
+        Some(_) => {
+            *scramble = new_scramble();
+            (answer, seq) = switch_to_native(client, seq, scramble).await?;
+        }
     }
-    if !verify(config, &cu.user, scramble, &answer) {
+    if !check(config, &cu.user, scramble, &answer, cleartext) {
         deny(client, seq, &cu.user, !answer.is_empty()).await?;
         return Err(SessionError::AccessDenied(cu.user.clone()));
     }
+    secure::enforce(client, seq, config, false, Some(&cu.user)).await?;
     Ok(seq)
 }

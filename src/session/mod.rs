@@ -15,6 +15,7 @@ mod kill;
 mod metrics;
 pub mod prepared;
 mod secondary;
+mod secure;
 pub mod state;
 #[cfg(test)]
 mod tests;
@@ -108,8 +109,14 @@ impl Session {
         conn_id: u32,
     ) -> Result<Option<Session>, SessionError> {
         let identity = shared.identity();
-        let (login, scramble) =
-            handshake::accept(&mut client, &shared.config, &identity, conn_id).await?;
+        let (login, scramble) = handshake::accept(
+            &mut client,
+            &shared.config,
+            &identity,
+            conn_id,
+            shared.tls.as_deref(),
+        )
+        .await?;
         let seq = login.seq;
         let mut session = Session::new(shared, client, conn_id, login, scramble);
         let primary = session.shared.pattern.load().primary();
@@ -295,7 +302,7 @@ impl Session {
         .await
         {
             Ok(seq) => seq,
-            Err(SessionError::AccessDenied(u)) => {
+            Err(SessionError::AccessDenied(u) | SessionError::InsecureTransport(u)) => {
                 info!(user = %u, "change user denied; closing");
                 return Ok(Flow::Quit);
             }

@@ -12,24 +12,29 @@
 //!
 //! See docs/VALIDATION.md for the algorithm and its guarantees.
 
+pub mod capture;
 mod checkpoint;
 mod checksum;
 pub mod cli;
 mod db;
 mod diff;
+mod drill;
 pub mod events;
 mod fix;
 mod full;
+pub mod hash;
 mod incremental;
+mod intrange;
 pub mod keyset;
 pub mod progress;
 mod run;
 pub mod schema;
 pub mod storage;
 mod throttle;
+mod tls;
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -138,6 +143,8 @@ pub(crate) struct Inner {
     cfg: Arc<Config>,
     pattern: PatternHandle,
     storage: Arc<dyn storage::ValidationStorage>,
+    /// Where change capture keeps its binlog position (`capture/position.rs`).
+    data_dir: PathBuf,
     events: Mutex<events::EventStore>,
     full: Mutex<Option<run::RunSlot>>,
     incr: Mutex<Option<run::RunSlot>>,
@@ -148,6 +155,8 @@ pub(crate) struct Inner {
     /// Tables where a run found more differences than `max_events_per_run`
     /// let it record: `/fix` cannot repair those from events alone.
     unrecorded: Mutex<BTreeSet<String>>,
+    /// Binlog change capture and the re-verification queue (`capture/`).
+    capture: capture::Capture,
 }
 
 /// The validator: cheap to clone (an `Arc`).
@@ -204,11 +213,14 @@ impl Validator {
         storage: Arc<dyn storage::ValidationStorage>,
     ) -> Result<Validator, ValidateError> {
         let events = events::EventStore::load_from(Arc::clone(&storage))?;
+        let capture = capture::Capture::new(&cfg.validation);
+        let data_dir = cfg.data_dir.clone();
         Ok(Validator {
             inner: Arc::new(Inner {
                 cfg,
                 pattern,
                 storage,
+                data_dir,
                 events: Mutex::new(events),
                 full: Mutex::new(None),
                 incr: Mutex::new(None),
@@ -217,6 +229,7 @@ impl Validator {
                 last_error: Mutex::new(None),
                 last_run_id: AtomicU64::new(0),
                 unrecorded: Mutex::new(BTreeSet::new()),
+                capture,
             }),
         })
     }
@@ -253,9 +266,10 @@ impl Validator {
             Side::Source => &cfg.source,
             Side::Destination => &cfg.destination,
         };
+        let checksum = cfg.validation.checksum;
         Ok((
-            Db::open(base, side_cfg(base))?,
-            Db::open(base.other(), side_cfg(base.other()))?,
+            Db::open(base, side_cfg(base))?.with_checksum(checksum),
+            Db::open(base.other(), side_cfg(base.other()))?.with_checksum(checksum),
             self.direction(),
         ))
     }
@@ -414,6 +428,7 @@ impl Validator {
             last_incremental: lock(&i.last_incr).clone(),
             open_inconsistencies: self.open_count(),
             last_error: lock(&i.last_error).clone(),
+            change_capture: i.capture.status(),
         }
     }
 
