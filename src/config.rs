@@ -42,6 +42,37 @@ pub struct Config {
     pub coordination: Coordination,
     /// `[tls]`: TLS for applications connecting to cutover.
     pub tls: ClientTlsConfig,
+    /// The `[mirror]` table.
+    pub mirror: MirrorConfig,
+}
+
+/// `[mirror]`: how the non-authoritative side is kept equal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorConfig {
+    /// Replays of the mirror's statement (autocommit) or transaction share
+    /// after a mirror-only ER_LOCK_DEADLOCK / ER_LOCK_WAIT_TIMEOUT before it
+    /// counts as a failure; 0 disables retrying.
+    pub retries: u32,
+    /// Bytes of one transaction's mirrored statements kept for a replay;
+    /// a larger transaction is not replayed (its transient errors count).
+    pub replay_max_bytes: usize,
+    /// Bytes of a session's temporary table copied to a mirror connection
+    /// opened later; a larger table is not copied (counted as unsafe).
+    pub temporary_table_max_bytes: usize,
+    /// How often the stored-routine and trigger catalog is re-read, in ms
+    /// (DDL through cutover that changes routines re-reads it at once).
+    pub catalog_refresh_ms: u64,
+}
+
+impl Default for MirrorConfig {
+    fn default() -> Self {
+        MirrorConfig {
+            retries: 3,
+            replay_max_bytes: 1 << 20,
+            temporary_table_max_bytes: 16 << 20,
+            catalog_refresh_ms: 30_000,
+        }
+    }
 }
 
 /// `[validation]`: the chunked validator, its throttle and the fixer.
@@ -305,6 +336,7 @@ struct RawConfig {
     validation: Option<RawValidation>,
     coordination: Option<coordination::RawCoordination>,
     tls: Option<RawTls>,
+    mirror: Option<RawMirror>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -313,6 +345,36 @@ struct RawTls {
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     require: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMirror {
+    retries: Option<u32>,
+    replay_max_bytes: Option<usize>,
+    temporary_table_max_bytes: Option<usize>,
+    catalog_refresh_ms: Option<u64>,
+}
+
+impl RawMirror {
+    fn into_config(self) -> Result<MirrorConfig, ConfigError> {
+        let d = MirrorConfig::default();
+        let m = MirrorConfig {
+            retries: self.retries.unwrap_or(d.retries),
+            replay_max_bytes: self.replay_max_bytes.unwrap_or(d.replay_max_bytes),
+            temporary_table_max_bytes: self
+                .temporary_table_max_bytes
+                .unwrap_or(d.temporary_table_max_bytes),
+            catalog_refresh_ms: self.catalog_refresh_ms.unwrap_or(d.catalog_refresh_ms),
+        };
+        if m.retries > 100 {
+            return Err(key_err("mirror.retries", "must be at most 100"));
+        }
+        if m.catalog_refresh_ms < 100 {
+            return Err(key_err("mirror.catalog_refresh_ms", "must be at least 100"));
+        }
+        Ok(m)
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -631,6 +693,7 @@ impl Config {
             let why = "needs [tls] cert and key (without them no client can use TLS)";
             return Err(key_err(&format!("users[{i}].require_tls"), why));
         }
+        let mirror = raw.mirror.unwrap_or_default().into_config()?;
         let state_file = raw
             .state_file
             .unwrap_or_else(|| PathBuf::from("./cutover-state.json"));
@@ -662,6 +725,7 @@ impl Config {
             validation,
             coordination,
             tls,
+            mirror,
         };
         check_addr("listen", &cfg.listen)?;
         check_addr("admin_listen", &cfg.admin_listen)?;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::backend::Greeting;
+use crate::catalog::Catalog;
 use crate::config::{BackendConfig, Config};
 use crate::pattern::{PatternHandle, Side};
 use crate::session::handshake::{offered_capabilities, ServerIdentity};
@@ -35,6 +36,8 @@ pub struct Shared {
     pub backoff: [ConnectBackoff; 2],
     /// Client connection id → its backend thread ids (for KILL).
     pub sessions: SessionRegistry,
+    /// Stored functions and triggers (what statement text does not show).
+    pub catalog: Arc<Catalog>,
     next_conn_id: AtomicU32,
 }
 
@@ -55,6 +58,7 @@ impl Shared {
             tls: None,
             backoff: [ConnectBackoff::default(), ConnectBackoff::default()],
             sessions: SessionRegistry::default(),
+            catalog: Arc::new(Catalog::default()),
             next_conn_id: AtomicU32::new(1),
         }
     }
@@ -101,6 +105,21 @@ impl Shared {
             || current.collation != next.collation
         {
             self.identity.store(Arc::new(next));
+        }
+    }
+
+    /// Re-read the stored-program catalog from the authoritative side now
+    /// (after DDL that changed a routine or trigger). Failures are logged;
+    /// the previous snapshot stays.
+    pub async fn refresh_catalog(&self) {
+        let side = self.pattern.load().primary();
+        let cfg = self.backend_config(side);
+        if let Err(e) = self
+            .catalog
+            .refresh(cfg, side, self.connect_timeout())
+            .await
+        {
+            tracing::warn!(%side, "could not re-read the stored-program catalog: {e}");
         }
     }
 

@@ -37,11 +37,14 @@ pub fn status(st: &Value) -> String {
     let p = &st["pool_metrics"];
     let _ = writeln!(
         o,
-        "mirror           {} failures, {} mismatches, {} unsafe statements ({} mirrored writes ok)",
+        "mirror           {} lost writes, {} mismatches, {} unsafe statements \
+         ({} mirrored ok, {} rolled back with their transaction, {} retried)",
         u(&m["failures"]),
         u(&m["mismatches"]),
         u(&m["unsafe_statements"]),
-        u(&p["double_write_success"])
+        u(&p["double_write_success"]),
+        u(&p["double_write_rolled_back"]),
+        u(&p["mirror_retries_succeeded"]) + u(&p["mirror_retries_failed"])
     );
     let backend = |b: &Value| {
         if b["ok"] == true {

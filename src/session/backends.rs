@@ -96,8 +96,11 @@ impl Backends {
         DataPathStats::incr(&shared.stats.backend_connects[side.index()]);
         shared.backoff[side.index()].succeeded();
         shared.learn_greeting(side, &greeting);
+        backend.mariadb = greeting.version.contains("MariaDB");
         metrics::gauge!("cutover_backend_up", "backend" => side.as_str()).set(1.0);
         replay_state(&self.state, &mut backend).await?;
+        // Its RNG starts over from the client's seeds; the other side's did not.
+        self.state.client_pins.rand_drift |= self.state.client_pins.rand_seed;
         debug!(%side, thread_id = backend.thread_id, "backend connection ready");
         shared
             .sessions
@@ -146,6 +149,7 @@ impl Backends {
             Remember::Nothing => {}
             Remember::Statement => {
                 if let Cmd::Raw(p) = cmd {
+                    self.state.client_pins.observe(&p[1..]);
                     self.state.record(&p[1..]);
                     if self.state.overflowed {
                         warn!("more than 1024 distinct session-state statements; the oldest will not be replayed on new backend connections");

@@ -12,14 +12,19 @@ mod backends;
 mod exec;
 pub mod handshake;
 mod kill;
+mod ledger;
 mod metrics;
+mod mirror_txn;
+mod pinning;
 pub mod prepared;
 mod secondary;
 mod secure;
 pub mod state;
+mod temptables;
 #[cfg(test)]
 mod tests;
 mod txn;
+mod uservars;
 
 use std::sync::Arc;
 
@@ -97,6 +102,10 @@ pub struct Session {
     gate: TxnGate,
     /// The mirror side.
     secondary: Secondary,
+    /// User variables and whether the mirror holds the primary's values.
+    vars: uservars::UserVars,
+    /// Temporary tables, for mirror connections opened later.
+    temps: temptables::TempTables,
     metrics: metrics::StatementMetrics,
 }
 
@@ -152,6 +161,8 @@ impl Session {
             backends: Backends::new(shared.clone(), conn_id, params),
             gate: TxnGate::default(),
             secondary: Secondary::new(shared.clone()),
+            vars: uservars::UserVars::default(),
+            temps: temptables::TempTables::default(),
             metrics: metrics::StatementMetrics::default(),
             shared,
             client,
@@ -250,7 +261,8 @@ impl Session {
         if let Some(kill) = kill::parse(sql) {
             return self.kill(kill).await;
         }
-        let c = classify::classify(sql);
+        let mut c = classify::classify(sql);
+        c.class = self.hidden_writes(sql, c.class);
         let remember = match (c.use_db, c.class) {
             (Some(db), _) => exec::Remember::Database(db),
             (None, Class::SessionState) => exec::Remember::Statement,
@@ -258,6 +270,31 @@ impl Session {
         };
         self.statement(exec::Cmd::Raw(payload), c.class, c.tx, remember)
             .await
+    }
+
+    /// A read (or session-state statement) that calls a stored function
+    /// which may modify data is a write: it must be mirrored (and is then
+    /// not replayed on connections opened later). Plain reads pay one
+    /// atomic load when no stored function exists.
+    fn hidden_writes(&self, sql: &[u8], class: Class) -> Class {
+        if !matches!(class, Class::Read | Class::SessionState)
+            || !self.shared.catalog.has_functions()
+        {
+            return class;
+        }
+        let data = self.shared.catalog.load();
+        let db = self.backends.state.database.as_deref();
+        for (schema, name) in crate::catalog::calls(sql) {
+            let name = String::from_utf8_lossy(name);
+            let f = match schema {
+                Some(s) => data.function(None, &format!("{}.{name}", String::from_utf8_lossy(s))),
+                None => data.function(db, &name),
+            };
+            if f.is_some_and(|f| f.writes) {
+                return Class::Write;
+            }
+        }
+        class
     }
 
     /// COM_INIT_DB: like `USE`, applied to every open backend and remembered.
@@ -309,6 +346,9 @@ impl Session {
             Err(e) => return Err(e),
         };
         self.backends.change_user(cu.database, cu.collation).await;
+        self.vars.reset();
+        self.temps.clear();
+        self.secondary.reset();
         self.login.user = cu.user;
         if let Some(c) = cu.collation {
             self.login.collation = c;
