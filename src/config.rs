@@ -13,6 +13,8 @@ use crate::tls::{BackendTls, BackendTlsKeys};
 
 mod mirror;
 pub use mirror::{DdlDefaults, MirrorConfig};
+mod coordination;
+pub use coordination::{Coordination, CoordinationOverrides, EtcdCoordination, OnCoordinatorLoss};
 
 /// The whole configuration, validated.
 #[derive(Debug, Clone)]
@@ -38,6 +40,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The `[validation]` table.
     pub validation: ValidationConfig,
+    /// The `[coordination]` table: state file (default) or an etcd fleet.
+    pub coordination: Coordination,
     /// `[tls]`: TLS for applications connecting to cutover.
     pub tls: ClientTlsConfig,
     /// The `[mirror]` table (retries, temporary tables, catalog, session
@@ -260,6 +264,8 @@ pub struct Overrides {
     /// `CUTOVER_ADMIN_TOKEN`: keeps the token out of the config file (a
     /// Kubernetes Secret, a systemd `EnvironmentFile`). Empty means unset.
     pub admin_token: Option<String>,
+    /// `CUTOVER_COORDINATION_*` (a pod template sets `member_id` from the pod name).
+    pub coordination: CoordinationOverrides,
 }
 
 /// A configuration problem: always names the key.
@@ -302,6 +308,7 @@ struct RawConfig {
     deterministic_mirroring: Option<bool>,
     data_dir: Option<PathBuf>,
     validation: Option<RawValidation>,
+    coordination: Option<coordination::RawCoordination>,
     tls: Option<RawTls>,
     mirror: Option<mirror::RawMirror>,
 }
@@ -604,6 +611,24 @@ impl Config {
             ));
         }
         let validation = raw.validation.unwrap_or_default().into_config()?;
+        let listen = overrides
+            .listen
+            .clone()
+            .or(raw.listen.clone())
+            .unwrap_or_else(|| "127.0.0.1:6033".into());
+        let mut raw_coordination = raw.coordination.unwrap_or_default();
+        raw_coordination.apply(&overrides.coordination);
+        let coordination = raw_coordination.into_config(&listen)?;
+        if matches!(coordination, Coordination::Etcd(_))
+            && validation.change_capture == ChangeCapture::Binlog
+        {
+            // The capture's binlog position is checkpointed in data_dir, and
+            // a fleet's validation moves between members (docs/FLEET.md).
+            return Err(key_err(
+                "validation.change_capture",
+                "\"binlog\" is not supported with [coordination] backend = \"etcd\" yet; use \"off\"",
+            ));
+        }
         let tls = client_tls(raw.tls)?;
         if let Some(i) = users
             .iter()
@@ -642,6 +667,7 @@ impl Config {
             deterministic_mirroring: raw.deterministic_mirroring.unwrap_or(true),
             data_dir,
             validation,
+            coordination,
             tls,
             mirror,
         };
