@@ -13,15 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use control_support::request;
-use support::Pair;
+use support::{free_port, Pair};
 
 const SCHEMA: &str = "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20));\n\
     INSERT INTO t SELECT seq, CONCAT('v', seq) FROM seq_1_to_200;";
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 struct Serve {
     child: Child,

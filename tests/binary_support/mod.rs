@@ -12,11 +12,7 @@ use std::time::{Duration, Instant};
 use crate::control_support::{request, Reply};
 use crate::support::Pair;
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
+pub use crate::support::free_port;
 
 /// A running `cutover serve`.
 pub struct Cutover {

@@ -105,7 +105,26 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-pub(crate) fn free_port() -> u16 {
+/// A free TCP port on 127.0.0.1 *below* the kernel's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`): no other process's `bind(0)`
+/// or outgoing connection is given it while a server the test restarts on
+/// the same port (etcd, MariaDB, cutover) is down. Random, so concurrent
+/// test processes rarely pick the same; the servers' spawn loops retry on
+/// "address already in use".
+pub fn free_port() -> u16 {
+    use rand::Rng;
+    let ephemeral_start = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (lo, hi) = (10_000, ephemeral_start.max(12_000));
+    let mut rng = rand::thread_rng();
+    for _ in 0..1000 {
+        let port = rng.gen_range(lo..hi);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().unwrap().port()
 }
