@@ -11,6 +11,7 @@
 
 pub mod backend;
 pub mod build_info;
+pub mod capabilities;
 pub mod classify;
 pub mod codes;
 pub mod command;
@@ -23,6 +24,7 @@ mod lexer;
 pub mod listener;
 pub mod logging;
 pub mod metric_catalog;
+pub mod native_password;
 pub mod pattern;
 pub mod response;
 pub mod route;

@@ -1,5 +1,6 @@
-//! The MySQL-protocol listener: the accept loop, the connection limit, one
-//! task per client session, and the graceful drain at shutdown.
+//! The MySQL-protocol listener: the accept loop, the connection limit (and
+//! the share of it that may still be authenticating), one task per client
+//! session, and the graceful drain at shutdown.
 
 #![warn(missing_docs)]
 
@@ -52,27 +53,42 @@ impl Listener {
             .expect("bound listener has an address")
     }
 
-    /// Learn the source's version and capabilities before the first client
-    /// arrives, so the greeting matches what will be relayed. Best effort.
-    pub async fn probe_source(&self) {
-        let cfg = &self.shared.config.source;
-        match crate::backend::ping(cfg, Side::Source, self.shared.connect_timeout()).await {
-            Ok((latency, greeting)) => {
-                info!(version = %greeting.version, latency_ms = latency.as_millis() as u64, "source reachable");
-                self.shared.learn_greeting(Side::Source, &greeting);
-            }
-            Err(e) => {
-                warn!("source not reachable at start-up (clients will get errors until it is): {e}")
+    /// Learn both backends' versions and capabilities before the first
+    /// client arrives, so the greeting offers what will be relayed faithfully
+    /// on either side. Best effort: a side learned later (its first
+    /// connection) updates the greeting from then on.
+    pub async fn probe_backends(&self) {
+        let timeout = self.shared.connect_timeout();
+        let (source, destination) = tokio::join!(
+            crate::backend::ping(&self.shared.config.source, Side::Source, timeout),
+            crate::backend::ping(&self.shared.config.destination, Side::Destination, timeout),
+        );
+        for (side, probed) in [(Side::Source, source), (Side::Destination, destination)] {
+            match probed {
+                Ok((latency, greeting)) => {
+                    info!(%side, version = %greeting.version, latency_ms = latency.as_millis() as u64, "backend reachable");
+                    self.shared.learn_greeting(side, &greeting);
+                }
+                Err(e) => warn!(%side, "backend not reachable at start-up: {e}"),
             }
         }
     }
 
+    /// [`Self::probe_backends`] (the name callers used before both sides
+    /// were probed).
+    pub async fn probe_source(&self) {
+        self.probe_backends().await
+    }
+
     /// Accept clients until `shutdown` is cancelled, then let sessions finish
     /// their current statement for up to `shutdown_timeout_ms`; sessions
-    /// still running after that are aborted.
+    /// still running after that are aborted. A connection needs a slot of
+    /// `max_connections` and, until it has logged in, one of
+    /// `max_unauthenticated_connections`; without either it gets ERR 1040.
     pub async fn run(self, shutdown: CancellationToken) {
         let limits = self.shared.config.limits.clone();
         let permits = Arc::new(Semaphore::new(limits.max_connections));
+        let unauthenticated = Arc::new(Semaphore::new(limits.max_unauthenticated_connections));
         let mut sessions = JoinSet::new();
         info!(addr = %self.local_addr(), "accepting MySQL clients");
         loop {
@@ -91,7 +107,10 @@ impl Listener {
                 }
             };
             let stats = self.shared.stats.clone();
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
+            let (Ok(permit), Ok(pre_auth)) = (
+                permits.clone().try_acquire_owned(),
+                unauthenticated.clone().try_acquire_owned(),
+            ) else {
                 DataPathStats::incr(&stats.connections_refused);
                 tokio::spawn(refuse(stream));
                 continue;
@@ -102,7 +121,7 @@ impl Listener {
             let shared = self.shared.clone();
             let stop = shutdown.clone();
             sessions.spawn(async move {
-                crate::session::serve(shared, stream, stop).await;
+                crate::session::serve(shared, stream, stop, pre_auth).await;
                 stats.client_connections.fetch_sub(1, Ordering::Relaxed);
                 metrics::gauge!("cutover_client_connections").decrement(1.0);
                 drop(permit);

@@ -47,6 +47,10 @@ enum Command {
         /// Admin API bearer token (prefer the environment variable: flags show in `ps`).
         #[arg(long, env = "CUTOVER_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
+        /// Start as a fresh install although the state file is missing and
+        /// data_dir shows an earlier migration (which is otherwise refused).
+        #[arg(long)]
+        init_state: bool,
     },
     /// Compare source and destination (one-shot); exit 0 consistent, 1 differences remain.
     Validate {
@@ -101,6 +105,7 @@ fn main() -> ExitCode {
             source,
             destination,
             admin_token,
+            init_state,
         } => {
             let overrides = Overrides {
                 listen,
@@ -108,6 +113,7 @@ fn main() -> ExitCode {
                 source,
                 destination,
                 admin_token,
+                init_state,
             };
             let cfg = match Config::load(&config, &overrides) {
                 Ok(c) => c,
@@ -149,7 +155,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let admin = tokio::net::TcpListener::bind(&cfg.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin_listen)", cfg.admin_listen))?;
-    listener.probe_source().await;
+    listener.probe_backends().await;
     tracing::info!(pattern = %pattern.load(), state = ?control.state(), admin = %cfg.admin_listen, "cutover started");
 
     let shutdown = CancellationToken::new();

@@ -1,20 +1,26 @@
 //! What every session shares: configuration, the pattern handle, counters,
-//! the identity shown to clients, the KILL registry and the per-backend
-//! connect back-off.
+//! the identity shown to clients (learned from both backends' greetings),
+//! the KILL registry, the per-backend connect back-off, login throttling
+//! and the pass-through account directory.
 
 #![warn(missing_docs)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
+use mysql_common::constants::MariadbCapabilities;
+
 use crate::backend::Greeting;
+use crate::capabilities;
 use crate::config::{BackendConfig, Config};
 use crate::pattern::{PatternHandle, Side};
 use crate::session::handshake::{offered_capabilities, ServerIdentity};
+use crate::session::passthrough::Directory;
+use crate::session::throttle::LoginThrottle;
 use crate::stats::DataPathStats;
 
 /// State shared by the listener and every client session (one per process).
@@ -26,10 +32,15 @@ pub struct Shared {
     /// Counters the control plane reads.
     pub stats: Arc<DataPathStats>,
     identity: ArcSwap<ServerIdentity>,
+    /// The last greeting of each backend (index = [`Side::index`]).
+    greetings: Mutex<[Option<Greeting>; 2]>,
     /// Connect back-off per side (index = [`Side::index`]).
     pub backoff: [ConnectBackoff; 2],
-    /// Client connection id → its backend thread ids (for KILL).
+    /// Client connection id → its user and backend thread ids (for KILL).
     pub sessions: SessionRegistry,
+    /// Consecutive failed logins per client address.
+    pub throttle: LoginThrottle,
+    directory: OnceLock<Directory>,
     next_conn_id: AtomicU32,
 }
 
@@ -38,18 +49,34 @@ impl Shared {
     /// as a MariaDB 10.11 placeholder until a backend's greeting is learned.
     pub fn new(config: Arc<Config>, pattern: PatternHandle, stats: Arc<DataPathStats>) -> Self {
         Shared {
-            config,
             pattern,
             stats,
             identity: ArcSwap::from_pointee(ServerIdentity {
                 version: "5.5.5-10.11.0-MariaDB-cutover".into(),
                 capabilities: offered_capabilities(),
+                mariadb: MariadbCapabilities::empty(),
                 collation: 45,
             }),
+            greetings: Mutex::new([None, None]),
             backoff: [ConnectBackoff::default(), ConnectBackoff::default()],
             sessions: SessionRegistry::default(),
+            throttle: LoginThrottle::new(&config.limits),
+            directory: OnceLock::new(),
             next_conn_id: AtomicU32::new(1),
+            config,
         }
+    }
+
+    /// The pass-through account directory (`auth = "passthrough"`), opened
+    /// on first use.
+    pub fn passthrough(&self) -> &Directory {
+        self.directory.get_or_init(|| {
+            Directory::new(
+                &self.config.source,
+                &self.config.destination,
+                self.connect_timeout(),
+            )
+        })
     }
 
     /// The configured connection settings of `side`.
@@ -70,25 +97,29 @@ impl Shared {
         self.identity.load_full()
     }
 
-    /// Present the authoritative backend's version and collation to clients,
-    /// and offer only capabilities that backend has too (relayed packets are
-    /// in the backend's wire format, so both must agree).
+    /// Remember `side`'s greeting. Clients are shown the authoritative
+    /// backend's version string and collation (the source's until the
+    /// authoritative one is known) and offered what the relay keeps faithful
+    /// on both backends ([`capabilities::offer`]): relayed packets are in the
+    /// backend's wire format, so client and backends must agree.
     pub fn learn_greeting(&self, side: Side, g: &Greeting) {
-        if side != self.pattern.load().primary() && side != Side::Source {
+        let mut known = self.greetings.lock().unwrap_or_else(|e| e.into_inner());
+        if known[side.index()].as_ref() == Some(g) {
             return;
         }
-        let current = self.identity.load();
-        let caps = offered_capabilities() & g.capabilities;
-        if current.version != g.version
-            || current.capabilities != caps
-            || current.collation != g.collation
-        {
-            self.identity.store(Arc::new(ServerIdentity {
-                version: g.version.clone(),
-                capabilities: caps | mysql_common::constants::CapabilityFlags::CLIENT_LONG_PASSWORD,
-                collation: g.collation,
-            }));
-        }
+        known[side.index()] = Some(g.clone());
+        let primary = self.pattern.load().primary();
+        let shown = [primary, Side::Source, Side::Destination]
+            .into_iter()
+            .find_map(|s| known[s.index()].as_ref())
+            .unwrap_or(g);
+        let (capabilities, mariadb) = capabilities::offer([known[0].as_ref(), known[1].as_ref()]);
+        self.identity.store(Arc::new(ServerIdentity {
+            version: shown.version.clone(),
+            capabilities,
+            mariadb,
+            collation: shown.collation,
+        }));
     }
 
     /// `connect_timeout_ms` as a duration (backend TCP connect + login).
@@ -97,20 +128,45 @@ impl Shared {
     }
 }
 
-/// Which backend threads serve each client connection. Clients learn only
-/// cutover's connection id (from the greeting) and send `KILL <that id>`;
-/// this maps it to the right backend threads instead of killing whatever
-/// backend thread happens to carry the same number.
+/// Which backend threads serve each client connection, and as which user
+/// it logged in. Clients learn only cutover's connection id (from the
+/// greeting) and send `KILL <that id>` / `KILL USER <name>`; this maps them
+/// to the right backend threads instead of killing whatever backend thread
+/// happens to carry the same number.
 #[derive(Default)]
 pub struct SessionRegistry {
-    map: Mutex<HashMap<u32, [Option<u32>; 2]>>,
+    map: Mutex<HashMap<u32, Registered>>,
+}
+
+#[derive(Default, Clone)]
+struct Registered {
+    user: String,
+    threads: [Option<u32>; 2],
 }
 
 impl SessionRegistry {
     /// Record (or with `None` forget) the backend thread serving `conn_id` on `side`.
     pub fn set(&self, conn_id: u32, side: Side, thread: Option<u32>) {
         let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        m.entry(conn_id).or_default()[side.index()] = thread;
+        m.entry(conn_id).or_default().threads[side.index()] = thread;
+    }
+
+    /// Record the user `conn_id` is logged in as (login, COM_CHANGE_USER).
+    pub fn set_user(&self, conn_id: u32, user: &str) {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(conn_id).or_default().user = user.to_string();
+    }
+
+    /// The connection ids logged in as `user` (for `KILL USER`), ascending.
+    pub fn of_user(&self, user: &str) -> Vec<u32> {
+        let m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ids: Vec<u32> = m
+            .iter()
+            .filter(|(_, r)| r.user == user)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Forget a client connection that ended.
@@ -127,7 +183,7 @@ impl SessionRegistry {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&conn_id)
-            .copied()
+            .map(|r| r.threads)
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use mysql_common::constants::CapabilityFlags;
+use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::HandshakePacket;
 use mysql_common::proto::MyDeserialize;
@@ -15,9 +15,11 @@ use mysql_common::scramble::{scramble_native, scramble_sha256};
 use tokio::net::TcpStream;
 
 use super::Backend;
+use crate::capabilities;
 use crate::command::{self, Com};
 use crate::config::BackendConfig;
 use crate::error::BackendError;
+use crate::native_password;
 use crate::pattern::Side;
 use crate::response::{ResponseKind, IN_TRANS};
 use crate::wire::{self, PacketIo};
@@ -26,7 +28,7 @@ const NATIVE: &[u8] = b"mysql_native_password";
 const CACHING_SHA2: &[u8] = b"caching_sha2_password";
 
 /// What a backend announced in its greeting.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Greeting {
     /// Server version string, e.g. `5.5.5-10.11.6-MariaDB`.
     pub version: String,
@@ -34,6 +36,80 @@ pub struct Greeting {
     pub capabilities: CapabilityFlags,
     /// Default collation id of the server.
     pub collation: u8,
+    /// MariaDB extended capabilities (empty unless the greeting clears
+    /// CLIENT_MYSQL, i.e. the server is MariaDB 10.2+).
+    pub mariadb: MariadbCapabilities,
+}
+
+/// The account a backend connection logs in as.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The backend user name.
+    pub user: String,
+    /// What proves it.
+    pub secret: Secret,
+}
+
+/// How a backend login is proved.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// The account's password.
+    Password(String),
+    /// SHA1(password), recovered from a pass-through client's
+    /// mysql_native_password answer: enough for mysql_native_password
+    /// logins, not for other plugins.
+    NativeHash([u8; 20]),
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::Password(_) => f.write_str("Password(<redacted>)"),
+            Secret::NativeHash(_) => f.write_str("NativeHash(<redacted>)"),
+        }
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// The account of a backend URL.
+    pub fn of(cfg: &BackendConfig) -> Self {
+        Credentials {
+            user: cfg.user.clone(),
+            secret: Secret::Password(cfg.password.clone()),
+        }
+    }
+
+    /// The mysql_native_password answer to `nonce`:
+    /// SHA1(pw) XOR SHA1(nonce ‖ SHA1(SHA1(pw))); empty for an empty password.
+    fn native(&self, nonce: &[u8]) -> Vec<u8> {
+        match &self.secret {
+            Secret::Password(p) => scramble_native(nonce, p.as_bytes())
+                .map(|a| a.to_vec())
+                .unwrap_or_default(),
+            Secret::NativeHash(stage1) => native_password::answer_from_hash(nonce, stage1).to_vec(),
+        }
+    }
+
+    /// The caching_sha2_password fast-path answer; `None` without a password.
+    fn sha2(&self, nonce: &[u8]) -> Option<Vec<u8>> {
+        match &self.secret {
+            Secret::Password(p) => Some(
+                scramble_sha256(nonce, p.as_bytes())
+                    .map(|a| a.to_vec())
+                    .unwrap_or_default(),
+            ),
+            Secret::NativeHash(_) => None,
+        }
+    }
 }
 
 /// How a session wants its backend connections set up.
@@ -41,6 +117,10 @@ pub struct Greeting {
 pub struct ConnectParams {
     /// Capabilities negotiated with the client (wire-format flags must match).
     pub capabilities: CapabilityFlags,
+    /// MariaDB extended capabilities negotiated with the client.
+    pub mariadb: MariadbCapabilities,
+    /// The account to log in as; `None`: the backend URL's (cutover's own work).
+    pub credentials: Option<Credentials>,
     /// Collation id the client logged in with.
     pub collation: u8,
     /// Default database to log in to.
@@ -54,8 +134,9 @@ pub struct ConnectParams {
 }
 
 impl<T> Backend<T> {
-    /// Connect over TCP, authenticate with the configured credentials and
-    /// apply the session's capabilities, collation and default database.
+    /// Connect over TCP, authenticate as `params.credentials` (the URL's
+    /// account when `None`) and apply the session's capabilities, collation
+    /// and default database.
     ///
     /// # Errors
     /// [`BackendError::Connect`] when the TCP connect fails or the whole
@@ -87,12 +168,15 @@ impl<T> Backend<T> {
     }
 
     /// Log in over a connected transport: read the greeting, answer it with
-    /// mysql_native_password credentials, follow an auth switch.
+    /// mysql_native_password credentials, follow an auth switch. The
+    /// connection gets the session's negotiated capabilities (MariaDB
+    /// extended ones included), limited to what the server offers.
     ///
     /// # Errors
     /// [`BackendError::Server`] for an ERR greeting or a refused login,
     /// [`BackendError::Io`] when the connection breaks,
-    /// [`BackendError::Protocol`] for a malformed greeting or an auth method
+    /// [`BackendError::Protocol`] for a malformed greeting, a server lacking
+    /// a wire-format capability the session negotiated, or an auth method
     /// cutover cannot do (caching_sha2_password full authentication, others).
     pub async fn handshake(
         mut io: PacketIo,
@@ -112,21 +196,30 @@ impl<T> Backend<T> {
             version: hs.server_version_str().into_owned(),
             capabilities: hs.capabilities(),
             collation: hs.default_collation(),
+            mariadb: capabilities::mariadb_of(hs.capabilities(), hs.mariadb_ext_capabilities()),
         };
+        if let Some(missing) = capabilities::missing(params, &greeting) {
+            return Err(proto(side, format!(
+                "the server lacks {missing}, which this session negotiated with its client (the greeting offered what the backends had then)"
+            )));
+        }
         let caps = backend_capabilities(
             params.capabilities,
             greeting.capabilities,
             params.database.is_some(),
             !params.attributes.is_empty(),
         );
-        let auth = scramble_native(&hs.nonce(), cfg.password.as_bytes())
-            .map(|a| a.to_vec())
-            .unwrap_or_default();
-        let payload = handshake_response(cfg, params, caps, &auth);
+        let creds = params
+            .credentials
+            .clone()
+            .unwrap_or_else(|| Credentials::of(cfg));
+        let auth = creds.native(&hs.nonce());
+        let mariadb = capabilities::backend_mariadb(caps, params.mariadb, greeting.mariadb);
+        let payload = handshake_response(&creds.user, params, caps, mariadb, &auth);
         io.send_packet(frame.seq().wrapping_add(1), &payload)
             .await
             .map_err(io_err)?;
-        let status = authenticate(&mut io, cfg, side).await?;
+        let status = authenticate(&mut io, &creds, side).await?;
         let backend = Backend::new(side, io, hs.connection_id(), caps, status & IN_TRANS != 0);
         Ok((backend, greeting))
     }
@@ -141,7 +234,7 @@ fn proto(side: Side, reason: String) -> BackendError {
 /// status flags.
 async fn authenticate(
     io: &mut PacketIo,
-    cfg: &BackendConfig,
+    creds: &Credentials,
     side: Side,
 ) -> Result<u16, BackendError> {
     let io_err = |source| BackendError::Io { side, source };
@@ -153,7 +246,7 @@ async fn authenticate(
             Some(0x00) => return Ok(wire::parse_ok(p).map(|o| o.status).unwrap_or(0)),
             Some(0xFF) => return Err(BackendError::Server { side, err: wire::parse_err(p) }),
             Some(0xFE) => {
-                let answer = auth_switch_answer(cfg, side, &p[1..])?;
+                let answer = auth_switch_answer(creds, side, &p[1..])?;
                 io.send_packet(seq, &answer).await.map_err(io_err)?;
             }
             Some(0x01) => match p.get(1) {
@@ -161,7 +254,7 @@ async fn authenticate(
                 Some(0x04) => {
                     return Err(proto(side, format!(
                         "backend user `{}` needs caching_sha2_password full authentication (TLS/RSA), which cutover does not do; use mysql_native_password for it",
-                        cfg.user
+                        creds.user
                     )))
                 }
                 _ => return Err(proto(side, "unexpected auth data from backend".into())),
@@ -173,7 +266,7 @@ async fn authenticate(
 
 /// The scramble for an auth switch request (`plugin NUL data [NUL]`).
 fn auth_switch_answer(
-    cfg: &BackendConfig,
+    creds: &Credentials,
     side: Side,
     request: &[u8],
 ) -> Result<Vec<u8>, BackendError> {
@@ -187,29 +280,30 @@ fn auth_switch_answer(
         data = &data[..data.len() - 1];
     }
     let answer = match plugin {
-        NATIVE => scramble_native(data, cfg.password.as_bytes()).map(|a| a.to_vec()),
-        CACHING_SHA2 => scramble_sha256(data, cfg.password.as_bytes()).map(|a| a.to_vec()),
-        other => {
-            return Err(proto(side, format!(
-                "backend user `{}` needs auth plugin {}; cutover supports mysql_native_password and caching_sha2_password (fast path)",
-                cfg.user,
-                String::from_utf8_lossy(other)
-            )))
-        }
+        NATIVE => Some(creds.native(data)),
+        CACHING_SHA2 => creds.sha2(data),
+        _ => None,
     };
-    Ok(answer.unwrap_or_default())
+    answer.ok_or_else(|| {
+        proto(side, format!(
+            "backend user `{}` needs auth plugin {}; cutover supports mysql_native_password and caching_sha2_password (fast path; pass-through logins: mysql_native_password only)",
+            creds.user,
+            String::from_utf8_lossy(plugin)
+        ))
+    })
 }
 
 /// The capabilities cutover asks a backend for: the client's wire-format
-/// choices, limited to what the backend offers, plus what the proxy needs.
+/// choices (CLIENT_MYSQL, the lowest bit, included: it says whether MariaDB
+/// extended capabilities follow), limited to what the backend offers, plus
+/// what the proxy needs.
 fn backend_capabilities(
     client: CapabilityFlags,
     server: CapabilityFlags,
     with_db: bool,
     attrs: bool,
 ) -> CapabilityFlags {
-    let wanted = CapabilityFlags::CLIENT_LONG_PASSWORD
-        | CapabilityFlags::CLIENT_PROTOCOL_41
+    let wanted = CapabilityFlags::CLIENT_PROTOCOL_41
         | CapabilityFlags::CLIENT_SECURE_CONNECTION
         | CapabilityFlags::CLIENT_PLUGIN_AUTH
         | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
@@ -221,9 +315,12 @@ fn backend_capabilities(
             | CapabilityFlags::CLIENT_CONNECT_WITH_DB
             | CapabilityFlags::CLIENT_CONNECT_ATTRS,
     );
-    // CLIENT_LONG_PASSWORD doubles as MariaDB's "CLIENT_MYSQL": keep it so the
-    // server speaks the plain MySQL protocol (no MariaDB extended metadata).
-    caps.insert(CapabilityFlags::CLIENT_LONG_PASSWORD);
+    // CLIENT_LONG_PASSWORD doubles as MariaDB's "CLIENT_MYSQL": set, the
+    // server speaks the plain MySQL protocol; clear (the client's choice
+    // against a MariaDB greeting), MariaDB extended capabilities follow.
+    let mariadb_client = !client.contains(CapabilityFlags::CLIENT_LONG_PASSWORD)
+        && !server.contains(CapabilityFlags::CLIENT_LONG_PASSWORD);
+    caps.set(CapabilityFlags::CLIENT_LONG_PASSWORD, !mariadb_client);
     if with_db {
         caps.insert(CapabilityFlags::CLIENT_CONNECT_WITH_DB);
     }
@@ -233,19 +330,22 @@ fn backend_capabilities(
     caps
 }
 
-/// The HandshakeResponse41 payload.
+/// The HandshakeResponse41 payload (MariaDB's extended capabilities in the
+/// last 4 of the 23 filler bytes).
 fn handshake_response(
-    cfg: &BackendConfig,
+    user: &str,
     params: &ConnectParams,
     caps: CapabilityFlags,
+    mariadb: MariadbCapabilities,
     auth: &[u8],
 ) -> Vec<u8> {
     let mut p = Vec::with_capacity(128);
     p.extend_from_slice(&caps.bits().to_le_bytes());
     p.extend_from_slice(&params.max_packet.to_le_bytes());
     p.push(params.collation);
-    p.extend_from_slice(&[0u8; 23]);
-    p.extend_from_slice(cfg.user.as_bytes());
+    p.extend_from_slice(&[0u8; 19]);
+    p.extend_from_slice(&mariadb.bits().to_le_bytes());
+    p.extend_from_slice(user.as_bytes());
     p.push(0);
     if caps.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA) {
         wire::put_lenenc_int(&mut p, auth.len() as u64);
@@ -286,7 +386,11 @@ pub async fn ping(
 ) -> Result<(Duration, Greeting), BackendError> {
     let started = Instant::now();
     let params = ConnectParams {
-        capabilities: CapabilityFlags::CLIENT_PROTOCOL_41 | CapabilityFlags::CLIENT_DEPRECATE_EOF,
+        capabilities: CapabilityFlags::CLIENT_PROTOCOL_41
+            | CapabilityFlags::CLIENT_DEPRECATE_EOF
+            | CapabilityFlags::CLIENT_LONG_PASSWORD,
+        mariadb: MariadbCapabilities::empty(),
+        credentials: None,
         collation: 45,
         database: None,
         max_packet: 16 * 1024 * 1024,

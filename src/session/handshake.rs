@@ -1,52 +1,44 @@
-//! The client-facing handshake: greeting, mysql_native_password
-//! verification (switching clients that default to another plugin),
-//! and COM_CHANGE_USER.
+//! The client-facing handshake: greeting, capability negotiation, login
+//! checks (mysql_native_password, switching clients that default to another
+//! plugin), and COM_CHANGE_USER. What a login maps to on the backends is
+//! decided in `auth`; answering a denied login (after any throttling delay)
+//! is the caller's, in `login`.
 
-use mysql_common::constants::{CapabilityFlags, StatusFlags};
+use mysql_common::constants::{CapabilityFlags, MariadbCapabilities, StatusFlags};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse};
 use mysql_common::proto::{MyDeserialize, MySerialize};
-use mysql_common::scramble::scramble_native;
 use rand::Rng;
 
-use crate::codes::{ER_ACCESS_DENIED_ERROR, ER_NOT_SUPPORTED_AUTH_MODE};
-use crate::config::Config;
+use super::auth::{self, Accounts};
+use crate::capabilities::{self, Negotiated};
+use crate::codes::{
+    ER_ACCESS_DENIED_ERROR, ER_HANDSHAKE_ERROR, ER_NET_PACKETS_OUT_OF_ORDER,
+    ER_NOT_SUPPORTED_AUTH_MODE,
+};
 use crate::error::SessionError;
+use crate::shared::Shared;
 use crate::wire::{self, PacketIo};
 
 const NATIVE: &[u8] = b"mysql_native_password";
 
-/// Capabilities cutover can offer a client (before limiting them to what
-/// the backends offer). No SSL, no compression, no MariaDB extensions.
+/// Capabilities cutover can offer a client before limiting them to what
+/// the backends offer ([`capabilities::RELAYED`]).
 pub fn offered_capabilities() -> CapabilityFlags {
-    CapabilityFlags::CLIENT_LONG_PASSWORD
-        | CapabilityFlags::CLIENT_FOUND_ROWS
-        | CapabilityFlags::CLIENT_LONG_FLAG
-        | CapabilityFlags::CLIENT_CONNECT_WITH_DB
-        | CapabilityFlags::CLIENT_LOCAL_FILES
-        | CapabilityFlags::CLIENT_IGNORE_SPACE
-        | CapabilityFlags::CLIENT_PROTOCOL_41
-        | CapabilityFlags::CLIENT_INTERACTIVE
-        | CapabilityFlags::CLIENT_IGNORE_SIGPIPE
-        | CapabilityFlags::CLIENT_TRANSACTIONS
-        | CapabilityFlags::CLIENT_SECURE_CONNECTION
-        | CapabilityFlags::CLIENT_MULTI_STATEMENTS
-        | CapabilityFlags::CLIENT_MULTI_RESULTS
-        | CapabilityFlags::CLIENT_PS_MULTI_RESULTS
-        | CapabilityFlags::CLIENT_PLUGIN_AUTH
-        | CapabilityFlags::CLIENT_CONNECT_ATTRS
-        | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
-        | CapabilityFlags::CLIENT_SESSION_TRACK
-        | CapabilityFlags::CLIENT_DEPRECATE_EOF
+    capabilities::RELAYED
 }
 
 /// What the server side of the greeting says about itself.
 #[derive(Debug, Clone)]
 pub struct ServerIdentity {
-    /// Server version string (the authoritative backend's, once learned).
+    /// Server version string: the authoritative backend's, verbatim (e.g.
+    /// `5.5.5-10.11.19-MariaDB-0+deb12u1`), once learned.
     pub version: String,
     /// Capabilities offered to clients.
     pub capabilities: CapabilityFlags,
+    /// MariaDB extended capabilities offered (sent only when
+    /// `capabilities` lacks CLIENT_MYSQL, as MariaDB does).
+    pub mariadb: MariadbCapabilities,
     /// Default collation id.
     pub collation: u8,
 }
@@ -60,6 +52,10 @@ pub struct Login {
     pub database: Option<String>,
     /// Capabilities in effect (the client's, limited to what was offered).
     pub capabilities: CapabilityFlags,
+    /// MariaDB extended capabilities in effect.
+    pub mariadb: MariadbCapabilities,
+    /// The account each backend connection logs in as.
+    pub accounts: Accounts,
     /// The client's collation id.
     pub collation: u8,
     /// Connection attributes the client sent, sorted by name.
@@ -79,31 +75,50 @@ fn new_scramble() -> [u8; 20] {
 }
 
 /// Largest packet accepted before authentication (handshake response,
-/// auth-switch answer), in bytes.
-const PRE_AUTH_LIMIT: usize = 64 * 1024;
+/// auth-switch answer), in bytes. A real response is under 1 KB plus the
+/// connection attributes; a bigger one is refused from its header alone,
+/// before any of it is buffered.
+pub const PRE_AUTH_LIMIT: usize = 16 * 1024;
 
-/// Greet, authenticate. Returns the login and the scramble the password was
-/// checked against.
+/// A login attempt with a wrong user or password, not answered yet: the
+/// caller sends the ERR (with [`deny`]) after any throttling delay.
+#[derive(Debug)]
+pub struct Denial {
+    /// The user name the client tried.
+    pub user: String,
+    /// The sequence id the ERR must carry.
+    pub seq: u8,
+    /// Whether the client sent a password.
+    pub with_password: bool,
+}
+
+/// How a login attempt ended.
+#[derive(Debug)]
+pub enum Accepted {
+    /// Authenticated: the login and the scramble its password was checked against.
+    Login(Login, [u8; 20]),
+    /// Wrong user or password.
+    Denied(Denial),
+}
+
+/// Greet, negotiate capabilities, check the login.
 ///
 /// # Errors
-/// [`SessionError::AccessDenied`] for a wrong user or password,
 /// [`SessionError::Malformed`] for a client asking for TLS, a pre-4.1
-/// client or an unparsable response, [`SessionError::ClientIo`] when the
-/// client leaves. On failure the ERR has been sent already.
+/// client or an unparsable response (an ERR is sent),
+/// [`SessionError::PacketTooLarge`] for a packet over [`PRE_AUTH_LIMIT`]
+/// (ER_HANDSHAKE_ERROR sent), [`SessionError::OutOfOrder`] for a wrong
+/// sequence id (ER_NET_PACKETS_OUT_OF_ORDER sent),
+/// [`SessionError::ClientIo`] when the client leaves.
 pub async fn accept(
     client: &mut PacketIo,
-    config: &Config,
-    identity: &ServerIdentity,
+    shared: &Shared,
     conn_id: u32,
-) -> Result<(Login, [u8; 20]), SessionError> {
+) -> Result<Accepted, SessionError> {
+    let identity = shared.identity();
     let scramble = new_scramble();
-    send_greeting(client, identity, conn_id, &scramble).await?;
-    let Some((resp, seq)) = client.read_packet(PRE_AUTH_LIMIT).await.map_err(read_err)? else {
-        return Err(SessionError::ClientIo(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "client left during handshake",
-        )));
-    };
+    send_greeting(client, &identity, conn_id, &scramble).await?;
+    let (resp, seq) = read_pre_auth(client, 1).await?;
     let mut seq = seq.wrapping_add(1);
     let client_caps = CapabilityFlags::from_bits_truncate(u32::from_le_bytes(
         resp.get(..4)
@@ -111,7 +126,14 @@ pub async fn accept(
             .unwrap_or([0; 4]),
     ));
     refuse_unsupported(client, seq, client_caps, resp.len()).await?;
-    let hs = HandshakeResponse::deserialize((), &mut ParseBuf(&resp))
+    let negotiated = capabilities::negotiate(
+        client_caps,
+        capabilities::response_mariadb(&resp),
+        &identity,
+    );
+    let masked = capabilities::masked_response(&resp, negotiated.capabilities)
+        .ok_or_else(|| SessionError::Malformed("handshake response too short".into()))?;
+    let hs = HandshakeResponse::deserialize((), &mut ParseBuf(&masked))
         .map_err(|e| SessionError::Malformed(format!("handshake response: {e}")))?;
     let user = String::from_utf8_lossy(hs.user()).into_owned();
     let native = matches!(
@@ -123,15 +145,64 @@ pub async fn accept(
         // e.g. caching_sha2_password: ask the client to answer the native way.
         (auth_data, seq) = switch_to_native(client, seq, &scramble).await?;
     }
-    let capabilities = client_caps & identity.capabilities;
-    if !verify(config, &user, &scramble, &auth_data) {
-        deny(client, seq, &user, !auth_data.is_empty()).await?;
-        return Err(SessionError::AccessDenied(user));
+    let authoritative = shared.pattern.load().primary();
+    match auth::verify(shared, &user, &scramble, &auth_data, authoritative).await {
+        Some(accounts) => Ok(Accepted::Login(
+            login(&hs, user, negotiated, accounts, seq),
+            scramble,
+        )),
+        None => Ok(Accepted::Denied(Denial {
+            user,
+            seq,
+            with_password: !auth_data.is_empty(),
+        })),
     }
-    Ok((login(&hs, user, capabilities, seq), scramble))
 }
 
-/// The initial handshake packet (protocol 10) announcing `identity`.
+/// Read a packet before authentication: at most [`PRE_AUTH_LIMIT`] bytes,
+/// first sequence id `seq`. Refusals are answered (ER_HANDSHAKE_ERROR,
+/// ER_NET_PACKETS_OUT_OF_ORDER) before the error is returned.
+async fn read_pre_auth(client: &mut PacketIo, seq: u8) -> Result<(Vec<u8>, u8), SessionError> {
+    match client.read_packet_seq(PRE_AUTH_LIMIT, seq).await {
+        Ok(Some(p)) => Ok(p),
+        Ok(None) => Err(SessionError::ClientIo(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "client left during handshake",
+        ))),
+        Err(e) => Err(refuse_read(client, seq, e).await),
+    }
+}
+
+/// Answer a refused client packet the way MariaDB does (ERR, then the
+/// caller closes): a packet over the limit before authentication gets
+/// ER_HANDSHAKE_ERROR, one with a wrong sequence id
+/// ER_NET_PACKETS_OUT_OF_ORDER. Returns the error ending the session.
+pub(super) async fn refuse_read(
+    client: &mut PacketIo,
+    seq: u8,
+    e: wire::ReadError,
+) -> SessionError {
+    match e {
+        wire::ReadError::TooLarge => {
+            let msg = format!(
+                "Bad handshake: a packet larger than {PRE_AUTH_LIMIT} bytes before authentication"
+            );
+            let _ = client
+                .send_packet(seq.wrapping_add(1), &ER_HANDSHAKE_ERROR.payload(&msg))
+                .await;
+            SessionError::PacketTooLarge
+        }
+        wire::ReadError::OutOfOrder { got, .. } => {
+            let p = ER_NET_PACKETS_OUT_OF_ORDER.payload("Got packets out of order");
+            let _ = client.send_packet(got.wrapping_add(1), &p).await;
+            SessionError::OutOfOrder
+        }
+        wire::ReadError::Io(e) => SessionError::ClientIo(e),
+    }
+}
+
+/// The initial handshake packet (protocol 10) announcing `identity`
+/// (MariaDB's extended capabilities in the last 4 reserved bytes).
 async fn send_greeting(
     client: &mut PacketIo,
     identity: &ServerIdentity,
@@ -150,7 +221,8 @@ async fn send_greeting(
         identity.collation,
         StatusFlags::SERVER_STATUS_AUTOCOMMIT,
         Some(NATIVE),
-    );
+    )
+    .with_mariadb_ext_capabilities(identity.mariadb);
     let mut payload = Vec::with_capacity(128);
     greeting.serialize(&mut payload);
     client.send_packet(0, &payload).await?;
@@ -194,11 +266,7 @@ async fn switch_to_native(
     switch.extend_from_slice(scramble);
     switch.push(0);
     client.send_packet(seq, &switch).await?;
-    let Some((answer, s)) = client.read_packet(PRE_AUTH_LIMIT).await.map_err(read_err)? else {
-        return Err(SessionError::Malformed(
-            "client left during auth switch".into(),
-        ));
-    };
+    let (answer, s) = read_pre_auth(client, seq.wrapping_add(1)).await?;
     Ok((answer, s.wrapping_add(1)))
 }
 
@@ -206,9 +274,11 @@ async fn switch_to_native(
 fn login(
     hs: &HandshakeResponse<'_>,
     user: String,
-    capabilities: CapabilityFlags,
+    negotiated: Negotiated,
+    accounts: Accounts,
     seq: u8,
 ) -> Login {
+    let capabilities = negotiated.capabilities;
     let database = hs
         .db_name()
         .filter(|d| !d.is_empty() && capabilities.contains(CapabilityFlags::CLIENT_CONNECT_WITH_DB))
@@ -223,33 +293,12 @@ fn login(
         user,
         database,
         capabilities,
+        mariadb: negotiated.mariadb,
+        accounts,
         collation: hs.collation(),
         attributes,
         seq,
     }
-}
-
-fn read_err(e: wire::ReadError) -> SessionError {
-    match e {
-        wire::ReadError::TooLarge => SessionError::PacketTooLarge,
-        wire::ReadError::Io(e) => SessionError::ClientIo(e),
-    }
-}
-
-/// mysql_native_password: the client proves it knows the password by
-/// sending SHA1(pw) XOR SHA1(scramble + SHA1(SHA1(pw))).
-pub fn verify(config: &Config, user: &str, scramble: &[u8; 20], answer: &[u8]) -> bool {
-    let Some(u) = config.user(user.as_bytes()) else {
-        return false;
-    };
-    match scramble_native(scramble, u.password.as_bytes()) {
-        None => answer.is_empty(),
-        Some(expected) => answer.len() == 20 && constant_time_eq(&expected, answer),
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Send ER_ACCESS_DENIED_ERROR worded like the server's
@@ -331,18 +380,18 @@ pub fn parse_change_user(body: &[u8], caps: CapabilityFlags) -> Option<ChangeUse
 }
 
 /// Authenticate a COM_CHANGE_USER; switches plugins like the first login.
-/// Returns the next sequence id on success.
+/// Returns the next sequence id and the new user's backend accounts, or the
+/// denial (not answered yet, as for [`accept`]).
 ///
 /// # Errors
-/// [`SessionError::AccessDenied`] (the ERR is sent),
-/// [`SessionError::Malformed`] when the client leaves mid-switch,
-/// [`SessionError::ClientIo`] on a broken client connection.
+/// As the reads of [`accept`]: [`SessionError::ClientIo`],
+/// [`SessionError::PacketTooLarge`], [`SessionError::OutOfOrder`].
 pub async fn change_user(
     client: &mut PacketIo,
-    config: &Config,
+    shared: &Shared,
     scramble: &mut [u8; 20],
     cu: &ChangeUser,
-) -> Result<u8, SessionError> {
+) -> Result<Result<(u8, Accounts), Denial>, SessionError> {
     let mut seq = 1u8;
     let mut answer = cu.auth.clone();
     let native = cu
@@ -353,9 +402,13 @@ pub async fn change_user(
         *scramble = new_scramble();
         (answer, seq) = switch_to_native(client, seq, scramble).await?;
     }
-    if !verify(config, &cu.user, scramble, &answer) {
-        deny(client, seq, &cu.user, !answer.is_empty()).await?;
-        return Err(SessionError::AccessDenied(cu.user.clone()));
+    let authoritative = shared.pattern.load().primary();
+    match auth::verify(shared, &cu.user, scramble, &answer, authoritative).await {
+        Some(accounts) => Ok(Ok((seq, accounts))),
+        None => Ok(Err(Denial {
+            user: cu.user.clone(),
+            seq,
+            with_password: !answer.is_empty(),
+        })),
     }
-    Ok(seq)
 }

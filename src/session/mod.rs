@@ -8,22 +8,28 @@
 
 #![warn(missing_docs)]
 
+mod auth;
 mod backends;
 mod exec;
 pub mod handshake;
 mod kill;
+mod login;
 mod metrics;
+pub mod passthrough;
 pub mod prepared;
 mod secondary;
 pub mod state;
 #[cfg(test)]
 mod tests;
+pub mod throttle;
 mod txn;
+mod watch;
 
 use std::sync::Arc;
 
 use mysql_common::constants::StatusFlags;
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
@@ -44,7 +50,14 @@ use txn::TxnGate;
 
 /// Serve one accepted client until it quits, fails, or `shutdown` is
 /// cancelled (checked between commands: a running statement finishes).
-pub async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: CancellationToken) {
+/// `unauthenticated` is the connection's share of
+/// `max_unauthenticated_connections`, given back once it logged in.
+pub async fn serve(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    shutdown: CancellationToken,
+    unauthenticated: OwnedSemaphorePermit,
+) {
     let conn_id = shared.next_conn_id();
     let peer = stream
         .peer_addr()
@@ -54,7 +67,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: Cancellatio
         tracing::info_span!("conn", id = conn_id, peer = %peer, user = tracing::field::Empty);
     async move {
         let client = PacketIo::new(stream);
-        match Session::start(shared, client, conn_id).await {
+        match Session::start(shared, client, conn_id, unauthenticated).await {
             Ok(Some(mut session)) => {
                 tracing::Span::current().record("user", session.login.user.as_str());
                 debug!("authenticated");
@@ -69,6 +82,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: Cancellatio
             Ok(None) => {}
             // A bare TCP check (load balancer, port probe) is not worth an INFO line.
             Err(SessionError::ClientIo(e)) => debug!("client left before logging in: {e}"),
+            Err(SessionError::HandshakeTimeout) => {}
             Err(e) => info!("login failed: {e}"),
         }
     }
@@ -90,6 +104,9 @@ pub struct Session {
     login: Login,
     /// The scramble the client's password was last checked against.
     scramble: [u8; 20],
+    /// Close the client connection with a reset (the authoritative backend
+    /// reset the idle session) instead of gracefully.
+    reset_client: bool,
     /// Backend connections, replayable session state, prepared statements.
     backends: Backends,
     /// The open transaction's frozen pattern and the pattern gate unit.
@@ -106,10 +123,11 @@ impl Session {
         shared: Arc<Shared>,
         mut client: PacketIo,
         conn_id: u32,
+        unauthenticated: OwnedSemaphorePermit,
     ) -> Result<Option<Session>, SessionError> {
-        let identity = shared.identity();
-        let (login, scramble) =
-            handshake::accept(&mut client, &shared.config, &identity, conn_id).await?;
+        let (login, scramble) = login::log_in(&shared, &mut client, conn_id).await?;
+        drop(unauthenticated);
+        shared.sessions.set_user(conn_id, &login.user);
         let seq = login.seq;
         let mut session = Session::new(shared, client, conn_id, login, scramble);
         let primary = session.shared.pattern.load().primary();
@@ -135,6 +153,8 @@ impl Session {
     ) -> Session {
         let params = ConnectParams {
             capabilities: login.capabilities,
+            mariadb: login.mariadb,
+            credentials: None,
             collation: login.collation,
             database: login.database.clone(),
             max_packet: shared.config.limits.max_allowed_packet as u32,
@@ -142,7 +162,7 @@ impl Session {
             attributes: login.attributes.clone(),
         };
         Session {
-            backends: Backends::new(shared.clone(), conn_id, params),
+            backends: Backends::new(shared.clone(), conn_id, params, login.accounts.clone()),
             gate: TxnGate::default(),
             secondary: Secondary::new(shared.clone()),
             metrics: metrics::StatementMetrics::default(),
@@ -151,6 +171,7 @@ impl Session {
             conn_id,
             login,
             scramble,
+            reset_client: false,
         }
     }
 
@@ -162,18 +183,20 @@ impl Session {
             if shutdown.is_cancelled() {
                 return Ok(());
             }
-            let packet = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return Ok(()),
-                p = self.client.read_packet(limit) => p,
-            };
-            let payload = match packet {
+            if let Flow::Quit = self.idle(&shutdown).await? {
+                return Ok(());
+            }
+            // Every command starts a new exchange: sequence id 0.
+            let payload = match self.client.read_packet_seq(limit, 0).await {
                 Ok(Some((payload, _))) => payload,
                 Ok(None) => return Ok(()),
                 Err(ReadError::TooLarge) => {
                     let msg = "Got a packet bigger than 'max_allowed_packet' bytes";
                     self.reply_err(codes::ER_NET_PACKET_TOO_LARGE, msg).await?;
                     return Err(SessionError::PacketTooLarge);
+                }
+                Err(e @ ReadError::OutOfOrder { .. }) => {
+                    return Err(handshake::refuse_read(&mut self.client, 0, e).await)
                 }
                 Err(ReadError::Io(e)) => return Err(e.into()),
             };
@@ -237,13 +260,13 @@ impl Session {
         }
     }
 
-    /// COM_QUERY: KILL of a cutover connection id is translated; everything
-    /// else is classified and run under the pattern.
+    /// COM_QUERY: a KILL is translated to backend threads (or refused);
+    /// everything else is classified and run under the pattern.
     async fn on_query(&mut self, payload: &[u8], sql: &[u8]) -> Result<(), SessionError> {
-        if let Some(kill) = kill::parse(sql) {
-            return self.kill(kill).await;
-        }
         let c = classify::classify(sql);
+        if let Some(plan) = kill::plan(sql, &c, &self.login.user) {
+            return self.kill(plan).await;
+        }
         let remember = match (c.use_db, c.class) {
             (Some(db), _) => exec::Remember::Database(db),
             (None, Class::SessionState) => exec::Remember::Statement,
@@ -286,22 +309,22 @@ impl Session {
         let Some(cu) = handshake::parse_change_user(body, self.login.capabilities) else {
             return Err(SessionError::Malformed("COM_CHANGE_USER".into()));
         };
-        let seq = match handshake::change_user(
-            &mut self.client,
-            &self.shared.config,
-            &mut self.scramble,
-            &cu,
-        )
-        .await
-        {
-            Ok(seq) => seq,
-            Err(SessionError::AccessDenied(u)) => {
-                info!(user = %u, "change user denied; closing");
+        let changed =
+            handshake::change_user(&mut self.client, &self.shared, &mut self.scramble, &cu).await?;
+        let (seq, accounts) = match changed {
+            Ok(ok) => ok,
+            Err(denial) => {
+                login::answer_denied(&self.shared, &mut self.client, &denial).await?;
+                info!(user = %denial.user, "change user denied; closing");
                 return Ok(Flow::Quit);
             }
-            Err(e) => return Err(e),
         };
-        self.backends.change_user(cu.database, cu.collation).await;
+        self.backends
+            .change_user(accounts.clone(), cu.database, cu.collation)
+            .await;
+        self.shared.sessions.set_user(self.conn_id, &cu.user);
+        tracing::Span::current().record("user", cu.user.as_str());
+        self.login.accounts = accounts;
         self.login.user = cu.user;
         if let Some(c) = cu.collation {
             self.login.collation = c;
@@ -326,10 +349,15 @@ impl Session {
             .unwrap_or_else(|| self.shared.pattern.load())
     }
 
-    /// Log every backend connection out and close the client's.
+    /// Log every backend connection out and close the client's (with a
+    /// reset when the authoritative backend reset the idle session).
     async fn close(mut self) {
         self.backends.quit_all().await;
-        self.client.shutdown().await;
+        if self.reset_client {
+            self.client.reset_on_drop();
+        } else {
+            self.client.shutdown().await;
+        }
         debug!(conn = self.conn_id, "closed");
     }
 }

@@ -240,6 +240,7 @@ fn load_config(
         admin_token: env.get("CUTOVER_ADMIN_TOKEN").cloned(),
         listen: env.get("CUTOVER_LISTEN").cloned(),
         admin_listen: env.get("CUTOVER_ADMIN_LISTEN").cloned(),
+        ..Default::default()
     };
     Config::load(&tmp.path().join(file), &overrides)
         .unwrap_or_else(|e| panic!("ConfigMap cutover.toml: {e}"))

@@ -57,7 +57,7 @@ impl TestProxy {
             .await
             .expect("bind");
         let port = proxy.local_addr().port();
-        proxy.probe_source().await;
+        proxy.probe_backends().await;
         let stop = CancellationToken::new();
         let task = tokio::spawn(proxy.run(stop.clone()));
         TestProxy {
