@@ -11,6 +11,7 @@ use mysql_common::scramble::scramble_native;
 use crate::backend::{Credentials, Secret};
 use crate::config::{AuthMode, UserConfig};
 use crate::native_password;
+use crate::session::passthrough::Stored;
 use crate::pattern::Side;
 use crate::shared::Shared;
 
@@ -42,16 +43,20 @@ pub async fn verify(
     if let Some(u) = shared.config.user(user.as_bytes()) {
         return native_matches(scramble, &u.password, answer).then(|| configured_accounts(u));
     }
-    if shared.config.auth != AuthMode::Passthrough || answer.is_empty() {
+    if shared.config.auth != AuthMode::Passthrough {
         return None;
     }
-    let hashes = shared.passthrough().hashes(authoritative, user).await;
-    let stage1 = hashes
-        .iter()
-        .find_map(|stage2| native_password::recover_stage1(scramble, answer, stage2))?;
+    let stored = shared.passthrough().hashes(authoritative, user).await;
+    let secret = stored.iter().find_map(|s| match s {
+        Stored::Empty if answer.is_empty() => Some(Secret::Password(String::new())),
+        Stored::Hash(stage2) => {
+            native_password::recover_stage1(scramble, answer, stage2).map(Secret::NativeHash)
+        }
+        Stored::Empty => None,
+    })?;
     let account = Credentials {
         user: user.into(),
-        secret: Secret::NativeHash(stage1),
+        secret,
     };
     Some([account.clone(), account])
 }

@@ -26,6 +26,15 @@ use crate::config::BackendConfig;
 use crate::native_password;
 use crate::pattern::Side;
 
+/// A `mysql_native_password` account's stored password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// `SHA1(SHA1(password))`.
+    Hash([u8; 20]),
+    /// No password (the client answers with nothing).
+    Empty,
+}
+
 /// The stored native-password hashes of accounts on one backend, read with
 /// the URL's account through a small pool (at most 2 connections).
 pub struct Directory {
@@ -42,11 +51,11 @@ impl Directory {
         }
     }
 
-    /// `SHA1(SHA1(password))` of every `mysql_native_password` account named
+    /// The stored password of every `mysql_native_password` account named
     /// `user` on `side` (one per host pattern). Empty when there is none, or
     /// when the lookup fails (logged: a backend down, no `SELECT` on
     /// `mysql.user`): the login is then denied.
-    pub async fn hashes(&self, side: Side, user: &str) -> Vec<[u8; 20]> {
+    pub async fn hashes(&self, side: Side, user: &str) -> Vec<Stored> {
         let pool = &self.pools[side.index()];
         let lookup = async {
             let mut conn = pool.get_conn().await?;
@@ -60,7 +69,10 @@ impl Directory {
         match tokio::time::timeout(self.timeout, lookup).await {
             Ok(Ok(rows)) => rows
                 .iter()
-                .filter_map(|h| native_password::parse_stored_hash(h))
+                .filter_map(|h| match h.as_str() {
+                    "" => Some(Stored::Empty),
+                    h => native_password::parse_stored_hash(h).map(Stored::Hash),
+                })
                 .collect(),
             Ok(Err(e)) => {
                 warn!(%side, user, "pass-through: cannot read mysql.user with the URL account: {e}");
