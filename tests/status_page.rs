@@ -320,6 +320,24 @@ async fn operator_walks_the_migration_from_the_status_page() {
     wait_text(&c, "#mirror-double_write_success", "1").await;
     assert_eq!(text(&c, "#mirror-double_write_failure").await, "0");
 
+    // The authority move is guarded: the page shows it blocked, with the
+    // reason, until a full validation that started after src_first is clean.
+    eventually("dst_first shown as blocked", || async {
+        let b = c.find(Locator::Css("#move-dst_first")).await.ok()?;
+        let enabled = b.is_enabled().await.ok()?;
+        (!enabled && text(&c, "#moves-box").await.contains("validation")).then_some(())
+    })
+    .await;
+    let r = cutover.post_json("/full/start", r#"{"fix": true}"#).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    eventually("the repairing validation to finish clean", || async {
+        let s = cutover.get("/status").await.json();
+        let last = &s["validation_detail"]["last_full"];
+        (last["outcome"] == "completed" && last["remaining"] == 0).then_some(())
+    })
+    .await;
+    wait_text(&c, "#open-inconsistencies", "0").await;
+
     // Cancel changes nothing.
     press_move(
         &c,
@@ -376,33 +394,45 @@ async fn operator_walks_the_migration_from_the_status_page() {
         );
     }
 
-    // The next_moves contract beyond the legal moves: a blocked move is a disabled button
-    // listing its blockers; a forced-only move is not offered as a button. Rendered by the
-    // page's own code from a status built like the API's (the next poll redraws the real one).
+    // The next_moves contract: a blocked move is a disabled button listing its
+    // blockers; a move only the guard blocks (`forced_only`) is also disabled,
+    // and the page names the force command instead of forcing. Rendered by the
+    // page's own code from a status built like the API's (the next poll redraws
+    // the real one).
     let mut crafted = cutover.get("/status").await.json();
     crafted["next_moves"] = serde_json::json!([
         {"to": "src_first", "allowed": true, "blockers": [], "forced_only": false},
-        {"to": "dst_only", "allowed": false, "blockers": ["validation not clean since dst_first"], "forced_only": false},
-        {"to": "initial", "allowed": false, "blockers": [], "forced_only": true}
+        {"to": "dst_only", "allowed": false, "blockers": ["source unreachable (refused)"], "forced_only": false},
+        {"to": "initial", "allowed": false, "blockers": ["a full validation started in dst_first"], "forced_only": true}
     ]);
     c.execute("render(arguments[0]);", vec![crafted])
         .await
         .unwrap();
-    let blocked = c.find(Locator::Css("#move-dst_only")).await.unwrap();
-    assert!(
-        !blocked.is_enabled().await.unwrap(),
-        "a blocked move must not be pressable"
-    );
+    for to in ["dst_only", "initial"] {
+        let blocked = c.find(Locator::Css(&format!("#move-{to}"))).await.unwrap();
+        assert!(
+            !blocked.is_enabled().await.unwrap(),
+            "a blocked move ({to}) must not be pressable"
+        );
+    }
+    assert!(c
+        .find(Locator::Css("#move-src_first"))
+        .await
+        .unwrap()
+        .is_enabled()
+        .await
+        .unwrap());
     let wrap = text(&c, "#moves").await;
+    assert!(wrap.contains("source unreachable (refused)"), "{wrap}");
     assert!(
-        wrap.contains("validation not clean since dst_first"),
+        wrap.contains("a full validation started in dst_first"),
         "{wrap}"
     );
+    let forced = text(&c, "#moves-forced").await;
     assert!(
-        c.find(Locator::Css("#move-initial")).await.is_err(),
-        "forced-only move offered as a button"
+        forced.contains("initial") && forced.contains("--force") && !forced.contains("dst_only"),
+        "{forced}"
     );
-    assert!(text(&c, "#moves-forced").await.contains("initial"));
 
     let shot = c.screenshot().await.unwrap();
     let path = target_dir().join("status-page.png");

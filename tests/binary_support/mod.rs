@@ -114,6 +114,11 @@ impl Cutover {
         request(self.admin, "POST", path, "", self.token.as_deref()).await
     }
 
+    /// POST with a JSON body.
+    pub async fn post_json(&self, path: &str, body: &str) -> Reply {
+        request(self.admin, "POST", path, body, self.token.as_deref()).await
+    }
+
     /// SIGTERM and wait for the exit (10 s liveness bound); returns the exit code.
     pub async fn stop(mut self) -> Option<i32> {
         let mut child = self.child.take().expect("running");

@@ -173,7 +173,7 @@ function drawDiagram(current, moves) {
   d.append(defs);
   const W = 130, H = 44, GAP = 32, Y = 38;
   const x = (i) => 8 + i * (W + GAP);
-  const next = new Set(moves.filter((m) => !m.forced_only).map((m) => m.to));
+  const next = new Set(moves.filter((m) => m.allowed).map((m) => m.to));
   for (const [from, to] of LEGAL) {
     const i = STATES.indexOf(from), j = STATES.indexOf(to);
     const forward = j > i;
@@ -195,9 +195,10 @@ function drawDiagram(current, moves) {
 function renderMoves(current, moves) {
   const box = $('moves');
   box.replaceChildren();
-  const normal = moves.filter((m) => !m.forced_only);
-  const forced = moves.filter((m) => m.forced_only);
-  for (const m of normal) {
+  // Every legal move gets a button; one that is not allowed now is disabled
+  // and lists what blocks it. `forced_only`: only the guard blocks it, so
+  // `?force=true` would make it; the page never forces, it names the command.
+  for (const m of moves) {
     const b = el('button', { type: 'button', class: 'move', id: 'move-' + m.to, dataset: { to: m.to } }, current + ' → ' + m.to);
     b.disabled = busy || !m.allowed;
     b.addEventListener('click', () => askMove(current, m.to, false));
@@ -209,11 +210,12 @@ function renderMoves(current, moves) {
     }
     box.append(wrap);
   }
-  $('moves-none').hidden = normal.length > 0;
+  $('moves-none').hidden = moves.length > 0;
+  const forced = moves.filter((m) => m.forced_only && !m.allowed);
   const f = $('moves-forced');
   f.hidden = forced.length === 0;
   f.textContent = forced.length
-    ? 'Only with force (POST …?force=true, not offered here): ' + forced.map((m) => m.to).join(', ')
+    ? 'Possible only with force (not offered here; e.g. cutover ctl switch ' + forced[0].to + ' --force): ' + forced.map((m) => m.to).join(', ')
     : '';
 }
 
