@@ -82,7 +82,8 @@ async fn idle_sockets_cannot_keep_clients_out_beyond_the_handshake_timeout() {
 #[tokio::test]
 async fn authenticated_clients_keep_their_room_while_idle_sockets_pile_up() {
     let pair = Pair::start().await;
-    let extra = "max_connections = 6\nmax_unauthenticated_connections = 2\nhandshake_timeout_ms = 60000";
+    let extra =
+        "max_connections = 6\nmax_unauthenticated_connections = 2\nhandshake_timeout_ms = 60000";
     let proxy = TestProxy::start_with(&pair, Pattern::SrcOnly, extra).await;
     let mut idle = Vec::new();
     for _ in 0..10 {
@@ -184,7 +185,11 @@ async fn packets_before_login_are_bounded_from_their_header() {
     for t in tasks {
         let answer = t.await.unwrap();
         if answer.len() > 7 && answer[4] == 0xFF {
-            assert_eq!(u16::from_le_bytes([answer[5], answer[6]]), 1043, "Bad handshake");
+            assert_eq!(
+                u16::from_le_bytes([answer[5], answer[6]]),
+                1043,
+                "Bad handshake"
+            );
             refused += 1;
         }
     }
@@ -199,7 +204,12 @@ async fn packets_before_login_are_bounded_from_their_header() {
         .user(Some("app"))
         .pass(Some("app"))
         .prefer_socket(false);
-    mysql_async::Conn::new(opts).await.unwrap().ping().await.unwrap();
+    mysql_async::Conn::new(opts)
+        .await
+        .unwrap()
+        .ping()
+        .await
+        .unwrap();
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -277,14 +287,20 @@ async fn packets_out_of_order_get_1156_and_close() {
     let _greeting = io.expect_frame().await.unwrap();
     io.send_packet(2, &[0u8; 40]).await.unwrap();
     assert_eq!(err_code(io.expect_frame().await.unwrap().payload()), 1156);
-    assert!(io.read_frame().await.map(|f| f.is_none()).unwrap_or(true), "closed");
+    assert!(
+        io.read_frame().await.map(|f| f.is_none()).unwrap_or(true),
+        "closed"
+    );
     // A command with sequence id 3 instead of 0.
     let mut l = login_as(proxy.port, raw::default_caps(), 0, "app", "app").await;
     assert_eq!(l.reply[0], 0);
     l.io.send_packet(3, b"\x03SELECT 1").await.unwrap();
     let p = raw::next(&mut l.io).await;
     assert_eq!(err_code(&p), 1156);
-    assert!(l.io.read_frame().await.map(|f| f.is_none()).unwrap_or(true), "closed");
+    assert!(
+        l.io.read_frame().await.map(|f| f.is_none()).unwrap_or(true),
+        "closed"
+    );
     // The proxy serves others.
     proxy.conn().await.ping().await.unwrap();
     proxy.stop().await;
@@ -301,7 +317,9 @@ async fn a_deleted_state_file_is_refused_when_data_dir_shows_the_migration_moved
         let r = control_support::request(addr, "POST", step, "", None).await;
         assert_eq!(r.status, 200, "{step}: {}", r.body);
     }
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     child.wait().unwrap();
     let state = dir.path().join("state.json");
     std::fs::remove_file(&state).unwrap();
@@ -311,7 +329,10 @@ async fn a_deleted_state_file_is_refused_when_data_dir_shows_the_migration_moved
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "started over silently: {err}");
     assert!(err.contains(&state.display().to_string()), "{err}");
-    assert!(err.contains("src_first") && err.contains("--init-state"), "{err}");
+    assert!(
+        err.contains("src_first") && err.contains("--init-state"),
+        "{err}"
+    );
     // --init-state starts over deliberately.
     let (mut child, port, _) = spawn_binary(&pair, dir.path(), "", &["--init-state"]);
     wait_listening(port).await;
@@ -346,12 +367,19 @@ async fn the_admin_api_refuses_oversized_requests_and_times_out_a_short_body() {
     let req = format!("GET /status?{} HTTP/1.1\r\n{host}\r\n", "a".repeat(70_000));
     assert_eq!(send(req.into_bytes()).await, "414");
     // 431: header fields larger than the server reads.
-    let req = format!("GET /status HTTP/1.1\r\n{host}X-Big: {}\r\n\r\n", "b".repeat(500_000));
+    let req = format!(
+        "GET /status HTTP/1.1\r\n{host}X-Big: {}\r\n\r\n",
+        "b".repeat(500_000)
+    );
     assert_eq!(send(req.into_bytes()).await, "431");
     // 408, promptly: Content-Length larger than the body that arrives.
     let req = format!("POST /full/start HTTP/1.1\r\n{host}Content-Length: 100\r\n\r\n{{}}");
     let started = Instant::now();
     assert_eq!(send(req.into_bytes()).await, "408");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     admin.stop().await;
 }

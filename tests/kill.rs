@@ -76,7 +76,9 @@ async fn kill_after_a_comment_is_translated() {
 #[tokio::test]
 async fn kill_inside_a_multi_statement_is_refused_before_anything_runs() {
     let pair = Pair::start().await;
-    pair.source.exec("CREATE TABLE t (id INT PRIMARY KEY)").await;
+    pair.source
+        .exec("CREATE TABLE t (id INT PRIMARY KEY)")
+        .await;
     pair.destination
         .exec("CREATE TABLE t (id INT PRIMARY KEY)")
         .await;
@@ -106,7 +108,7 @@ async fn a_backend_thread_id_never_reaches_the_backend() {
     let mut foreign = foreign_client(&pair.source).await;
     let t = foreign.id();
     let mut c = proxy.conn().await; // mysql_async enables multi-statements
-    // Alone: not a cutover id → ER_NO_SUCH_THREAD, as README promises.
+                                    // Alone: not a cutover id → ER_NO_SUCH_THREAD, as README promises.
     for sql in [format!("KILL {t}"), format!("/* x */ KILL QUERY {t}")] {
         let e = c.query_drop(&sql).await.unwrap_err();
         assert_eq!(server_code(&e), NO_SUCH_THREAD, "{sql}");
@@ -153,7 +155,10 @@ async fn kill_user_reaches_only_cutover_sessions_of_that_user() {
         .pass(Some("pw2"));
     let mut outside = mysql_async::Conn::new(direct).await.unwrap();
     app.query_drop("KILL USER 'u2'@'%'").await.unwrap();
-    assert!(!alive(&mut a).await && !alive(&mut b).await, "u2's sessions");
+    assert!(
+        !alive(&mut a).await && !alive(&mut b).await,
+        "u2's sessions"
+    );
     assert!(alive(&mut app).await, "app's own session");
     assert!(alive(&mut outside).await, "u2's connection outside cutover");
     proxy.stop().await;

@@ -60,7 +60,10 @@ async fn an_idle_session_dropped_by_the_authoritative_backend_is_closed_at_once(
         let mut io = raw_session(proxy.port, "SET wait_timeout = 1").await;
         let started = Instant::now();
         let how = end_of(&mut io, LIVE).await;
-        assert_eq!(how, expected, "{pattern}: closed the way the server closed it");
+        assert_eq!(
+            how, expected,
+            "{pattern}: closed the way the server closed it"
+        );
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "{pattern}: noticed while idle, not at the next statement"
@@ -87,8 +90,14 @@ async fn an_idle_close_on_the_mirror_side_does_not_touch_the_client() {
     assert_eq!(one, Some(1));
     let dst: Vec<i32> = pair.destination.query("SELECT id FROM t ORDER BY id").await;
     assert_eq!(dst, [1, 2], "both writes mirrored");
-    assert_eq!(proxy.stats().double_write_failure, 0, "an idle close is no failure");
-    pair.destination.exec("SET GLOBAL wait_timeout = 28800").await;
+    assert_eq!(
+        proxy.stats().double_write_failure,
+        0,
+        "an idle close is no failure"
+    );
+    pair.destination
+        .exec("SET GLOBAL wait_timeout = 28800")
+        .await;
     proxy.stop().await;
 }
 
@@ -164,7 +173,9 @@ async fn a_mirror_write_already_applied_on_the_primary_completes_after_the_clien
     let mut lock = pair.destination.conn().await;
     lock.query_drop("LOCK TABLES t WRITE").await.unwrap();
     let mut l = login_as(proxy.port, raw::default_caps(), 0, "app", "app").await;
-    l.io.send_packet(0, b"\x03INSERT INTO t VALUES (7)").await.unwrap();
+    l.io.send_packet(0, b"\x03INSERT INTO t VALUES (7)")
+        .await
+        .unwrap();
     wait_until_running(&pair.destination, "INSERT INTO t").await;
     drop(l); // the client leaves while the mirror waits for the lock
     tokio::time::sleep(Duration::from_millis(500)).await;

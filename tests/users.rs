@@ -39,7 +39,10 @@ async fn pair_with_accounts() -> Pair {
 }
 
 async fn current_user(c: &mut mysql_async::Conn) -> String {
-    c.query_first("SELECT CURRENT_USER()").await.unwrap().unwrap()
+    c.query_first("SELECT CURRENT_USER()")
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -90,8 +93,13 @@ async fn change_user_relogs_the_backends_in_as_the_new_user() {
     .unwrap();
     assert_eq!(current_user(&mut c).await, "test2@%");
     // test2 has rights on test2.* only.
-    c.query_drop("INSERT INTO test2.t VALUES (1)").await.unwrap();
-    let e = c.query_drop("INSERT INTO shop.t VALUES (1)").await.unwrap_err();
+    c.query_drop("INSERT INTO test2.t VALUES (1)")
+        .await
+        .unwrap();
+    let e = c
+        .query_drop("INSERT INTO shop.t VALUES (1)")
+        .await
+        .unwrap_err();
     assert!(NO_RIGHTS.contains(&server_code(&e)), "{e}");
     let dst: Vec<i32> = pair.destination.query("SELECT id FROM test2.t").await;
     assert_eq!(dst, [1], "mirrored as test2");
@@ -127,18 +135,23 @@ async fn a_configured_user_can_map_to_other_backend_accounts() {
 #[tokio::test]
 async fn passthrough_logs_in_accounts_created_at_run_time_as_themselves() {
     let pair = pair_with_accounts().await;
-    let proxy =
-        TestProxy::start_with(&pair, Pattern::SrcFirst, "auth = \"passthrough\"").await;
+    let proxy = TestProxy::start_with(&pair, Pattern::SrcFirst, "auth = \"passthrough\"").await;
     // Created after cutover started, on both servers, and in no config.
     let late = "CREATE USER 'late'@'%' IDENTIFIED BY 'late_pw'; GRANT ALL ON shop.* TO 'late'@'%'";
     pair.source.exec(late).await;
     pair.destination.exec(late).await;
     let opts = |u: &str, p: &str| proxy.opts().user(Some(u)).pass(Some(p));
-    let mut c = mysql_async::Conn::new(opts("late", "late_pw")).await.unwrap();
+    let mut c = mysql_async::Conn::new(opts("late", "late_pw"))
+        .await
+        .unwrap();
     assert_eq!(current_user(&mut c).await, "late@%");
     c.query_drop("INSERT INTO t VALUES (5)").await.unwrap();
     let dst: Vec<i32> = pair.destination.query("SELECT id FROM t").await;
-    assert_eq!(dst, [5], "mirrored, logged in as late on the destination too");
+    assert_eq!(
+        dst,
+        [5],
+        "mirrored, logged in as late on the destination too"
+    );
     // Wrong password and unknown users are refused like a server would.
     for (u, p) in [("late", "nope"), ("nobody", "x"), ("late", "")] {
         let e = mysql_async::Conn::new(opts(u, p)).await.unwrap_err();
@@ -149,11 +162,19 @@ async fn passthrough_logs_in_accounts_created_at_run_time_as_themselves() {
     let e = ro.query_drop("INSERT INTO t VALUES (6)").await.unwrap_err();
     assert!(NO_RIGHTS.contains(&server_code(&e)), "{e}");
     // A password changed on the server applies at the next login.
-    pair.source.exec("SET PASSWORD FOR 'late'@'%' = PASSWORD('new_pw')").await;
-    pair.destination.exec("SET PASSWORD FOR 'late'@'%' = PASSWORD('new_pw')").await;
-    let e = mysql_async::Conn::new(opts("late", "late_pw")).await.unwrap_err();
+    pair.source
+        .exec("SET PASSWORD FOR 'late'@'%' = PASSWORD('new_pw')")
+        .await;
+    pair.destination
+        .exec("SET PASSWORD FOR 'late'@'%' = PASSWORD('new_pw')")
+        .await;
+    let e = mysql_async::Conn::new(opts("late", "late_pw"))
+        .await
+        .unwrap_err();
     assert_eq!(server_code(&e), ACCESS_DENIED);
-    let mut c = mysql_async::Conn::new(opts("late", "new_pw")).await.unwrap();
+    let mut c = mysql_async::Conn::new(opts("late", "new_pw"))
+        .await
+        .unwrap();
     assert_eq!(current_user(&mut c).await, "late@%");
     proxy.stop().await;
 }

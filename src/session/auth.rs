@@ -11,8 +11,8 @@ use mysql_common::scramble::scramble_native;
 use crate::backend::{Credentials, Secret};
 use crate::config::{AuthMode, UserConfig};
 use crate::native_password;
-use crate::session::passthrough::Stored;
 use crate::pattern::Side;
+use crate::session::passthrough::Stored;
 use crate::shared::Shared;
 
 /// The backend account of a session, per side (index = [`Side::index`]).
