@@ -199,3 +199,53 @@ async fn a_mirror_write_already_applied_on_the_primary_completes_after_the_clien
     assert_eq!(proxy.stats().double_write_failure, 0);
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn a_transaction_abandoned_mid_way_stops_the_mirror_too_and_neither_side_keeps_it() {
+    let pair = Pair::start().await;
+    let ddl = "CREATE TABLE t (id INT PRIMARY KEY)";
+    pair.source.exec(ddl).await;
+    pair.destination.exec(ddl).await;
+    let proxy = TestProxy::start(&pair, Pattern::SrcFirst).await;
+    // The destination's table is locked: the mirrored INSERT, sent ahead
+    // inside the transaction, waits there.
+    let mut lock = pair.destination.conn().await;
+    lock.query_drop("LOCK TABLES t WRITE").await.unwrap();
+    let mut l = login_as(proxy.port, raw::default_caps(), 0, "app", "app").await;
+    assert_eq!(l.reply[0], 0, "login: {:?}", l.reply);
+    for sql in ["BEGIN", "INSERT INTO t VALUES (7)"] {
+        let mut q = vec![0x03];
+        q.extend_from_slice(sql.as_bytes());
+        assert_eq!(raw::command(&mut l.io, &q).await[0], 0, "{sql}");
+    }
+    wait_until_running(&pair.destination, "INSERT INTO t").await;
+    l.io.send_packet(0, b"\x03SELECT SLEEP(8)").await.unwrap();
+    wait_until_running(&pair.source, "SELECT SLEEP(8)").await;
+    drop(l); // the client leaves with its transaction open
+    let left = Instant::now();
+    // The authoritative side's answer shows the transaction still open, so
+    // the mirror's queued write is stopped as well.
+    while running(&pair.source, "SELECT SLEEP(8)").await > 0
+        || running(&pair.destination, "INSERT INTO t").await > 0
+    {
+        assert!(
+            left.elapsed() < LIVE,
+            "backend work outlived its client ({:?})",
+            left.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    lock.query_drop("UNLOCK TABLES").await.unwrap();
+    // Nothing was committed: the transaction is gone on both sides.
+    let deadline = Instant::now() + LIVE;
+    while running(&pair.destination, "INSERT INTO t").await > 0 {
+        assert!(Instant::now() < deadline, "the mirror write still runs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let src: Vec<i32> = pair.source.query("SELECT id FROM t").await;
+    let dst: Vec<i32> = pair.destination.query("SELECT id FROM t").await;
+    assert_eq!((src, dst), (vec![], vec![]), "rolled back on both sides");
+    assert_eq!(proxy.stats().abandoned_statements, 1);
+    proxy.stop().await;
+}

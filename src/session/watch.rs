@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use super::{Flow, Session};
 use crate::backend::{Backend, Closed, Unfinished};
-use crate::command;
+use crate::command::{self, Com};
 use crate::error::SessionError;
 use crate::pattern::Side;
 use crate::response::{ResponseKind, Summary};
@@ -85,8 +85,12 @@ impl Session {
     /// work, then read the rest of the answer (the statement may have
     /// completed anyway, and a completed write is still mirrored by the
     /// caller). Inside a transaction, a mirror still working on writes sent
-    /// ahead is stopped too: the whole transaction is rolled back on both
-    /// sides when the session closes.
+    /// ahead is stopped too, but only once the authoritative side's answer
+    /// shows its transaction still open: it is then rolled back on both
+    /// sides when the session closes. When that answer shows the transaction
+    /// ended (a COMMIT, an implicit commit) or does not say (an ERR), the
+    /// mirror's writes are left to complete, so a commit the authoritative
+    /// side made can still be mirrored whole.
     ///
     /// # Errors
     /// The backend failing while its answer is read.
@@ -98,22 +102,43 @@ impl Session {
         DataPathStats::incr(&self.shared.stats.abandoned_statements);
         info!(%side, "client disconnected during its statement; killing the backend query");
         self.kill_query_from_outside(side);
+        let Some(b) = self.backends.get(side) else {
+            return Err(SessionError::Malformed("backend missing".into()));
+        };
+        let summary = match b.finish(unfinished).await {
+            Ok(summary) => summary,
+            Err(e) => {
+                self.drop_backend(side);
+                return Err(e.into());
+            }
+        };
         let other = side.other();
         let mirror_busy = self
             .backends
             .get(other)
-            .is_some_and(|b| b.in_trans && b.deferred_outstanding() > 0);
-        if mirror_busy {
+            .is_some_and(|b| b.deferred_outstanding() > 0);
+        if mirror_busy && self.still_in_transaction(side, &summary).await {
             self.kill_query_from_outside(other);
         }
+        Ok(summary)
+    }
+
+    /// Whether `side`'s transaction is still open after the statement
+    /// answered with `summary`: from its status flags, or, for an ERR
+    /// (which carries none), from a COM_PING's OK. `false` when unknown.
+    async fn still_in_transaction(&mut self, side: Side, summary: &Summary) -> bool {
+        if let Some(open) = summary.in_trans() {
+            return open;
+        }
         let Some(b) = self.backends.get(side) else {
-            return Err(SessionError::Malformed("backend missing".into()));
+            return false;
         };
-        match b.finish(unfinished).await {
-            Ok(summary) => Ok(summary),
+        let ping = command::payload(Com::COM_PING, &[]);
+        match b.run(&ping, ResponseKind::Query).await {
+            Ok(s) => s.in_trans() == Some(true),
             Err(e) => {
-                self.drop_backend(side);
-                Err(e.into())
+                debug!(%side, "COM_PING after an abandoned statement failed: {e}");
+                false
             }
         }
     }
