@@ -1,7 +1,8 @@
 //! Issue 18 item 2: a client can never name a backend thread id. KILL is
 //! found after comments and in every statement of a multi-statement; a
 //! cutover id is translated to that session's backend threads, what cannot
-//! be translated is refused before anything runs (ER_NOT_SUPPORTED_YET).
+//! be translated is refused before anything runs (ER_NOT_SUPPORTED_YET). A
+//! multi-statement led by its only KILL runs the KILL translated, then the rest.
 
 mod proxy_support;
 mod support;
@@ -73,23 +74,84 @@ async fn kill_after_a_comment_is_translated() {
     proxy.stop().await;
 }
 
+/// The result sets of a multi-statement: per statement, its rows of one
+/// integer column (none for an OK).
+async fn result_sets(c: &mut mysql_async::Conn, sql: &str) -> Result<Vec<Vec<i64>>, u16> {
+    let mut r = c.query_iter(sql).await.map_err(|e| server_code(&e))?;
+    let mut sets = Vec::new();
+    while !r.is_empty() {
+        sets.push(r.collect::<i64>().await.map_err(|e| server_code(&e))?);
+    }
+    Ok(sets)
+}
+
 #[tokio::test]
-async fn kill_inside_a_multi_statement_is_refused_before_anything_runs() {
+async fn a_multi_statement_led_by_a_kill_translates_it_then_runs_the_rest() {
     let pair = Pair::start().await;
+    let ddl = "CREATE TABLE t (id INT PRIMARY KEY)";
+    pair.source.exec(ddl).await;
+    pair.destination.exec(ddl).await;
+    let proxy = TestProxy::start(&pair, Pattern::SrcFirst).await;
+    let mut c = proxy.conn().await; // mysql_async enables multi-statements
     pair.source
-        .exec("CREATE TABLE t (id INT PRIMARY KEY)")
+        .exec("CREATE TABLE d (id INT PRIMARY KEY)")
         .await;
-    pair.destination
-        .exec("CREATE TABLE t (id INT PRIMARY KEY)")
-        .await;
+    let mut direct = pair.source.conn().await;
+    for (sql, table) in [
+        ("KILL {}; SELECT 1", ""),
+        // node mysql2's own suite kills pooled connections this way.
+        ("kill {}; select sleep(0.05)", ""),
+        (
+            "/* c */ KILL CONNECTION {} ; INSERT INTO {t} VALUES (2)",
+            "t",
+        ),
+    ] {
+        // What the same text answers directly, killing a direct victim.
+        let direct_victim = pair.source.conn().await;
+        let reference = sql
+            .replace("{}", &direct_victim.id().to_string())
+            .replace("{t}", "d");
+        let want = result_sets(&mut direct, &reference).await.unwrap();
+        let mut victim = proxy.conn().await;
+        let sql = sql
+            .replace("{}", &victim.id().to_string())
+            .replace("{t}", table);
+        let sets = result_sets(&mut c, &sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(sets, want, "{sql}: as directly");
+        assert!(!alive(&mut victim).await, "{sql}: the victim was killed");
+    }
+    let src: Vec<i32> = pair.source.query("SELECT id FROM t").await;
+    let dst: Vec<i32> = pair.destination.query("SELECT id FROM t").await;
+    assert_eq!(
+        (src, dst),
+        (vec![2], vec![2]),
+        "the rest ran and was mirrored"
+    );
+    // A leading KILL that fails stops the text there, as a server does.
+    let e = result_sets(&mut c, "KILL 999999; INSERT INTO t VALUES (3)").await;
+    assert_eq!(e, Err(NO_SUCH_THREAD));
+    let src: Vec<i32> = pair.source.query("SELECT id FROM t").await;
+    assert_eq!(src, [2], "nothing after the failed KILL ran");
+    assert!(alive(&mut c).await);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_kill_after_another_statement_is_refused_before_anything_runs() {
+    let pair = Pair::start().await;
+    let ddl = "CREATE TABLE t (id INT PRIMARY KEY)";
+    pair.source.exec(ddl).await;
+    pair.destination.exec(ddl).await;
     let proxy = TestProxy::start(&pair, Pattern::SrcFirst).await;
     let mut victim = proxy.conn().await;
-    let mut c = proxy.conn().await; // mysql_async enables multi-statements
+    let mut c = proxy.conn().await;
     let id = victim.id();
     for sql in [
-        format!("KILL {id}; SELECT 1"),
         format!("INSERT INTO t VALUES (1); KILL {id}"),
         format!("SELECT 1; /* c */ kill query {id}"),
+        format!("KILL {id}; INSERT INTO t VALUES (1); KILL {id}"),
     ] {
         let e = c.query_drop(&sql).await.unwrap_err();
         assert_eq!(server_code(&e), NOT_SUPPORTED, "{sql}");
@@ -109,14 +171,19 @@ async fn a_backend_thread_id_never_reaches_the_backend() {
     let t = foreign.id();
     let mut c = proxy.conn().await; // mysql_async enables multi-statements
                                     // Alone: not a cutover id → ER_NO_SUCH_THREAD, as README promises.
-    for sql in [format!("KILL {t}"), format!("/* x */ KILL QUERY {t}")] {
+                                    // Leading a multi-statement, the same (the issue's example: this used
+                                    // to reach the backend and kill the foreign connection).
+    for sql in [
+        format!("KILL {t}"),
+        format!("/* x */ KILL QUERY {t}"),
+        format!("KILL {t}; SELECT 1"),
+    ] {
         let e = c.query_drop(&sql).await.unwrap_err();
         assert_eq!(server_code(&e), NO_SUCH_THREAD, "{sql}");
         assert!(e.to_string().contains(&t.to_string()), "{e}");
     }
     // Every other way of naming it is refused.
     for sql in [
-        format!("KILL {t}; SELECT 1"),
         format!("SELECT 1; KILL {t}"),
         format!("KILL QUERY ID {t}"),
         format!("KILL ID {t}"),

@@ -6,8 +6,12 @@
 //! `KILL … USER <name>[, …]` on the threads of every cutover session logged
 //! in as one of the names. Each KILL runs on this session's own connection
 //! to that side, as this session's backend user, so the backend's privilege
-//! rules apply as they would directly. Refused with ER_NOT_SUPPORTED_YET,
-//! before anything runs: a KILL inside a multi-statement, `KILL [QUERY] ID
+//! rules apply as they would directly. A multi-statement led by its only
+//! KILL runs that KILL translated, then the rest with `DO 0` in the KILL's
+//! place (its OK stands for the KILL's; a KILL that fails ends the text, as
+//! a server stops at a failing statement). Refused with ER_NOT_SUPPORTED_YET,
+//! before anything runs: a KILL after another statement of a
+//! multi-statement (or a second one), `KILL [QUERY] ID
 //! <query id>` (backend query ids are not cutover's), a thread id that is
 //! not a plain number, and `PREPARE … FROM` / `EXECUTE IMMEDIATE` /
 //! COM_STMT_PREPARE of a KILL text. Syntax: MariaDB Knowledge Base, "KILL".
@@ -46,6 +50,10 @@ pub(super) struct Kill {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum KillPlan {
     Translate(Kill),
+    /// A multi-statement led by its only KILL: translate the KILL, then run
+    /// the rest with the KILL's bytes (`..end`) replaced by `DO 0`, whose
+    /// OK stands in the KILL's place in the answer.
+    Lead(Kill, usize),
     /// Refused (ER_NOT_SUPPORTED_YET) with this reason.
     Refuse(&'static str),
 }
@@ -57,14 +65,43 @@ pub(super) fn plan(sql: &[u8], c: &Classified, current_user: &str) -> Option<Kil
         return None;
     }
     if c.statements > 1 {
-        return Some(KillPlan::Refuse(
-            "KILL inside a multi-statement through cutover (send the KILL as a statement of its own)",
-        ));
+        const LATER: &str = "KILL after another statement of a multi-statement through cutover (send the KILL first or as a statement of its own)";
+        let end = first_statement_end(sql);
+        if c.kills > 1 || end >= sql.len() {
+            return Some(KillPlan::Refuse(LATER));
+        }
+        return Some(match parse(&sql[..end], current_user) {
+            Ok(k) => KillPlan::Lead(k, end),
+            Err(why) if starts_with_kill(&sql[..end]) => KillPlan::Refuse(why),
+            Err(_) => KillPlan::Refuse(LATER),
+        });
     }
     Some(match parse(sql, current_user) {
         Ok(k) => KillPlan::Translate(k),
         Err(why) => KillPlan::Refuse(why),
     })
+}
+
+/// Where the first statement of `sql` ends: the offset of its top-level
+/// `;`, or `sql.len()`.
+fn first_statement_end(sql: &[u8]) -> usize {
+    let mut lx = Lexer::new(sql);
+    let mut seen = false;
+    while let Some((t, at)) = lx.next() {
+        if t == Tok::Semi {
+            if seen {
+                return at;
+            }
+        } else {
+            seen = true;
+        }
+    }
+    sql.len()
+}
+
+fn starts_with_kill(sql: &[u8]) -> bool {
+    let mut lx = Lexer::new(sql);
+    lx.next().is_some_and(|(t, _)| t.is(b"KILL"))
 }
 
 /// Parse one KILL statement (comments and a trailing `;` allowed).
@@ -138,25 +175,52 @@ fn users<'a>(
 }
 
 impl Session {
-    /// Run a KILL plan: translate, or refuse before anything runs.
-    pub(super) async fn kill(&mut self, plan: KillPlan) -> Result<(), SessionError> {
-        let kill = match plan {
+    /// Run a KILL plan: translate, or refuse before anything runs. A
+    /// multi-statement led by a KILL whose translation fails stops there
+    /// with its ERR, as a server stops at a failing statement; otherwise
+    /// the rest to run (`DO 0` in the KILL's place) is returned.
+    pub(super) async fn kill(
+        &mut self,
+        sql: &[u8],
+        plan: KillPlan,
+    ) -> Result<Option<Vec<u8>>, SessionError> {
+        let (kill, lead) = match plan {
             KillPlan::Refuse(what) => {
                 info!(
                     what,
                     "KILL refused: it cannot be translated to backend threads"
                 );
                 let msg = format!("This version of cutover doesn't yet support '{what}'");
-                return self.reply_err(codes::ER_NOT_SUPPORTED_YET, &msg).await;
+                self.reply_err(codes::ER_NOT_SUPPORTED_YET, &msg).await?;
+                return Ok(None);
             }
-            KillPlan::Translate(k) => k,
+            KillPlan::Translate(k) => (k, None),
+            KillPlan::Lead(k, end) => (k, Some(end)),
         };
+        if let Err(payload) = self.translate(&kill).await {
+            self.client.send_packet(1, &payload).await?;
+            return Ok(None);
+        }
+        let Some(end) = lead else {
+            let status = mysql_common::constants::StatusFlags::SERVER_STATUS_AUTOCOMMIT;
+            let payload = wire::ok_payload(0, 0, 0, status, 0);
+            self.client.send_packet(1, &payload).await?;
+            return Ok(None);
+        };
+        let mut rest = b"DO 0".to_vec();
+        rest.extend_from_slice(&sql[end..]);
+        Ok(Some(rest))
+    }
+
+    /// Kill the backend threads `kill` names; the ERR payload to answer
+    /// with when none could be killed.
+    async fn translate(&mut self, kill: &Kill) -> Result<(), Vec<u8>> {
         let victims = match &kill.target {
             Target::Connection(id) => match self.shared.sessions.threads(*id) {
                 Some(threads) => vec![(*id, threads)],
                 None => {
                     let msg = format!("Unknown thread id: {id}");
-                    return self.reply_err(codes::ER_NO_SUCH_THREAD, &msg).await;
+                    return Err(codes::ER_NO_SUCH_THREAD.payload(&msg));
                 }
             },
             Target::Users(names) => names
@@ -182,15 +246,10 @@ impl Session {
                 }
             }
         }
-        let payload = match first_err {
-            Some(e) if !done => wire::err_payload(e.code, &e.state, &e.message),
-            _ => {
-                let status = mysql_common::constants::StatusFlags::SERVER_STATUS_AUTOCOMMIT;
-                wire::ok_payload(0, 0, 0, status, 0)
-            }
-        };
-        self.client.send_packet(1, &payload).await?;
-        Ok(())
+        match first_err {
+            Some(e) if !done => Err(wire::err_payload(e.code, &e.state, &e.message)),
+            _ => Ok(()),
+        }
     }
 
     /// `KILL [QUERY] <thread>` on this session's connection to `side`;
@@ -262,7 +321,8 @@ mod tests {
     #[test]
     fn refuses_what_cannot_be_translated() {
         for sql in [
-            "KILL 5; SELECT 1",
+            "KILL 5; KILL 6; SELECT 1",
+            "KILL ID 5; SELECT 1",
             "SELECT 1; KILL 5",
             "SELECT 1; /* c */ kill query 5",
             "KILL QUERY ID 9",
@@ -278,6 +338,26 @@ mod tests {
         ] {
             assert!(refused(sql), "{sql}");
         }
+    }
+
+    #[test]
+    fn a_multi_statement_led_by_its_only_kill_is_translated_then_run() {
+        let lead = |sql: &str, query_only: bool, id: u32, end: usize| {
+            assert_eq!(
+                p(sql),
+                Some(KillPlan::Lead(
+                    Kill {
+                        query_only,
+                        target: Target::Connection(id),
+                    },
+                    end
+                )),
+                "{sql}"
+            );
+        };
+        lead("KILL 5; SELECT 1", false, 5, 6);
+        lead("/* c */ kill 12 ;select sleep(0.05)", false, 12, 16);
+        lead("KILL QUERY 7;DO 1", true, 7, 12);
     }
 
     #[test]

@@ -264,9 +264,28 @@ impl Session {
     /// everything else is classified and run under the pattern.
     async fn on_query(&mut self, payload: &[u8], sql: &[u8]) -> Result<(), SessionError> {
         let c = classify::classify(sql);
-        if let Some(plan) = kill::plan(sql, &c, &self.login.user) {
-            return self.kill(plan).await;
+        let Some(plan) = kill::plan(sql, &c, &self.login.user) else {
+            return self.run_query(payload, c).await;
+        };
+        let Some(rest) = self.kill(sql, plan).await? else {
+            return Ok(());
+        };
+        // The leading KILL was the only one: the rest names no thread (and
+        // is never relayed if it somehow did).
+        let c = classify::classify(&rest);
+        if c.kills > 0 {
+            let plan = kill::KillPlan::Refuse("a second KILL in a multi-statement");
+            return self.kill(&rest, plan).await.map(drop);
         }
+        self.run_query(&crate::command::query(&rest), c).await
+    }
+
+    /// Run a classified COM_QUERY under the pattern.
+    async fn run_query(
+        &mut self,
+        payload: &[u8],
+        c: classify::Classified,
+    ) -> Result<(), SessionError> {
         let remember = match (c.use_db, c.class) {
             (Some(db), _) => exec::Remember::Database(db),
             (None, Class::SessionState) => exec::Remember::Statement,
