@@ -85,7 +85,8 @@ pub fn evidence(data_dir: &Path, fresh: State) -> Option<String> {
     let mut found = Vec::new();
     if let Ok(bytes) = fs::read(data_dir.join(RECORD)) {
         if let Ok(r) = serde_json::from_slice::<Record>(&bytes) {
-            if r.state.pattern() != fresh.pattern() {
+            // `initial` is itself a fresh install: nothing happened yet.
+            if r.state != State::Initial && r.state.pattern() != fresh.pattern() {
                 found.push(format!(
                     "{RECORD}: the last saved state was {} ({})",
                     r.state, r.state_file
@@ -121,6 +122,12 @@ mod tests {
         let file = Arc::new(FileStateStore::new(dir.path().join("state.json")));
         let store = Trailed::new(file, &dir.path().join("data"));
         assert_eq!(evidence(&dir.path().join("data"), State::Initial), None);
+        store.save(&PersistedState::fresh(State::Initial)).unwrap();
+        assert_eq!(
+            evidence(&dir.path().join("data"), State::DstFirst),
+            None,
+            "a recorded fresh install is no history"
+        );
         store.save(&PersistedState::fresh(State::SrcOnly)).unwrap();
         assert_eq!(
             evidence(&dir.path().join("data"), State::Initial),
