@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the per-statement hot path: classification, routing,
 //! packet framing, the response relay state machine, the prepared-statement
-//! EXECUTE rewrite and buffered packet I/O over a loopback TCP pair.
+//! EXECUTE rewrite and buffered packet I/O over a loopback TCP pair, plaintext
+//! and TLS.
 //! `cargo bench --bench hot_path` (criterion, no plots).
 //!
 //! These are not tests: nothing here asserts timings.
@@ -221,23 +222,85 @@ fn bench_execute(c: &mut Criterion) {
     });
 }
 
-/// `PacketIo` over a loopback TCP pair: what the relay pays per packet for
-/// buffering, framing and the stream's read/write calls (syscalls included).
+/// A connected loopback TCP pair as two `PacketIo`s; with `tls`, upgraded
+/// the way cutover upgrades (its rustls client config for `verify_identity`
+/// and its `[tls]` acceptor, an ECDSA P-256 certificate made here).
+fn packet_io_pair(rt: &tokio::runtime::Runtime, tls: bool) -> (wire::PacketIo, wire::PacketIo) {
+    rt.block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (c, s) = tokio::join!(tokio::net::TcpStream::connect(addr), l.accept());
+        let (mut a, mut b) = (
+            wire::PacketIo::new(c.unwrap()),
+            wire::PacketIo::new(s.unwrap().0),
+        );
+        if tls {
+            let (client, acceptor) = tls_configs();
+            let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+            let connector = tokio_rustls::TlsConnector::from(client);
+            let (x, y) = tokio::join!(
+                a.upgrade(|st| connector.connect(name, st)),
+                b.upgrade(|st| acceptor.accept(st))
+            );
+            x.unwrap();
+            y.unwrap();
+        }
+        (a, b)
+    })
+}
+
+fn tls_configs() -> (
+    std::sync::Arc<rustls::ClientConfig>,
+    std::sync::Arc<tokio_rustls::TlsAcceptor>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    let backend = cutover::tls::BackendTls::load(&cutover::tls::BackendTlsKeys {
+        ssl_mode: Some("verify_identity".into()),
+        ssl_ca: Some(c.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    let server = cutover::tls::server::ServerTls::load(&cutover::tls::server::ClientTlsConfig {
+        cert: Some(c),
+        key: Some(k),
+        require: false,
+    })
+    .unwrap()
+    .unwrap();
+    (backend.rustls.unwrap(), server.acceptor())
+}
+
+/// `PacketIo` over a loopback TCP pair, plaintext and TLS: what the relay
+/// pays per packet for buffering, framing, encryption and the stream's
+/// read/write calls (syscalls included).
 fn bench_packet_io(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let (mut a, mut b) = rt.block_on(async {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let (c, s) = tokio::join!(tokio::net::TcpStream::connect(addr), l.accept());
-        (
-            wire::PacketIo::new(c.unwrap()),
-            wire::PacketIo::new(s.unwrap().0),
-        )
-    });
-    let mut g = c.benchmark_group("packet_io");
+    for tls in [false, true] {
+        let (a, b) = packet_io_pair(&rt, tls);
+        let group = if tls { "packet_io_tls" } else { "packet_io" };
+        packet_io_group(c, &rt, group, a, b);
+    }
+}
+
+fn packet_io_group(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    group: &str,
+    mut a: wire::PacketIo,
+    mut b: wire::PacketIo,
+) {
+    let mut g = c.benchmark_group(group);
     let packets = result_set(100, true);
     g.throughput(Throughput::Elements(packets.len() as u64));
     g.bench_function("result_100_rows", |bench| {

@@ -21,7 +21,8 @@
 //!   COM_STMT_EXECUTE answers per backend connection, `PROGRESS` puts
 //!   progress packets inside a response, `STMT_BULK_OPERATIONS` needs
 //!   COM_STMT_BULK_EXECUTE: none of them is relayed faithfully yet;
-//! - no `CLIENT_SSL`, no `CLIENT_COMPRESS`.
+//! - no `CLIENT_COMPRESS`; `CLIENT_SSL` is cutover's own, added to the greeting
+//!   when `[tls]` is configured (`session::handshake`), never a backend's.
 
 use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 

@@ -118,6 +118,14 @@ pub const ER_CONNECT_TO_FOREIGN_DATA_SOURCE: ErrorCode = ErrorCode {
     code: 1429,
     sqlstate: "HY000",
 };
+/// 3159 `ER_SECURE_TRANSPORT_REQUIRED` ("Connections using insecure
+/// transport are prohibited while --require_secure_transport=ON"): a
+/// plaintext login while `[tls] require = true`, or for a `[[users]]`
+/// entry with `require_tls = true` (MySQL 8.0 Server Error Reference).
+pub const ER_SECURE_TRANSPORT_REQUIRED: ErrorCode = ErrorCode {
+    code: 3159,
+    sqlstate: "HY000",
+};
 
 #[cfg(test)]
 mod tests {

@@ -8,6 +8,8 @@ use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 
 use crate::pattern::Pattern;
+use crate::tls::server::ClientTlsConfig;
+use crate::tls::{BackendTls, BackendTlsKeys};
 
 mod users;
 pub use users::{AuthMode, UserConfig};
@@ -41,6 +43,8 @@ pub struct Config {
     /// `cutover serve --init-state` (not a file key): start as a fresh
     /// install even when `data_dir` shows an earlier migration.
     pub init_state: bool,
+    /// `[tls]`: TLS for applications connecting to cutover.
+    pub tls: ClientTlsConfig,
 }
 
 /// `[validation]`: the chunked validator, its throttle and the fixer.
@@ -68,6 +72,54 @@ pub struct ValidationConfig {
     pub incremental_overlap_ms: u64,
     /// At most this many events are recorded per run (the rest are only counted).
     pub max_events_per_run: usize,
+    /// The row/chunk hash computed inside both databases (docs/VALIDATION.md).
+    pub checksum: Checksum,
+    /// A differing chunk with more rows than this (on either side) is split
+    /// and re-checksummed before rows are fetched: the memory bound of a
+    /// drill-down and of one backfill copy.
+    pub drill_down_rows: u64,
+    /// Change capture on the authoritative side (re-verifies every changed key).
+    pub change_capture: ChangeCapture,
+    /// A key changed on the authoritative side is re-verified this long after
+    /// the change was read (lets the mirrored write land on the other side).
+    pub capture_settle_ms: u64,
+    /// Server id cutover registers with when it reads the binlog; must differ
+    /// from every server and replica of that replication topology.
+    pub capture_server_id: u32,
+    /// The re-verification queue holds at most this many keys; beyond it the
+    /// binlog reader waits (back-pressure: nothing is dropped, lag grows).
+    pub capture_queue_max_keys: usize,
+}
+
+/// `[validation] checksum`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Checksum {
+    /// Per row CRC32 and CRC32C of the row's bytes (two independent 32-bit
+    /// CRCs), summed per chunk with the row count. Default.
+    #[default]
+    Crc32,
+    /// Per row MD5 (128 bits), XOR-folded per chunk: slower, for paranoid runs.
+    Md5,
+}
+
+impl Checksum {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Checksum::Crc32 => "crc32",
+            Checksum::Md5 => "md5",
+        }
+    }
+}
+
+/// `[validation] change_capture`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChangeCapture {
+    /// No capture (full and incremental runs only). Default.
+    #[default]
+    Off,
+    /// Read the authoritative side's binlog (ROW format) and re-verify every
+    /// primary key it changes.
+    Binlog,
 }
 
 impl Default for ValidationConfig {
@@ -77,13 +129,19 @@ impl Default for ValidationConfig {
             utime_column: "utime".into(),
             chunk_target_ms: 500,
             chunk_min_rows: 100,
-            chunk_max_rows: 20_000,
+            chunk_max_rows: 2_000_000,
             max_rows_per_second: 0,
             latency_backoff_factor: 3.0,
             auto_fix: false,
             recheck_delay_ms: 200,
             incremental_overlap_ms: 2_000,
             max_events_per_run: 100_000,
+            checksum: Checksum::Crc32,
+            drill_down_rows: 10_000,
+            change_capture: ChangeCapture::Off,
+            capture_settle_ms: 500,
+            capture_server_id: 1_129_665_584,
+            capture_queue_max_keys: 1_000_000,
         }
     }
 }
@@ -147,6 +205,8 @@ pub struct BackendConfig {
     pub user: String,
     pub password: String,
     pub database: Option<String>,
+    /// `ssl_mode`, `ssl_ca`, `ssl_cert`, `ssl_key`, `server_public_key`.
+    pub tls: BackendTls,
 }
 
 impl BackendConfig {
@@ -186,6 +246,7 @@ impl BackendConfig {
             user,
             password,
             database,
+            tls: BackendTls::default(),
         })
     }
 
@@ -259,6 +320,15 @@ struct RawConfig {
     deterministic_mirroring: Option<bool>,
     data_dir: Option<PathBuf>,
     validation: Option<RawValidation>,
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    require: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -275,6 +345,12 @@ struct RawValidation {
     recheck_delay_ms: Option<u64>,
     incremental_overlap_ms: Option<u64>,
     max_events_per_run: Option<usize>,
+    checksum: Option<String>,
+    drill_down_rows: Option<u64>,
+    change_capture: Option<String>,
+    capture_settle_ms: Option<u64>,
+    capture_server_id: Option<u32>,
+    capture_queue_max_keys: Option<usize>,
 }
 
 impl RawValidation {
@@ -296,7 +372,50 @@ impl RawValidation {
                 .incremental_overlap_ms
                 .unwrap_or(d.incremental_overlap_ms),
             max_events_per_run: self.max_events_per_run.unwrap_or(d.max_events_per_run),
+            checksum: match self.checksum.as_deref() {
+                None => d.checksum,
+                Some("crc32") => Checksum::Crc32,
+                Some("md5") => Checksum::Md5,
+                Some(other) => {
+                    return Err(key_err(
+                        "validation.checksum",
+                        format!("unknown `{other}` (crc32, md5)"),
+                    ))
+                }
+            },
+            drill_down_rows: self.drill_down_rows.unwrap_or(d.drill_down_rows),
+            change_capture: match self.change_capture.as_deref() {
+                None => d.change_capture,
+                Some("off") => ChangeCapture::Off,
+                Some("binlog") => ChangeCapture::Binlog,
+                Some(other) => {
+                    return Err(key_err(
+                        "validation.change_capture",
+                        format!("unknown `{other}` (off, binlog)"),
+                    ))
+                }
+            },
+            capture_settle_ms: self.capture_settle_ms.unwrap_or(d.capture_settle_ms),
+            capture_server_id: self.capture_server_id.unwrap_or(d.capture_server_id),
+            capture_queue_max_keys: self
+                .capture_queue_max_keys
+                .unwrap_or(d.capture_queue_max_keys),
         };
+        if v.drill_down_rows < 10 {
+            return Err(key_err("validation.drill_down_rows", "must be at least 10"));
+        }
+        if v.capture_server_id == 0 {
+            return Err(key_err(
+                "validation.capture_server_id",
+                "must be 1 ..= 4294967295 (0 is refused by the binlog protocol)",
+            ));
+        }
+        if v.capture_queue_max_keys < 1000 {
+            return Err(key_err(
+                "validation.capture_queue_max_keys",
+                "must be at least 1000",
+            ));
+        }
         for (i, t) in v.tables.iter().enumerate() {
             if t.is_empty() || t.contains('`') || t.contains('.') {
                 return Err(key_err(
@@ -337,6 +456,49 @@ impl RawValidation {
 #[serde(deny_unknown_fields)]
 struct RawBackend {
     url: Option<String>,
+    ssl_mode: Option<String>,
+    ssl_ca: Option<PathBuf>,
+    ssl_cert: Option<PathBuf>,
+    ssl_key: Option<PathBuf>,
+    server_public_key: Option<PathBuf>,
+}
+
+impl RawBackend {
+    fn tls_keys(&self) -> BackendTlsKeys {
+        BackendTlsKeys {
+            ssl_mode: self.ssl_mode.clone(),
+            ssl_ca: self.ssl_ca.clone(),
+            ssl_cert: self.ssl_cert.clone(),
+            ssl_key: self.ssl_key.clone(),
+            server_public_key: self.server_public_key.clone(),
+        }
+    }
+}
+
+/// Load a backend's TLS files; errors name `side.key`.
+fn backend_tls(side: &str, raw: Option<&RawBackend>) -> Result<BackendTls, ConfigError> {
+    let keys = raw.map(RawBackend::tls_keys).unwrap_or_default();
+    BackendTls::load(&keys).map_err(|e| key_err(&format!("{side}.{}", e.key), e.message))
+}
+
+/// `[tls]`: both files or neither; `require` needs them; they must load.
+fn client_tls(raw: Option<RawTls>) -> Result<ClientTlsConfig, ConfigError> {
+    let raw = raw.unwrap_or_default();
+    let cfg = ClientTlsConfig {
+        cert: raw.cert,
+        key: raw.key,
+        require: raw.require.unwrap_or(false),
+    };
+    match (&cfg.cert, &cfg.key) {
+        (Some(_), None) => return Err(key_err("tls.key", "missing (tls.cert is set)")),
+        (None, Some(_)) => return Err(key_err("tls.cert", "missing (tls.key is set)")),
+        (None, None) if cfg.require => {
+            return Err(key_err("tls.require", "needs tls.cert and tls.key"))
+        }
+        _ => {}
+    }
+    crate::tls::server::ServerTls::load(&cfg).map_err(|m| key_err("tls.cert", m))?;
+    Ok(cfg)
 }
 
 impl Config {
@@ -385,6 +547,8 @@ impl Config {
 
     fn parse_raw(raw: RawConfig, overrides: &Overrides) -> Result<Config, ConfigError> {
         let defaults = Limits::default();
+        let source_tls = backend_tls("source", raw.source.as_ref())?;
+        let destination_tls = backend_tls("destination", raw.destination.as_ref())?;
         let source_url = overrides
             .source
             .clone()
@@ -395,9 +559,12 @@ impl Config {
             .clone()
             .or_else(|| raw.destination.and_then(|s| s.url))
             .ok_or_else(|| key_err("destination.url", "missing"))?;
-        let source = BackendConfig::from_url(&source_url).map_err(|m| key_err("source.url", m))?;
-        let destination =
+        let mut source =
+            BackendConfig::from_url(&source_url).map_err(|m| key_err("source.url", m))?;
+        let mut destination =
             BackendConfig::from_url(&destination_url).map_err(|m| key_err("destination.url", m))?;
+        source.tls = source_tls;
+        destination.tls = destination_tls;
         let initial_pattern = match raw.initial_pattern {
             Some(p) => p.parse().map_err(|e: crate::pattern::UnknownPattern| {
                 key_err("initial_pattern", e.to_string())
@@ -460,6 +627,14 @@ impl Config {
             ));
         }
         let validation = raw.validation.unwrap_or_default().into_config()?;
+        let tls = client_tls(raw.tls)?;
+        if let Some(i) = users
+            .iter()
+            .position(|u| u.require_tls && tls.cert.is_none())
+        {
+            let why = "needs [tls] cert and key (without them no client can use TLS)";
+            return Err(key_err(&format!("users[{i}].require_tls"), why));
+        }
         let state_file = raw
             .state_file
             .unwrap_or_else(|| PathBuf::from("./cutover-state.json"));
@@ -491,6 +666,7 @@ impl Config {
             data_dir,
             validation,
             init_state: false,
+            tls,
         };
         check_addr("listen", &cfg.listen)?;
         check_addr("admin_listen", &cfg.admin_listen)?;
@@ -507,12 +683,17 @@ impl Config {
             check_addr("admin_listen", l)?;
             self.admin_listen = l.clone();
         }
+        // A URL override keeps the file's TLS settings for that side.
         if let Some(u) = &o.source {
+            let tls = std::mem::take(&mut self.source.tls);
             self.source = BackendConfig::from_url(u).map_err(|m| key_err("source.url", m))?;
+            self.source.tls = tls;
         }
         if let Some(u) = &o.destination {
+            let tls = std::mem::take(&mut self.destination.tls);
             self.destination =
                 BackendConfig::from_url(u).map_err(|m| key_err("destination.url", m))?;
+            self.destination.tls = tls;
         }
         if let Some(t) = o.admin_token.as_ref().filter(|t| !t.is_empty()) {
             self.admin_token = Some(t.clone());
@@ -629,7 +810,9 @@ mod tests {
             "data_dir = '/d'\n{BASE}\n[validation]\ntables = ['a', 'b']\nutime_column = 'mtime'\n\
              chunk_target_ms = 100\nchunk_min_rows = 10\nchunk_max_rows = 50\nmax_rows_per_second = 7\n\
              latency_backoff_factor = 2.5\nauto_fix = true\nrecheck_delay_ms = 0\n\
-             incremental_overlap_ms = 10\nmax_events_per_run = 3\n"
+             incremental_overlap_ms = 10\nmax_events_per_run = 3\nchecksum = 'md5'\n\
+             drill_down_rows = 500\nchange_capture = 'binlog'\ncapture_settle_ms = 50\n\
+             capture_server_id = 77\ncapture_queue_max_keys = 5000\n"
         ))
         .unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/d"));
@@ -651,6 +834,17 @@ mod tests {
             ),
             (0, 10, 3)
         );
+        assert_eq!(v.checksum, Checksum::Md5);
+        assert_eq!(v.change_capture, ChangeCapture::Binlog);
+        assert_eq!(
+            (
+                v.drill_down_rows,
+                v.capture_settle_ms,
+                v.capture_server_id,
+                v.capture_queue_max_keys
+            ),
+            (500, 50, 77, 5000)
+        );
     }
 
     #[test]
@@ -668,6 +862,14 @@ mod tests {
                 "validation.latency_backoff_factor",
             ),
             ("utime_column = ''", "validation.utime_column"),
+            ("checksum = 'sha1'", "validation.checksum"),
+            ("change_capture = 'cdc'", "validation.change_capture"),
+            ("drill_down_rows = 1", "validation.drill_down_rows"),
+            ("capture_server_id = 0", "validation.capture_server_id"),
+            (
+                "capture_queue_max_keys = 1",
+                "validation.capture_queue_max_keys",
+            ),
         ] {
             let e = Config::parse(&format!("{BASE}\n[validation]\n{extra}\n")).unwrap_err();
             assert!(e.to_string().contains(key), "{extra}: {e}");

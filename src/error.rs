@@ -27,6 +27,19 @@ pub enum BackendError {
     /// The backend sent something we could not understand.
     #[error("protocol error from {side} backend: {reason}")]
     Protocol { side: Side, reason: String },
+    /// TLS to the backend failed or was refused (`reason` names the
+    /// ssl_mode and, for a verification failure, the trusted CA).
+    #[error("TLS to {side} backend failed: {reason}")]
+    Tls { side: Side, reason: String },
+    /// The backend asks for an authentication plugin cutover cannot
+    /// answer, or answers it in a way cutover cannot follow.
+    #[error("cannot log in to {side} backend as `{user}` with auth plugin {plugin}: {reason}")]
+    Auth {
+        side: Side,
+        user: String,
+        plugin: String,
+        reason: String,
+    },
     /// Back-off after recent failures: not even tried.
     #[error("{side} backend is backing off after failures ({reason})")]
     BackingOff { side: Side, reason: String },
@@ -40,6 +53,8 @@ impl BackendError {
             | BackendError::Server { side, .. }
             | BackendError::Io { side, .. }
             | BackendError::Protocol { side, .. }
+            | BackendError::Tls { side, .. }
+            | BackendError::Auth { side, .. }
             | BackendError::BackingOff { side, .. } => *side,
         }
     }
@@ -56,7 +71,10 @@ impl BackendError {
             BackendError::Server { err, .. } => {
                 wire::err_payload(err.code, &err.state, &err.message)
             }
-            BackendError::Connect { .. } | BackendError::BackingOff { .. } => {
+            BackendError::Connect { .. }
+            | BackendError::BackingOff { .. }
+            | BackendError::Tls { .. }
+            | BackendError::Auth { .. } => {
                 ER_CONNECT_TO_FOREIGN_DATA_SOURCE.payload(&format!("cutover: {self}"))
             }
             BackendError::Io { .. } | BackendError::Protocol { .. } => {
@@ -105,6 +123,10 @@ pub enum SessionError {
     /// Wrong user or password (the user name; ER_ACCESS_DENIED_ERROR sent).
     #[error("authentication failed for user '{0}'")]
     AccessDenied(String),
+    /// A plaintext login refused by the TLS policy (the user, if known;
+    /// ER_SECURE_TRANSPORT_REQUIRED sent).
+    #[error("plaintext login refused: TLS is required (user '{0}')")]
+    InsecureTransport(String),
     /// The authoritative backend failed in a way that ends the session.
     #[error(transparent)]
     Backend(#[from] BackendError),

@@ -9,6 +9,7 @@
 //!
 //! `ctl` is the operator's terminal client of the admin API (HTTP only).
 
+pub mod auth;
 pub mod backend;
 pub mod build_info;
 pub mod capabilities;
@@ -20,11 +21,11 @@ pub mod control;
 pub mod ctl;
 pub mod determinism;
 pub mod error;
+pub mod greeting;
 mod lexer;
 pub mod listener;
 pub mod logging;
 pub mod metric_catalog;
-pub mod native_password;
 pub mod pattern;
 pub mod response;
 pub mod route;
@@ -33,5 +34,6 @@ pub mod shared;
 pub mod stats;
 #[cfg(test)]
 mod testing;
+pub mod tls;
 pub mod validate;
 pub mod wire;

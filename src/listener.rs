@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::pattern::{PatternHandle, Side};
 use crate::shared::Shared;
 use crate::stats::DataPathStats;
+use crate::tls::server::ServerTls;
 use crate::wire;
 
 /// A bound, not yet running MySQL-protocol listener: the data path's entry.
@@ -41,9 +42,15 @@ impl Listener {
         pattern: PatternHandle,
         stats: Arc<DataPathStats>,
     ) -> std::io::Result<Listener> {
+        let tls = ServerTls::load(&config.tls)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         let listener = TcpListener::bind(&config.listen).await?;
-        let shared = Arc::new(Shared::new(config, pattern, stats));
-        Ok(Listener { listener, shared })
+        let mut shared = Shared::new(config, pattern, stats);
+        shared.tls = tls.map(Arc::new);
+        Ok(Listener {
+            listener,
+            shared: Arc::new(shared),
+        })
     }
 
     /// The address actually bound (the chosen port when `listen` used port 0).
@@ -69,15 +76,14 @@ impl Listener {
                     info!(%side, version = %greeting.version, latency_ms = latency.as_millis() as u64, "backend reachable");
                     self.shared.learn_greeting(side, &greeting);
                 }
-                Err(e) => warn!(%side, "backend not reachable at start-up: {e}"),
+                Err(e) => warn!("{side} not reachable at start-up (clients will get errors while it is needed): {e}"),
             }
         }
     }
 
-    /// [`Self::probe_backends`] (the name callers used before both sides
-    /// were probed).
-    pub async fn probe_source(&self) {
-        self.probe_backends().await
+    /// `[tls]`'s acceptor, for reloading the certificate on SIGHUP.
+    pub fn tls(&self) -> Option<Arc<ServerTls>> {
+        self.shared.tls.clone()
     }
 
     /// Accept clients until `shutdown` is cancelled, then let sessions finish

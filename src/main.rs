@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use cutover::config::{Config, Overrides};
-use cutover::control::ControlPlane;
+use cutover::control::{ControlPlane, ValidationService};
 use cutover::listener::Listener;
 use cutover::pattern::PatternHandle;
 use cutover::stats::DataPathStats;
@@ -147,7 +147,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let pattern = PatternHandle::new(initial);
     let validator = cutover::validate::Validator::new(cfg.clone(), pattern.clone())
         .context("cannot open the validation event store (data_dir)")?;
-    let control = control.with_validation(Arc::new(validator));
+    let validator = Arc::new(validator);
+    if cfg.validation.change_capture == cutover::config::ChangeCapture::Binlog {
+        // Before the proxy accepts clients: every change from here on is seen.
+        validator
+            .start_change_capture()
+            .await
+            .context("[validation] change_capture = \"binlog\"")?;
+    }
+    let control = control.with_validation(Arc::clone(&validator) as Arc<dyn ValidationService>);
     let stats = DataPathStats::new();
     let listener = Listener::bind(cfg.clone(), pattern.clone(), stats.clone())
         .await
@@ -156,6 +164,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (admin_listen)", cfg.admin_listen))?;
     listener.probe_backends().await;
+    tokio::spawn(cutover::tls::server::reload_on_sighup(listener.tls()));
     tracing::info!(pattern = %pattern.load(), state = ?control.state(), admin = %cfg.admin_listen, "cutover started");
 
     let shutdown = CancellationToken::new();
@@ -172,6 +181,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         signal.cancel();
     });
     listener.run(shutdown).await;
+    validator.shutdown().await; // saves the capture checkpoint
     match admin_task.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!("admin API stopped with an error: {e}"),

@@ -15,13 +15,13 @@ use arc_swap::ArcSwap;
 use mysql_common::constants::MariadbCapabilities;
 
 use crate::backend::Greeting;
-use crate::capabilities;
 use crate::config::{BackendConfig, Config};
 use crate::pattern::{PatternHandle, Side};
 use crate::session::handshake::{offered_capabilities, ServerIdentity};
 use crate::session::passthrough::Directory;
 use crate::session::throttle::LoginThrottle;
 use crate::stats::DataPathStats;
+use crate::tls::server::ServerTls;
 
 /// State shared by the listener and every client session (one per process).
 pub struct Shared {
@@ -34,6 +34,8 @@ pub struct Shared {
     identity: ArcSwap<ServerIdentity>,
     /// The last greeting of each backend (index = [`Side::index`]).
     greetings: Mutex<[Option<Greeting>; 2]>,
+    /// `[tls]`: the acceptor for clients' SSLRequests, if configured.
+    pub tls: Option<Arc<ServerTls>>,
     /// Connect back-off per side (index = [`Side::index`]).
     pub backoff: [ConnectBackoff; 2],
     /// Client connection id → its user and backend thread ids (for KILL).
@@ -58,6 +60,7 @@ impl Shared {
                 collation: 45,
             }),
             greetings: Mutex::new([None, None]),
+            tls: None,
             backoff: [ConnectBackoff::default(), ConnectBackoff::default()],
             sessions: SessionRegistry::default(),
             throttle: LoginThrottle::new(&config.limits),
@@ -97,11 +100,12 @@ impl Shared {
         self.identity.load_full()
     }
 
-    /// Remember `side`'s greeting. Clients are shown the authoritative
-    /// backend's version string and collation (the source's until the
-    /// authoritative one is known) and offered what the relay keeps faithful
-    /// on both backends ([`capabilities::offer`]): relayed packets are in the
-    /// backend's wire format, so client and backends must agree.
+    /// Remember `side`'s greeting and recompute what client greetings
+    /// announce ([`crate::greeting::for_clients`]): the authoritative
+    /// backend's version string (the source's until the authoritative one is
+    /// known), what the relay keeps faithful on both backends
+    /// ([`capabilities::offer`]: relayed packets are in the backend's wire
+    /// format, so client and backends must agree), a collation both know.
     pub fn learn_greeting(&self, side: Side, g: &Greeting) {
         let mut known = self.greetings.lock().unwrap_or_else(|e| e.into_inner());
         if known[side.index()].as_ref() == Some(g) {
@@ -109,17 +113,20 @@ impl Shared {
         }
         known[side.index()] = Some(g.clone());
         let primary = self.pattern.load().primary();
-        let shown = [primary, Side::Source, Side::Destination]
-            .into_iter()
-            .find_map(|s| known[s.index()].as_ref())
-            .unwrap_or(g);
-        let (capabilities, mariadb) = capabilities::offer([known[0].as_ref(), known[1].as_ref()]);
-        self.identity.store(Arc::new(ServerIdentity {
-            version: shown.version.clone(),
-            capabilities,
-            mariadb,
-            collation: shown.collation,
-        }));
+        let (first, other) = (&known[primary.index()], &known[primary.other().index()]);
+        let Some(auth) = first.as_ref().or(other.as_ref()) else {
+            return;
+        };
+        let rest = first.as_ref().and(other.as_ref());
+        let next = crate::greeting::for_clients(auth, rest);
+        let current = self.identity.load();
+        if current.version != next.version
+            || current.capabilities != next.capabilities
+            || current.mariadb != next.mariadb
+            || current.collation != next.collation
+        {
+            self.identity.store(Arc::new(next));
+        }
     }
 
     /// `connect_timeout_ms` as a duration (backend TCP connect + login).

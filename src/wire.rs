@@ -65,6 +65,12 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Make closing this transport reset the connection (TCP RST through
     /// `SO_LINGER` 0) instead of a graceful close, where the transport can.
     fn set_reset_on_close(&self) {}
+
+    /// Whether the bytes are encrypted (a TLS stream): decides whether a
+    /// password may be sent or accepted in cleartext.
+    fn is_secure(&self) -> bool {
+        false
+    }
 }
 
 impl Transport for TcpStream {
@@ -88,6 +94,7 @@ impl Transport for DuplexStream {}
 pub struct PacketIo {
     stream: Box<dyn Transport>,
     peer: Option<SocketAddr>,
+    secure: bool,
     rbuf: BytesMut,
     wbuf: Vec<u8>,
 }
@@ -98,6 +105,7 @@ impl PacketIo {
         stream.set_nodelay();
         PacketIo {
             peer: stream.peer_addr(),
+            secure: stream.is_secure(),
             stream: Box::new(stream),
             rbuf: BytesMut::with_capacity(16 * 1024),
             wbuf: Vec::with_capacity(16 * 1024),
@@ -107,6 +115,49 @@ impl PacketIo {
     /// The peer's address, if the transport has one.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer
+    }
+
+    /// Whether the connection is encrypted (TLS).
+    pub fn is_secure(&self) -> bool {
+        self.secure
+    }
+
+    /// Bytes read from the transport and not yet consumed as packets.
+    pub fn read_buffered(&self) -> usize {
+        self.rbuf.len()
+    }
+
+    /// Replace the transport by what `wrap` makes of it (a TLS handshake
+    /// over it): the SSLRequest upgrade of either side. Bytes already read
+    /// past the last packet (a client's ClientHello sent right behind its
+    /// SSLRequest) are handed to `wrap` ahead of the stream. A TLS client
+    /// must first check [`Self::read_buffered`] is 0: a server sends nothing
+    /// after an SSLRequest, so bytes there are plaintext injected before the
+    /// handshake.
+    ///
+    /// # Errors
+    /// `wrap`'s error (the connection is unusable afterwards).
+    pub async fn upgrade<F, Fut, T>(&mut self, wrap: F) -> std::io::Result<()>
+    where
+        F: FnOnce(Box<dyn Transport>) -> Fut,
+        Fut: std::future::Future<Output = std::io::Result<T>>,
+        T: Transport,
+    {
+        self.flush().await?;
+        let (closed, _) = tokio::io::duplex(1);
+        let plain = std::mem::replace(&mut self.stream, Box::new(closed));
+        let plain: Box<dyn Transport> = if self.rbuf.is_empty() {
+            plain
+        } else {
+            Box::new(Rewind {
+                prefix: self.rbuf.split(),
+                inner: plain,
+            })
+        };
+        let secured = wrap(plain).await?;
+        self.secure = secured.is_secure();
+        self.stream = Box::new(secured);
+        Ok(())
     }
 
     /// Read one physical packet. `Ok(None)` on a clean EOF before any byte.
@@ -322,6 +373,70 @@ pub enum Readable {
     Data,
     /// The peer closed its side (EOF).
     Closed,
+}
+
+/// A transport whose first bytes were already read: they are read again
+/// before the stream's (see [`PacketIo::upgrade`]).
+struct Rewind {
+    prefix: BytesMut,
+    inner: Box<dyn Transport>,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix.split_to(n));
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl Transport for Rewind {
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        self.inner.peer_addr()
+    }
+
+    fn set_nodelay(&self) {
+        self.inner.set_nodelay();
+    }
+
+    fn set_reset_on_close(&self) {
+        self.inner.set_reset_on_close();
+    }
+
+    fn is_secure(&self) -> bool {
+        self.inner.is_secure()
+    }
 }
 
 /// Why [`PacketIo::read_packet`] returned no packet.

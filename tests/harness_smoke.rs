@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Instant;
 
-use support::{MariaDb, Pair};
+use support::{binlog_flags, MariaDb, Pair};
 
 #[tokio::test]
 async fn pair_is_independent_and_survives_kill_restart() {
@@ -75,6 +75,39 @@ async fn errors_carry_the_sql_and_drop_reaps() {
         "mariadbd {pid} still exists"
     );
     assert!(!dir.exists(), "tempdir not removed");
+}
+
+#[tokio::test]
+async fn extra_server_flags_apply_and_survive_restart() {
+    let mut flags = binlog_flags(42);
+    flags.push("--default-time-zone=+02:00".into());
+    let mut db = MariaDb::start_with("flags", &flags).await;
+    let check = |db: &MariaDb| {
+        let conn = db.opts(None);
+        async move {
+            let mut c = mysql_async::Conn::new(conn).await.unwrap();
+            use mysql_async::prelude::*;
+            let row: (i64, String, u32, String) = c
+                .query_first("SELECT @@log_bin, @@binlog_format, @@server_id, @@time_zone")
+                .await
+                .unwrap()
+                .unwrap();
+            let _ = c.disconnect().await;
+            row
+        }
+    };
+    let want = (1, "ROW".to_string(), 42, "+02:00".to_string());
+    assert_eq!(check(&db).await, want);
+    db.restart().await;
+    assert_eq!(check(&db).await, want, "flags are kept across restart");
+    // Default flags stay when nothing overrides them.
+    let plain = MariaDb::start("plain").await;
+    let (log_bin,): (i64,) = {
+        use mysql_async::prelude::*;
+        let mut c = plain.conn().await;
+        c.query_first("SELECT @@log_bin").await.unwrap().unwrap()
+    };
+    assert_eq!(log_bin, 0);
 }
 
 /// deploy/cutover.example.toml documents every key: it must stay loadable.

@@ -213,6 +213,7 @@ fn rss_hwm_kb(pid: u32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+#[allow(clippy::zombie_processes)] // the caller waits for (or kills and reaps) the child
 async fn spawn_binary(config: &str, dir: &std::path::Path) -> (std::process::Child, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -178,3 +178,44 @@ async fn passthrough_logs_in_accounts_created_at_run_time_as_themselves() {
     assert_eq!(current_user(&mut c).await, "late@%");
     proxy.stop().await;
 }
+
+/// A `[[users]]` login whose backend accounts use MariaDB's `ed25519`
+/// plugin (the password is known to cutover, so every plugin it answers
+/// works): the client logs in with mysql_native_password, cutover signs the
+/// backends' ed25519 challenges, and writes land on both sides as that
+/// account.
+#[tokio::test]
+async fn a_configured_users_backend_accounts_may_use_ed25519() {
+    let pair = Pair::start().await;
+    for db in [&pair.source, &pair.destination] {
+        db.exec(
+            "INSTALL SONAME 'auth_ed25519'; \
+             CREATE USER 'edu'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('ed_pw'); \
+             GRANT ALL ON shop.* TO 'edu'@'%'; \
+             CREATE TABLE shop.t (id INT PRIMARY KEY)",
+        )
+        .await;
+    }
+    let users = "[[users]]\nname = \"ed\"\npassword = \"client_pw\"\n\
+        source_user = \"edu\"\nsource_password = \"ed_pw\"\n\
+        destination_user = \"edu\"\ndestination_password = \"ed_pw\"\n";
+    let proxy = TestProxy::start_with(&pair, Pattern::SrcFirst, users).await;
+    let opts = proxy.opts().user(Some("ed")).pass(Some("client_pw"));
+    let mut c = mysql_async::Conn::new(opts).await.unwrap();
+    assert_eq!(current_user(&mut c).await, "edu@%");
+    c.query_drop("INSERT INTO t VALUES (7)").await.unwrap();
+    for db in [&pair.source, &pair.destination] {
+        let ids: Vec<i32> = db.query("SELECT id FROM t").await;
+        assert_eq!(ids, [7]);
+    }
+    let writers: Vec<String> = pair
+        .destination
+        .query("SELECT DISTINCT USER FROM information_schema.PROCESSLIST WHERE USER = 'edu'")
+        .await;
+    assert_eq!(
+        writers,
+        ["edu"],
+        "the mirror logged in as the ed25519 account"
+    );
+    proxy.stop().await;
+}

@@ -24,21 +24,22 @@ async fn fixer_repairs_while_a_writer_updates_the_same_rows_through_the_proxy() 
     app.query_drop("CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL, note VARCHAR(20))")
         .await
         .unwrap();
-    app.query_drop("INSERT INTO t SELECT seq, seq, 'seed' FROM seq_1_to_4000")
+    app.query_drop("INSERT INTO t SELECT seq, seq, 'seed' FROM seq_1_to_12000")
         .await
         .unwrap();
-    // Divergence on the destination only: 500 rows missing, 500 changed, 5 extra.
+    // Divergence on the destination only: 1500 rows missing, 1500 changed, 5 extra
+    // (enough that the fix lasts while the writer runs, also with the fast crc32 hash).
     pair.destination
         .exec(
             "DELETE FROM t WHERE id % 8 = 0;\n\
              UPDATE t SET v = -1, note = NULL WHERE id % 8 = 1;\n\
-             INSERT INTO t VALUES (5001, 1, 'x'), (5002, 1, 'x'), (5003, 1, 'x'), (5004, 1, 'x'), (5005, 1, 'x');",
+             INSERT INTO t VALUES (20001, 1, 'x'), (20002, 1, 'x'), (20003, 1, 'x'), (20004, 1, 'x'), (20005, 1, 'x');",
         )
         .await;
     let dir = tempfile::tempdir().unwrap();
     let v = validator(&pair, Pattern::SrcFirst, dir.path(), "recheck_delay_ms = 0");
     let report = v.run_full_to_completion(None, false).await.unwrap();
-    assert_eq!(report.totals.found(), 1005, "{report:?}");
+    assert_eq!(report.totals.found(), 3005, "{report:?}");
 
     // The writer hammers exactly the divergent rows with absolute values, in
     // autocommit statements and in two-row transactions.
@@ -49,7 +50,7 @@ async fn fixer_repairs_while_a_writer_updates_the_same_rows_through_the_proxy() 
         let mut c = proxy.conn().await;
         tokio::spawn(async move {
             // Newest first, so the writer and the fixer (oldest first) cross.
-            let ids: Vec<i32> = (1..=4000).rev().filter(|i| i % 8 <= 1).collect();
+            let ids: Vec<i32> = (1..=12000).rev().filter(|i| i % 8 <= 1).collect();
             let mut i = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 let id = ids[i % ids.len()];
@@ -87,7 +88,13 @@ async fn fixer_repairs_while_a_writer_updates_the_same_rows_through_the_proxy() 
             }
         })
     };
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    // The writer is running before the fix starts (a liveness bound, not a timing assertion).
+    for _ in 0..1000 {
+        if writes.load(Ordering::Relaxed) >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let before = writes.load(Ordering::Relaxed);
     let fixed = v.fix_open().await.unwrap();
     let during = writes.load(Ordering::Relaxed) - before;
@@ -100,7 +107,7 @@ async fn fixer_repairs_while_a_writer_updates_the_same_rows_through_the_proxy() 
         "writer ran before ({before}) and during ({during}) the fix"
     );
     assert_eq!(fixed.failed, 0, "{fixed:?}");
-    assert_eq!(fixed.fixed + fixed.obsolete, 1005, "{fixed:?}");
+    assert_eq!(fixed.fixed + fixed.obsolete, 3005, "{fixed:?}");
     assert!(v
         .inconsistencies(Some(EventStatus::Open), 10, None)
         .is_empty());

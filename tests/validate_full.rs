@@ -32,6 +32,15 @@ async fn seed(pair: &Pair) {
 
 #[tokio::test]
 async fn finds_every_kind_of_difference_then_fixes_them() {
+    every_kind_of_difference("checksum = \"crc32\"").await;
+}
+
+#[tokio::test]
+async fn finds_every_kind_of_difference_with_md5_too() {
+    every_kind_of_difference("checksum = \"md5\"").await;
+}
+
+async fn every_kind_of_difference(checksum: &str) {
     let pair = Pair::start().await;
     seed(&pair).await;
     // Divergence made directly on one side, bypassing any proxy.
@@ -64,7 +73,7 @@ async fn finds_every_kind_of_difference_then_fixes_them() {
         &pair,
         Pattern::SrcFirst,
         dir.path(),
-        "chunk_min_rows = 10\nchunk_max_rows = 300\nrecheck_delay_ms = 0",
+        &format!("chunk_min_rows = 10\nchunk_max_rows = 300\nrecheck_delay_ms = 0\n{checksum}"),
     );
     let report = v.run_full_to_completion(None, false).await.unwrap();
     assert_eq!(report.outcome, Outcome::Completed, "{report:?}");
@@ -114,7 +123,12 @@ async fn finds_every_kind_of_difference_then_fixes_them() {
 
     // The events survive a restart of the validator (durable file).
     drop(v);
-    let v = validator(&pair, Pattern::SrcFirst, dir.path(), "recheck_delay_ms = 0");
+    let v = validator(
+        &pair,
+        Pattern::SrcFirst,
+        dir.path(),
+        &format!("recheck_delay_ms = 0\n{checksum}"),
+    );
     assert_eq!(events(&v, EventStatus::Open), expected);
 
     let fixed = v.fix_open().await.unwrap();
@@ -227,4 +241,93 @@ async fn destination_authority_flips_direction() {
     assert_eq!(report.found, 5);
     let f = capped.fix_open().await.unwrap();
     assert_eq!(f.unrecorded_tables, vec!["t".to_string()], "{f:?}");
+}
+
+/// Two rows whose CRC32 collide: the bytes of one differ from the other's by
+/// the CRC-32 polynomial itself (x^32 + x^26 + … + 1, 33 bits, in the
+/// reflected bit order CRC-32 reads bytes in), which is a multiple of the
+/// polynomial wherever it sits in the row, so `CRC32(row)` — and the
+/// pt-table-checksum chunk checksum built on it — is identical on both
+/// sides. The second CRC (CRC32C) differs, so the chunk checksum differs and
+/// the drill-down finds the row.
+#[tokio::test]
+async fn rows_whose_crc32_collide_are_found() {
+    const POLY: [u8; 5] = [0x41, 0x06, 0x71, 0xDB, 0x01];
+    let pair = Pair::start().await;
+    let ddl = "CREATE TABLE k (id INT PRIMARY KEY, payload VARBINARY(32) NOT NULL, n INT);\n\
+               INSERT INTO k SELECT seq, UNHEX(MD5(seq)), seq FROM seq_1_to_5000;";
+    tokio::join!(pair.source.exec(ddl), pair.destination.exec(ddl));
+    // XOR the polynomial into five bytes in the middle of row 2500's payload.
+    let payload: Vec<String> = pair
+        .source
+        .query("SELECT HEX(payload) FROM k WHERE id = 2500")
+        .await;
+    let mut bytes: Vec<u8> = (0..payload[0].len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&payload[0][i..i + 2], 16).unwrap())
+        .collect();
+    for (b, p) in bytes[6..11].iter_mut().zip(POLY) {
+        *b ^= p;
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02X}")).collect();
+    pair.destination
+        .exec(&format!("UPDATE k SET payload = X'{hex}' WHERE id = 2500"))
+        .await;
+    // The precondition: the rows differ, and every CRC32-only checksum says they are equal.
+    let row = "SELECT HEX(payload), CRC32(CONCAT_WS('#', id, payload, n)), CRC32(payload), \
+               CRC32C(CONCAT_WS('#', id, payload, n)) FROM k WHERE id = 2500";
+    let a: Vec<(String, u32, u32, u32)> = pair.source.query(row).await;
+    let b: Vec<(String, u32, u32, u32)> = pair.destination.query(row).await;
+    assert_ne!(a[0].0, b[0].0, "the payloads differ");
+    assert_eq!(a[0].1, b[0].1, "CRC32 of the rows collides");
+    assert_eq!(a[0].2, b[0].2, "CRC32 of the payloads collides");
+    assert_ne!(a[0].3, b[0].3, "CRC32C does not");
+    let floor = "SELECT COUNT(*), BIT_XOR(CRC32(CONCAT_WS('#', id, payload, n, \
+                 CONCAT(ISNULL(id), ISNULL(payload), ISNULL(n))))) FROM k";
+    let fa: Vec<(i64, u64)> = pair.source.query(floor).await;
+    let fb: Vec<(i64, u64)> = pair.destination.query(floor).await;
+    assert_eq!(
+        fa, fb,
+        "a single-CRC32 table checksum misses the difference"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let v = validator(&pair, Pattern::SrcFirst, dir.path(), "recheck_delay_ms = 0");
+    let report = v.run_full_to_completion(None, false).await.unwrap();
+    assert_eq!(
+        events(&v, EventStatus::Open),
+        vec![ev("k", json!({"id": 2500}), Kind::Neq)],
+        "{report:?}"
+    );
+}
+
+/// Swapping one column's values between two rows of equal length leaves the
+/// XOR of every row's CRC unchanged (CRC is linear); the validator sums the
+/// 64-bit row hashes instead, so the chunk differs and both rows are found.
+#[tokio::test]
+async fn values_swapped_between_rows_are_found() {
+    let pair = Pair::start().await;
+    let ddl = "CREATE TABLE s (id INT PRIMARY KEY, email VARCHAR(40) NOT NULL);\n\
+               INSERT INTO s SELECT seq, CONCAT('user', seq, '@example.com') FROM seq_1_to_3000;";
+    tokio::join!(pair.source.exec(ddl), pair.destination.exec(ddl));
+    pair.destination
+        .exec(
+            "UPDATE s SET email = CASE id WHEN 1234 THEN 'user1235@example.com' \
+             ELSE 'user1234@example.com' END WHERE id IN (1234, 1235)",
+        )
+        .await;
+    let xor = "SELECT BIT_XOR(CRC32(CONCAT_WS('#', id, email))), BIT_XOR(CRC32C(CONCAT_WS('#', id, email))) FROM s";
+    let xa: Vec<(u64, u64)> = pair.source.query(xor).await;
+    let xb: Vec<(u64, u64)> = pair.destination.query(xor).await;
+    assert_eq!(xa, xb, "XOR-folded CRCs cancel the swap");
+    let dir = tempfile::tempdir().unwrap();
+    let v = validator(&pair, Pattern::SrcFirst, dir.path(), "recheck_delay_ms = 0");
+    v.run_full_to_completion(None, false).await.unwrap();
+    assert_eq!(
+        events(&v, EventStatus::Open),
+        sorted(vec![
+            ev("s", json!({"id": 1234}), Kind::Neq),
+            ev("s", json!({"id": 1235}), Kind::Neq),
+        ])
+    );
 }

@@ -88,6 +88,17 @@ async fn stopped_run_resumes_from_checkpoint() {
 
 #[tokio::test]
 async fn backfill_fills_an_empty_destination() {
+    backfill("recheck_delay_ms = 0").await;
+}
+
+/// Chunks of 20 000 rows, drill-down bound 500: the empty target ranges are
+/// split and copied in parts of at most 500 rows (integer key and composite key).
+#[tokio::test]
+async fn backfill_of_chunks_larger_than_the_drill_down_bound() {
+    backfill("recheck_delay_ms = 0\nchunk_min_rows = 20000\ndrill_down_rows = 500").await;
+}
+
+async fn backfill(validation: &str) {
     let pair = Pair::start().await;
     let schema = "CREATE TABLE orders (id BIGINT UNSIGNED PRIMARY KEY, customer VARCHAR(40), \
                     total DECIMAL(12,2), placed DATETIME(6), meta JSON, blobby BLOB, flag BIT(3));\n\
@@ -103,7 +114,7 @@ async fn backfill_fills_an_empty_destination() {
         )
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let v = validator(&pair, Pattern::SrcFirst, dir.path(), "recheck_delay_ms = 0");
+    let v = validator(&pair, Pattern::SrcFirst, dir.path(), validation);
     let report = v.run_full_to_completion(None, true).await.unwrap();
     assert_eq!(report.outcome, Outcome::Completed, "{report:?}");
     assert_eq!(report.totals.target_missing, 35_000, "{report:?}");

@@ -5,7 +5,9 @@
 #   apt_install PKG...        apt-get install, with one `apt-get update` first
 #   ensure_mariadb            install mariadb-server + mariadb-client via apt if mariadbd is missing
 #   mariadb_init DIR          create an empty datadir under DIR/data
-#   mariadb_start DIR PORT    start mariadbd on 127.0.0.1:PORT (files under DIR), wait until ready
+#   mariadb_start DIR PORT [FLAG...]
+#                             start mariadbd on 127.0.0.1:PORT (files under DIR), wait until ready;
+#                             extra server flags are appended (a --log-bin… flag drops --skip-log-bin)
 #   mariadb_stop DIR          SIGTERM the instance started in DIR and wait for it to exit
 #
 # Every instance gets, at every start, user 'app'@'%' (password 'app', all privileges)
@@ -90,18 +92,23 @@ mariadb_start() {
     mkdir -p "$dir/tmp"
     _mariadb_write_init_file "$dir/init.sql"
     : >"$dir/error.log"
-    local root_flag
+    local root_flag binlog=--skip-log-bin
     root_flag=$(_mariadb_root_flag)
     # Own session / process group (setsid): a terminal's Ctrl-C reaches the calling script,
     # which stops the server in order, instead of every process at once.
     local setsid=()
     command -v setsid >/dev/null 2>&1 && setsid=(setsid)
+    shift 2
+    local f
+    for f in "$@"; do
+        if [[ $f == --log-bin* ]]; then binlog=; fi
+    done
     # shellcheck disable=SC2086
     "${setsid[@]}" "$MARIADBD" --no-defaults --datadir="$dir/data" --port="$port" --bind-address=127.0.0.1 \
         --socket="$dir/mysqld.sock" --pid-file="$dir/mariadbd.pid" --log-error="$dir/error.log" \
-        --tmpdir="$dir/tmp" --skip-name-resolve --max-connections=1000 --skip-log-bin --innodb-buffer-pool-size=64M \
+        --tmpdir="$dir/tmp" --skip-name-resolve --max-connections=1000 $binlog --innodb-buffer-pool-size=64M \
         --innodb-log-file-size=16M --performance-schema=OFF --innodb-flush-log-at-trx-commit=2 \
-        --init-file="$dir/init.sql" $root_flag \
+        --init-file="$dir/init.sql" $root_flag ${MARIADB_EXTRA_FLAGS:-} "$@" \
         </dev/null >>"$dir/error.log" 2>&1 &
     local pid=$!
     echo "$pid" >"$dir/mariadbd.launcher-pid"

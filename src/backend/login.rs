@@ -11,21 +11,19 @@ use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::HandshakePacket;
 use mysql_common::proto::MyDeserialize;
-use mysql_common::scramble::{scramble_native, scramble_sha256};
 use tokio::net::TcpStream;
 
 use super::Backend;
+use crate::auth::client::{authenticate, Exchange};
+use crate::auth::Plugin;
+pub use crate::auth::{Credentials, Secret};
 use crate::capabilities;
 use crate::command::{self, Com};
 use crate::config::BackendConfig;
 use crate::error::BackendError;
-use crate::native_password;
 use crate::pattern::Side;
 use crate::response::{ResponseKind, IN_TRANS};
 use crate::wire::{self, PacketIo};
-
-const NATIVE: &[u8] = b"mysql_native_password";
-const CACHING_SHA2: &[u8] = b"caching_sha2_password";
 
 /// What a backend announced in its greeting.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,77 +37,6 @@ pub struct Greeting {
     /// MariaDB extended capabilities (empty unless the greeting clears
     /// CLIENT_MYSQL, i.e. the server is MariaDB 10.2+).
     pub mariadb: MariadbCapabilities,
-}
-
-/// The account a backend connection logs in as.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    /// The backend user name.
-    pub user: String,
-    /// What proves it.
-    pub secret: Secret,
-}
-
-/// How a backend login is proved.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Secret {
-    /// The account's password.
-    Password(String),
-    /// SHA1(password), recovered from a pass-through client's
-    /// mysql_native_password answer: enough for mysql_native_password
-    /// logins, not for other plugins.
-    NativeHash([u8; 20]),
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Secret::Password(_) => f.write_str("Password(<redacted>)"),
-            Secret::NativeHash(_) => f.write_str("NativeHash(<redacted>)"),
-        }
-    }
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("user", &self.user)
-            .field("secret", &"<redacted>")
-            .finish()
-    }
-}
-
-impl Credentials {
-    /// The account of a backend URL.
-    pub fn of(cfg: &BackendConfig) -> Self {
-        Credentials {
-            user: cfg.user.clone(),
-            secret: Secret::Password(cfg.password.clone()),
-        }
-    }
-
-    /// The mysql_native_password answer to `nonce`:
-    /// SHA1(pw) XOR SHA1(nonce ‖ SHA1(SHA1(pw))); empty for an empty password.
-    fn native(&self, nonce: &[u8]) -> Vec<u8> {
-        match &self.secret {
-            Secret::Password(p) => scramble_native(nonce, p.as_bytes())
-                .map(|a| a.to_vec())
-                .unwrap_or_default(),
-            Secret::NativeHash(stage1) => native_password::answer_from_hash(nonce, stage1).to_vec(),
-        }
-    }
-
-    /// The caching_sha2_password fast-path answer; `None` without a password.
-    fn sha2(&self, nonce: &[u8]) -> Option<Vec<u8>> {
-        match &self.secret {
-            Secret::Password(p) => Some(
-                scramble_sha256(nonce, p.as_bytes())
-                    .map(|a| a.to_vec())
-                    .unwrap_or_default(),
-            ),
-            Secret::NativeHash(_) => None,
-        }
-    }
 }
 
 /// How a session wants its backend connections set up.
@@ -167,17 +94,23 @@ impl<T> Backend<T> {
         }
     }
 
-    /// Log in over a connected transport: read the greeting, answer it with
-    /// mysql_native_password credentials, follow an auth switch. The
-    /// connection gets the session's negotiated capabilities (MariaDB
-    /// extended ones included), limited to what the server offers.
+    /// Log in over a connected transport: read the greeting, upgrade to TLS
+    /// per the side's `ssl_mode` (SSLRequest, handshake), answer with the
+    /// greeting's auth plugin as `params.credentials` (the URL's account when
+    /// `None`), follow auth switches and caching_sha2's full authentication
+    /// (see `auth::client`). The connection gets the session's negotiated
+    /// capabilities (MariaDB extended ones included), limited to what the
+    /// server offers.
     ///
     /// # Errors
     /// [`BackendError::Server`] for an ERR greeting or a refused login,
     /// [`BackendError::Io`] when the connection breaks,
-    /// [`BackendError::Protocol`] for a malformed greeting, a server lacking
-    /// a wire-format capability the session negotiated, or an auth method
-    /// cutover cannot do (caching_sha2_password full authentication, others).
+    /// [`BackendError::Protocol`] for a malformed greeting or a server
+    /// lacking a wire-format capability the session negotiated,
+    /// [`BackendError::Tls`] when TLS is required but not offered or the
+    /// certificate is refused, [`BackendError::Auth`] naming a plugin
+    /// cutover cannot answer (any but mysql_native_password for a
+    /// pass-through login).
     pub async fn handshake(
         mut io: PacketIo,
         cfg: &BackendConfig,
@@ -192,12 +125,7 @@ impl<T> Backend<T> {
         }
         let hs = HandshakePacket::deserialize((), &mut ParseBuf(frame.payload()))
             .map_err(|e| proto(side, format!("bad greeting: {e}")))?;
-        let greeting = Greeting {
-            version: hs.server_version_str().into_owned(),
-            capabilities: hs.capabilities(),
-            collation: hs.default_collation(),
-            mariadb: capabilities::mariadb_of(hs.capabilities(), hs.mariadb_ext_capabilities()),
-        };
+        let greeting = Greeting::from_handshake(&hs);
         if let Some(missing) = capabilities::missing(params, &greeting) {
             return Err(proto(side, format!(
                 "the server lacks {missing}, which this session negotiated with its client (the greeting offered what the backends had then)"
@@ -209,17 +137,20 @@ impl<T> Backend<T> {
             params.database.is_some(),
             !params.attributes.is_empty(),
         );
+        let seq = frame.seq().wrapping_add(1);
+        let mariadb = capabilities::backend_mariadb(caps, params.mariadb, greeting.mariadb);
+        let (caps, seq) =
+            secure(&mut io, cfg, side, params, (caps, mariadb), &greeting, seq).await?;
         let creds = params
             .credentials
             .clone()
             .unwrap_or_else(|| Credentials::of(cfg));
-        let auth = creds.native(&hs.nonce());
-        let mariadb = capabilities::backend_mariadb(caps, params.mariadb, greeting.mariadb);
-        let payload = handshake_response(&creds.user, params, caps, mariadb, &auth);
-        io.send_packet(frame.seq().wrapping_add(1), &payload)
-            .await
-            .map_err(io_err)?;
-        let status = authenticate(&mut io, &creds, side).await?;
+        let server_key = cfg.tls.public_key.as_deref();
+        let mut exchange = Exchange::new(side, &creds, io.is_secure(), server_key);
+        let (plugin, auth) = exchange.first(hs.auth_plugin_name_ref(), &hs.nonce());
+        let payload = handshake_response(&creds.user, params, (caps, mariadb), &auth, plugin);
+        io.send_packet(seq, &payload).await.map_err(io_err)?;
+        let status = authenticate(&mut io, &mut exchange).await?;
         let backend = Backend::new(side, io, hs.connection_id(), caps, status & IN_TRANS != 0);
         Ok((backend, greeting))
     }
@@ -229,68 +160,31 @@ fn proto(side: Side, reason: String) -> BackendError {
     BackendError::Protocol { side, reason }
 }
 
-/// The authentication exchange after the handshake response: OK, ERR, an
-/// auth switch, or caching_sha2_password's fast-auth byte. Returns the OK's
-/// status flags.
-async fn authenticate(
+/// TLS per the side's `ssl_mode`: when wanted, the SSLRequest (the first 32
+/// bytes of a handshake response, CLIENT_SSL set) and the TLS handshake.
+/// Returns the capabilities for the handshake response and its sequence id.
+async fn secure(
     io: &mut PacketIo,
-    creds: &Credentials,
+    cfg: &BackendConfig,
     side: Side,
-) -> Result<u16, BackendError> {
-    let io_err = |source| BackendError::Io { side, source };
-    loop {
-        let reply = io.expect_frame().await.map_err(io_err)?;
-        let seq = reply.seq().wrapping_add(1);
-        let p = reply.payload();
-        match p.first() {
-            Some(0x00) => return Ok(wire::parse_ok(p).map(|o| o.status).unwrap_or(0)),
-            Some(0xFF) => return Err(BackendError::Server { side, err: wire::parse_err(p) }),
-            Some(0xFE) => {
-                let answer = auth_switch_answer(creds, side, &p[1..])?;
-                io.send_packet(seq, &answer).await.map_err(io_err)?;
-            }
-            Some(0x01) => match p.get(1) {
-                Some(0x03) => continue, // caching_sha2 fast auth OK; the OK packet follows
-                Some(0x04) => {
-                    return Err(proto(side, format!(
-                        "backend user `{}` needs caching_sha2_password full authentication (TLS/RSA), which cutover does not do; use mysql_native_password for it",
-                        creds.user
-                    )))
-                }
-                _ => return Err(proto(side, "unexpected auth data from backend".into())),
-            },
-            _ => return Err(proto(side, "unexpected packet during authentication".into())),
-        }
-    }
-}
-
-/// The scramble for an auth switch request (`plugin NUL data [NUL]`).
-fn auth_switch_answer(
-    creds: &Credentials,
-    side: Side,
-    request: &[u8],
-) -> Result<Vec<u8>, BackendError> {
-    let nul = request
-        .iter()
-        .position(|&b| b == 0)
-        .unwrap_or(request.len());
-    let plugin = &request[..nul];
-    let mut data = request.get(nul + 1..).unwrap_or_default();
-    if data.last() == Some(&0) {
-        data = &data[..data.len() - 1];
-    }
-    let answer = match plugin {
-        NATIVE => Some(creds.native(data)),
-        CACHING_SHA2 => creds.sha2(data),
-        _ => None,
+    params: &ConnectParams,
+    (caps, mariadb): (CapabilityFlags, MariadbCapabilities),
+    greeting: &Greeting,
+    seq: u8,
+) -> Result<(CapabilityFlags, u8), BackendError> {
+    let upgrade = crate::tls::client::Upgrade {
+        side,
+        host: &cfg.host,
+        tls: &cfg.tls,
+        server_caps: greeting.capabilities,
     };
-    answer.ok_or_else(|| {
-        proto(side, format!(
-            "backend user `{}` needs auth plugin {}; cutover supports mysql_native_password and caching_sha2_password (fast path; pass-through logins: mysql_native_password only)",
-            creds.user,
-            String::from_utf8_lossy(plugin)
-        ))
-    })
+    if !crate::tls::client::wanted(&upgrade)? {
+        return Ok((caps, seq));
+    }
+    let caps = caps | CapabilityFlags::CLIENT_SSL;
+    let request = &handshake_response("", params, (caps, mariadb), &[], Plugin::Native)[..32];
+    crate::tls::client::upgrade(io, &upgrade, request, seq).await?;
+    Ok((caps, seq.wrapping_add(1)))
 }
 
 /// The capabilities cutover asks a backend for: the client's wire-format
@@ -335,9 +229,9 @@ fn backend_capabilities(
 fn handshake_response(
     user: &str,
     params: &ConnectParams,
-    caps: CapabilityFlags,
-    mariadb: MariadbCapabilities,
+    (caps, mariadb): (CapabilityFlags, MariadbCapabilities),
     auth: &[u8],
+    plugin: Plugin,
 ) -> Vec<u8> {
     let mut p = Vec::with_capacity(128);
     p.extend_from_slice(&caps.bits().to_le_bytes());
@@ -357,7 +251,7 @@ fn handshake_response(
         p.extend_from_slice(params.database.as_deref().unwrap_or("").as_bytes());
         p.push(0);
     }
-    p.extend_from_slice(NATIVE);
+    p.extend_from_slice(plugin.name());
     p.push(0);
     if caps.contains(CapabilityFlags::CLIENT_CONNECT_ATTRS) {
         let mut attrs = Vec::new();

@@ -66,6 +66,9 @@ pub struct UserConfig {
     /// Its password; default `password`.
     #[serde(default)]
     pub destination_password: Option<String>,
+    /// Refuse this user's logins without TLS (ER_SECURE_TRANSPORT_REQUIRED).
+    #[serde(default)]
+    pub require_tls: bool,
 }
 
 impl UserConfig {
@@ -78,6 +81,7 @@ impl UserConfig {
             source_password: None,
             destination_user: None,
             destination_password: None,
+            require_tls: false,
         }
     }
 

@@ -10,7 +10,6 @@
 //! Errors are typed ([`ValidationError`]) so the admin API maps each to one
 //! HTTP status; cancellation is a [`CancellationToken`].
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,7 +17,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
 
 use crate::stats::{DataPathStats, DirtyRecord};
 use crate::validate::{self, EventStatus, FixReport, Inconsistency, RunReport, ValidateError};
@@ -308,45 +306,29 @@ impl ValidationService for validate::Validator {
     }
 
     fn recheck_dirty(&self, records: Vec<DirtyRecord>) -> BoxFuture<'_, ()> {
-        Box::pin(recheck_records(self, records))
+        enqueue_records(self, records);
+        Box::pin(async {})
     }
 }
 
-/// Each dirty record with a known key gets a targeted re-check of that row
-/// (repaired at once with `auto_fix`). Records without a key name a table
-/// that the next full validation covers; they are logged.
-async fn recheck_records(v: &validate::Validator, records: Vec<DirtyRecord>) {
-    let mut keyed = BTreeSet::new();
-    let mut tables = BTreeSet::new();
-    for r in records {
-        let Some(table) = r.table.as_deref().map(plain_table) else {
-            continue;
-        };
-        match r.key {
-            Some(k) => keyed.insert((table, k)),
-            None => tables.insert(table),
-        };
-    }
-    for t in tables {
-        info!(table = %t, "a mirrored statement may have diverged this table; the next full validation re-checks it");
-    }
-    let mut found = false;
-    for (table, key) in keyed {
-        match v.recheck_key(&table, key).await {
-            Ok(Some(e)) => {
-                warn!(%table, key, kind = ?e.kind, "targeted re-check found a difference");
-                found = true;
-            }
-            Ok(None) => {}
-            Err(e) => warn!(%table, key, "targeted re-check failed: {e}"),
-        }
-    }
-    if found && v.config().validation.auto_fix {
-        match validate::Validator::fix_open(v).await {
-            Ok(r) => info!(?r, "auto_fix repaired re-checked rows"),
-            Err(e) => warn!("auto_fix after re-check failed: {e}"),
-        }
-    }
+/// Dirty records go to the validator's re-verification queue
+/// (`validate::capture`, the queue binlog change capture feeds): keyed rows
+/// are re-checked after `recheck_delay_ms` (repaired with `auto_fix`);
+/// a difference becomes an open event, which blocks an authority move.
+/// Records without a key name a table the next full validation covers;
+/// they are logged.
+fn enqueue_records(v: &validate::Validator, records: Vec<DirtyRecord>) {
+    let keys = records
+        .into_iter()
+        .filter_map(|r| {
+            Some(validate::capture::DirtyKey {
+                table: plain_table(r.table.as_deref()?),
+                key: r.key,
+                reason: r.reason,
+            })
+        })
+        .collect();
+    v.enqueue_dirty(keys);
 }
 
 /// Drain the data path's dirty records every 500 ms and hand them to the

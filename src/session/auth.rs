@@ -1,16 +1,17 @@
 //! Who a client is: checking a login (first handshake and COM_CHANGE_USER)
 //! and the backend account each side's connections then log in as.
 //!
+//! A client proves its password with a mysql_native_password answer to the
+//! scramble or, over TLS with caching_sha2_password, with the password
+//! itself (full authentication, `auth::server`); see [`Proof`].
+//!
 //! A `[[users]]` login is checked against its configured password and maps
 //! to its configured backend accounts (default: the same name and password
 //! on both backends). With `auth = "passthrough"`, any other user is checked
 //! against the authoritative backend (see `passthrough`).
 
-use mysql_common::scramble::scramble_native;
-
-use crate::backend::{Credentials, Secret};
+use crate::auth::{self, native, Credentials, Secret};
 use crate::config::{AuthMode, UserConfig};
-use crate::native_password;
 use crate::pattern::Side;
 use crate::session::passthrough::Stored;
 use crate::shared::Shared;
@@ -22,38 +23,50 @@ pub type Accounts = [Credentials; 2];
 pub fn configured_accounts(u: &UserConfig) -> Accounts {
     [Side::Source, Side::Destination].map(|side| {
         let (user, password) = u.backend_account(side);
-        Credentials {
-            user: user.into(),
-            secret: Secret::Password(password.into()),
-        }
+        Credentials::password(user, password)
     })
 }
 
-/// Check `answer`, the client's mysql_native_password answer to `scramble`,
-/// for `user`; the backend accounts to use on success, `None` when denied.
+/// What a client proved its password with.
+#[derive(Debug, Clone, Copy)]
+pub enum Proof<'a> {
+    /// A mysql_native_password answer to the session's scramble.
+    Native(&'a [u8]),
+    /// The password itself, received over TLS (caching_sha2_password full
+    /// authentication, see `auth::server`).
+    Cleartext(&'a [u8]),
+}
+
+impl Proof<'_> {
+    /// Whether the client sent a password at all (for the ERR's wording).
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Proof::Native(a) | Proof::Cleartext(a) => a.is_empty(),
+        }
+    }
+}
+
+/// Check the client's `proof` (against `scramble` when native) for `user`;
+/// the backend accounts to use on success, `None` when denied.
 /// `authoritative` is the side whose accounts a pass-through login is
 /// checked against.
 pub async fn verify(
     shared: &Shared,
     user: &str,
     scramble: &[u8; 20],
-    answer: &[u8],
+    proof: Proof<'_>,
     authoritative: Side,
 ) -> Option<Accounts> {
     if let Some(u) = shared.config.user(user.as_bytes()) {
-        return native_matches(scramble, &u.password, answer).then(|| configured_accounts(u));
+        return matches(scramble, &u.password, proof).then(|| configured_accounts(u));
     }
     if shared.config.auth != AuthMode::Passthrough {
         return None;
     }
     let stored = shared.passthrough().hashes(authoritative, user).await;
-    let secret = stored.iter().find_map(|s| match s {
-        Stored::Empty if answer.is_empty() => Some(Secret::Password(String::new())),
-        Stored::Hash(stage2) => {
-            native_password::recover_stage1(scramble, answer, stage2).map(Secret::NativeHash)
-        }
-        Stored::Empty => None,
-    })?;
+    let secret = stored
+        .iter()
+        .find_map(|s| passthrough_secret(scramble, *s, proof))?;
     let account = Credentials {
         user: user.into(),
         secret,
@@ -61,18 +74,35 @@ pub async fn verify(
     Some([account.clone(), account])
 }
 
-/// mysql_native_password: the client proves it knows the password by
-/// sending SHA1(pw) XOR SHA1(scramble + SHA1(SHA1(pw))); an empty password
-/// is an empty answer.
-fn native_matches(scramble: &[u8; 20], password: &str, answer: &[u8]) -> bool {
-    match scramble_native(scramble, password.as_bytes()) {
-        None => answer.is_empty(),
-        Some(expected) => answer.len() == 20 && constant_time_eq(&expected, answer),
+/// What a pass-through login logs in to the backends with, if `proof`
+/// matches the account's `stored` password: the password itself when the
+/// client sent it (every backend plugin then works), else SHA1(password)
+/// recovered from the native answer (mysql_native_password only).
+fn passthrough_secret(scramble: &[u8; 20], stored: Stored, proof: Proof<'_>) -> Option<Secret> {
+    match (stored, proof) {
+        (Stored::Empty, p) if p.is_empty() => Some(Secret::Password(String::new())),
+        (Stored::Empty, _) => None,
+        (Stored::Hash(stage2), Proof::Native(answer)) => {
+            native::recover_stage1(scramble, answer, &stage2).map(Secret::NativeHash)
+        }
+        (Stored::Hash(stage2), Proof::Cleartext(pw)) => {
+            let pw = std::str::from_utf8(pw).ok()?;
+            native::password_matches(pw.as_bytes(), &stage2).then(|| Secret::Password(pw.into()))
+        }
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether `proof` shows `password`. mysql_native_password: the client
+/// sends SHA1(pw) XOR SHA1(scramble + SHA1(SHA1(pw))), an empty password an
+/// empty answer; cleartext: the password itself.
+fn matches(scramble: &[u8; 20], password: &str, proof: Proof<'_>) -> bool {
+    match proof {
+        Proof::Native(answer) => {
+            let expected = native::scramble(scramble, password);
+            auth::constant_time_eq(&expected, answer)
+        }
+        Proof::Cleartext(answer) => auth::constant_time_eq(password.as_bytes(), answer),
+    }
 }
 
 #[cfg(test)]
@@ -82,12 +112,37 @@ mod tests {
     #[test]
     fn native_answers() {
         let s = *b"01234567890123456789";
-        let good = scramble_native(&s, b"pw").unwrap();
-        assert!(native_matches(&s, "pw", &good));
-        assert!(!native_matches(&s, "px", &good));
-        assert!(!native_matches(&s, "pw", &good[..19]));
-        assert!(native_matches(&s, "", &[]));
-        assert!(!native_matches(&s, "", &good));
+        let good = native::scramble(&s, "pw");
+        assert!(matches(&s, "pw", Proof::Native(&good)));
+        assert!(!matches(&s, "px", Proof::Native(&good)));
+        assert!(!matches(&s, "pw", Proof::Native(&good[..19])));
+        assert!(matches(&s, "", Proof::Native(&[])));
+        assert!(!matches(&s, "", Proof::Native(&good)));
+        assert!(matches(&s, "pw", Proof::Cleartext(b"pw")));
+        assert!(!matches(&s, "pw", Proof::Cleartext(b"px")));
+    }
+
+    #[test]
+    fn passthrough_cleartext_keeps_the_password() {
+        let s = *b"01234567890123456789";
+        // PASSWORD('s3cret') on MariaDB
+        let stage2 =
+            native::parse_stored_hash("*B865CAE8F340F6CE1485A06F4492BB49718DF1EC").unwrap();
+        let stored = Stored::Hash(stage2);
+        assert_eq!(
+            passthrough_secret(&s, stored, Proof::Cleartext(b"s3cret")),
+            Some(Secret::Password("s3cret".into()))
+        );
+        assert_eq!(passthrough_secret(&s, stored, Proof::Cleartext(b"x")), None);
+        let answer = native::scramble(&s, "s3cret");
+        assert!(matches!(
+            passthrough_secret(&s, stored, Proof::Native(&answer)),
+            Some(Secret::NativeHash(_))
+        ));
+        assert_eq!(
+            passthrough_secret(&s, Stored::Empty, Proof::Cleartext(b"")),
+            Some(Secret::Password(String::new()))
+        );
     }
 
     #[test]

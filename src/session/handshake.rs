@@ -1,16 +1,18 @@
-//! The client-facing handshake: greeting, capability negotiation, login
-//! checks (mysql_native_password, switching clients that default to another
-//! plugin), and COM_CHANGE_USER. What a login maps to on the backends is
+//! The client-facing handshake: greeting, TLS upgrade on an SSLRequest,
+//! capability negotiation, login checks (mysql_native_password,
+//! caching_sha2_password full authentication over TLS, switching clients
+//! that default to another plugin), and COM_CHANGE_USER. What a login maps to on the backends is
 //! decided in `auth`; answering a denied login (after any throttling delay)
 //! is the caller's, in `login`.
 
 use mysql_common::constants::{CapabilityFlags, MariadbCapabilities, StatusFlags};
 use mysql_common::io::ParseBuf;
-use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse};
+use mysql_common::packets::{HandshakePacket, HandshakeResponse};
 use mysql_common::proto::{MyDeserialize, MySerialize};
 use rand::Rng;
 
-use super::auth::{self, Accounts};
+use super::auth::{self, Accounts, Proof};
+use super::secure;
 use crate::capabilities::{self, Negotiated};
 use crate::codes::{
     ER_ACCESS_DENIED_ERROR, ER_HANDSHAKE_ERROR, ER_NET_PACKETS_OUT_OF_ORDER,
@@ -101,11 +103,14 @@ pub enum Accepted {
     Denied(Denial),
 }
 
-/// Greet, negotiate capabilities, check the login.
+/// Greet, upgrade to TLS on an SSLRequest (when `[tls]` is configured),
+/// negotiate capabilities, check the login.
 ///
 /// # Errors
-/// [`SessionError::Malformed`] for a client asking for TLS, a pre-4.1
-/// client or an unparsable response (an ERR is sent),
+/// [`SessionError::Malformed`] for a client asking for TLS that is not
+/// configured, a pre-4.1 client or an unparsable response (an ERR is sent),
+/// [`SessionError::InsecureTransport`] for a plaintext login that the TLS
+/// policy refuses (ER_SECURE_TRANSPORT_REQUIRED sent),
 /// [`SessionError::PacketTooLarge`] for a packet over [`PRE_AUTH_LIMIT`]
 /// (ER_HANDSHAKE_ERROR sent), [`SessionError::OutOfOrder`] for a wrong
 /// sequence id (ER_NET_PACKETS_OUT_OF_ORDER sent),
@@ -115,16 +120,9 @@ pub async fn accept(
     shared: &Shared,
     conn_id: u32,
 ) -> Result<Accepted, SessionError> {
-    let identity = shared.identity();
     let scramble = new_scramble();
-    send_greeting(client, &identity, conn_id, &scramble).await?;
-    let (resp, seq) = read_pre_auth(client, 1).await?;
-    let mut seq = seq.wrapping_add(1);
-    let client_caps = CapabilityFlags::from_bits_truncate(u32::from_le_bytes(
-        resp.get(..4)
-            .and_then(|b| b.try_into().ok())
-            .unwrap_or([0; 4]),
-    ));
+    let (identity, resp, seq) = greet(client, shared, conn_id, &scramble).await?;
+    let client_caps = response_caps(&resp);
     refuse_unsupported(client, seq, client_caps, resp.len()).await?;
     let negotiated = capabilities::negotiate(
         client_caps,
@@ -136,26 +134,103 @@ pub async fn accept(
     let hs = HandshakeResponse::deserialize((), &mut ParseBuf(&masked))
         .map_err(|e| SessionError::Malformed(format!("handshake response: {e}")))?;
     let user = String::from_utf8_lossy(hs.user()).into_owned();
-    let native = matches!(
-        hs.auth_plugin(),
-        None | Some(AuthPlugin::MysqlNativePassword)
-    );
-    let mut auth_data = hs.scramble_buf().to_vec();
-    if !native {
-        // e.g. caching_sha2_password: ask the client to answer the native way.
-        (auth_data, seq) = switch_to_native(client, seq, &scramble).await?;
-    }
+    let plugin = hs.auth_plugin().map(|p| p.as_bytes().to_vec());
+    let mut scramble = scramble;
+    let (answer, seq, cleartext) = client_answer(
+        client,
+        plugin.as_deref(),
+        hs.scramble_buf().to_vec(),
+        seq,
+        &mut scramble,
+    )
+    .await?;
+    let proof = proof(&answer, cleartext);
     let authoritative = shared.pattern.load().primary();
-    match auth::verify(shared, &user, &scramble, &auth_data, authoritative).await {
-        Some(accounts) => Ok(Accepted::Login(
-            login(&hs, user, negotiated, accounts, seq),
-            scramble,
-        )),
+    match auth::verify(shared, &user, &scramble, proof, authoritative).await {
+        Some(accounts) => {
+            secure::enforce(client, seq, &shared.config, false, Some(&user)).await?;
+            Ok(Accepted::Login(
+                login(&hs, user, negotiated, accounts, seq),
+                scramble,
+            ))
+        }
         None => Ok(Accepted::Denied(Denial {
             user,
             seq,
-            with_password: !auth_data.is_empty(),
+            with_password: !answer.is_empty(),
         })),
+    }
+}
+
+/// Send the greeting (CLIENT_SSL added when `[tls]` is configured), read
+/// the handshake response, upgrading to TLS first on an SSLRequest, and
+/// refuse a plaintext one when `[tls] require` is set. Returns the identity
+/// announced, the response and the sequence id to answer with.
+async fn greet(
+    client: &mut PacketIo,
+    shared: &Shared,
+    conn_id: u32,
+    scramble: &[u8; 20],
+) -> Result<(ServerIdentity, Vec<u8>, u8), SessionError> {
+    let tls = shared.tls.as_deref();
+    let mut identity = ServerIdentity::clone(&shared.identity());
+    if tls.is_some() {
+        identity.capabilities |= CapabilityFlags::CLIENT_SSL;
+    }
+    send_greeting(client, &identity, conn_id, scramble).await?;
+    let (mut resp, mut seq) = read_pre_auth(client, 1).await?;
+    if let Some(tls) = tls.filter(|_| secure::is_ssl_request(response_caps(&resp), resp.len())) {
+        secure::upgrade(client, tls).await?;
+        (resp, seq) = read_pre_auth(client, seq.wrapping_add(1)).await?;
+    }
+    let seq = seq.wrapping_add(1);
+    let require = tls.is_some_and(|t| t.require);
+    secure::enforce(client, seq, &shared.config, require, None).await?;
+    Ok((identity, resp, seq))
+}
+
+/// The capability flags at the start of a handshake response.
+fn response_caps(resp: &[u8]) -> CapabilityFlags {
+    CapabilityFlags::from_bits_truncate(u32::from_le_bytes(
+        resp.get(..4)
+            .and_then(|b| b.try_into().ok())
+            .unwrap_or([0; 4]),
+    ))
+}
+
+/// The client's proof of its password, for the plugin it logged in with
+/// (`answer`: its first answer, to `scramble`). mysql_native_password: the
+/// answer itself; caching_sha2_password over TLS: full authentication, the
+/// password itself (`auth::server`, no switch); anything else (e.g.
+/// caching_sha2_password in plaintext): switched to mysql_native_password
+/// with a fresh `scramble`. Returns the answer, the next sequence id and
+/// whether the answer is the cleartext password.
+async fn client_answer(
+    client: &mut PacketIo,
+    plugin: Option<&[u8]>,
+    answer: Vec<u8>,
+    seq: u8,
+    scramble: &mut [u8; 20],
+) -> Result<(Vec<u8>, u8, bool), SessionError> {
+    match plugin {
+        None | Some(b"") | Some(NATIVE) => Ok((answer, seq, false)),
+        Some(crate::auth::caching_sha2::NAME) if client.is_secure() => {
+            let (password, seq) = crate::auth::server::full_auth(client, seq).await?;
+            Ok((password, seq, true))
+        }
+        Some(_) => {
+            *scramble = new_scramble();
+            let (answer, seq) = switch_to_native(client, seq, scramble).await?;
+            Ok((answer, seq, false))
+        }
+    }
+}
+
+fn proof(answer: &[u8], cleartext: bool) -> Proof<'_> {
+    if cleartext {
+        Proof::Cleartext(answer)
+    } else {
+        Proof::Native(answer)
     }
 }
 
@@ -177,7 +252,7 @@ async fn read_pre_auth(client: &mut PacketIo, seq: u8) -> Result<(Vec<u8>, u8), 
 /// caller closes): a packet over the limit before authentication gets
 /// ER_HANDSHAKE_ERROR, one with a wrong sequence id
 /// ER_NET_PACKETS_OUT_OF_ORDER. Returns the error ending the session.
-pub(super) async fn refuse_read(
+pub(crate) async fn refuse_read(
     client: &mut PacketIo,
     seq: u8,
     e: wire::ReadError,
@@ -379,32 +454,32 @@ pub fn parse_change_user(body: &[u8], caps: CapabilityFlags) -> Option<ChangeUse
     })
 }
 
-/// Authenticate a COM_CHANGE_USER; switches plugins like the first login.
+/// Authenticate a COM_CHANGE_USER; switches plugins like the first login
+/// (caching_sha2_password over TLS: full authentication).
 /// Returns the next sequence id and the new user's backend accounts, or the
 /// denial (not answered yet, as for [`accept`]).
 ///
 /// # Errors
 /// As the reads of [`accept`]: [`SessionError::ClientIo`],
-/// [`SessionError::PacketTooLarge`], [`SessionError::OutOfOrder`].
+/// [`SessionError::PacketTooLarge`], [`SessionError::OutOfOrder`];
+/// [`SessionError::InsecureTransport`] for a `require_tls` user on a
+/// plaintext connection (the ERR is sent).
 pub async fn change_user(
     client: &mut PacketIo,
     shared: &Shared,
     scramble: &mut [u8; 20],
     cu: &ChangeUser,
 ) -> Result<Result<(u8, Accounts), Denial>, SessionError> {
-    let mut seq = 1u8;
-    let mut answer = cu.auth.clone();
-    let native = cu
-        .plugin
-        .as_deref()
-        .is_none_or(|p| p == NATIVE || p.is_empty());
-    if !native {
-        *scramble = new_scramble();
-        (answer, seq) = switch_to_native(client, seq, scramble).await?;
-    }
+    let plugin = cu.plugin.as_deref();
+    let (answer, seq, cleartext) =
+        client_answer(client, plugin, cu.auth.clone(), 1, scramble).await?;
     let authoritative = shared.pattern.load().primary();
-    match auth::verify(shared, &cu.user, scramble, &answer, authoritative).await {
-        Some(accounts) => Ok(Ok((seq, accounts))),
+    let proof = proof(&answer, cleartext);
+    match auth::verify(shared, &cu.user, scramble, proof, authoritative).await {
+        Some(accounts) => {
+            secure::enforce(client, seq, &shared.config, false, Some(&cu.user)).await?;
+            Ok(Ok((seq, accounts)))
+        }
         None => Ok(Err(Denial {
             user: cu.user.clone(),
             seq,

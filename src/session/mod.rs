@@ -18,6 +18,7 @@ mod metrics;
 pub mod passthrough;
 pub mod prepared;
 mod secondary;
+mod secure;
 pub mod state;
 #[cfg(test)]
 mod tests;
@@ -329,10 +330,15 @@ impl Session {
             return Err(SessionError::Malformed("COM_CHANGE_USER".into()));
         };
         let changed =
-            handshake::change_user(&mut self.client, &self.shared, &mut self.scramble, &cu).await?;
+            handshake::change_user(&mut self.client, &self.shared, &mut self.scramble, &cu).await;
         let (seq, accounts) = match changed {
-            Ok(ok) => ok,
-            Err(denial) => {
+            Ok(Ok(ok)) => ok,
+            Err(SessionError::InsecureTransport(u)) => {
+                info!(user = %u, "change user refused without TLS; closing");
+                return Ok(Flow::Quit);
+            }
+            Err(e) => return Err(e),
+            Ok(Err(denial)) => {
                 login::answer_denied(&self.shared, &mut self.client, &denial).await?;
                 info!(user = %denial.user, "change user denied; closing");
                 return Ok(Flow::Quit);

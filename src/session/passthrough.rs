@@ -6,15 +6,20 @@
 //! cutover reads the account's stored `mysql_native_password` hash
 //! (`SHA1(SHA1(password))`, in `mysql.user`) with the backend URL's account,
 //! checks the client's answer against it and recovers `SHA1(password)`
-//! (see [`crate::native_password`]), with which it then logs in to each
+//! (see [`crate::auth::native`]), with which it then logs in to each
 //! backend *as the client's user* — the backend checks the login once more
 //! (host rules, locked accounts) and its grants apply. The password itself
-//! is never known to cutover.
+//! is never known to cutover — except when a client logs in with
+//! caching_sha2_password over TLS and sends it (full authentication): it is
+//! checked against the same stored hash and then answers whatever plugin
+//! the backends' accounts use.
 //!
 //! Requirements: the URL account may read `mysql.user` (`SELECT` on
-//! `mysql.*`), and pass-through accounts use `mysql_native_password` on both
-//! backends with the same password. Other plugins (ed25519,
-//! caching_sha2_password) cannot be passed through this way.
+//! `mysql.*`), and the authoritative backend's account uses
+//! `mysql_native_password`. With only the hash (native answers), the
+//! accounts must use `mysql_native_password` on both backends with the same
+//! password; other plugins (ed25519, caching_sha2_password) are refused
+//! with an error naming the plugin.
 
 use std::time::Duration;
 
@@ -23,7 +28,7 @@ use mysql_async::{OptsBuilder, Pool, PoolConstraints, PoolOpts};
 use tracing::warn;
 
 use crate::config::BackendConfig;
-use crate::native_password;
+
 use crate::pattern::Side;
 
 /// A `mysql_native_password` account's stored password.
@@ -71,7 +76,7 @@ impl Directory {
                 .iter()
                 .filter_map(|h| match h.as_str() {
                     "" => Some(Stored::Empty),
-                    h => native_password::parse_stored_hash(h).map(Stored::Hash),
+                    h => crate::auth::native::parse_stored_hash(h).map(Stored::Hash),
                 })
                 .collect(),
             Ok(Err(e)) => {

@@ -1,78 +1,10 @@
-//! The SQL that hashes rows and chunks inside each database.
-//!
-//! Row hash: `MD5(CONCAT_WS('#', e1, …, en, CONCAT(ISNULL(c1), …, ISNULL(cn))))`
-//! where `ei` is the column itself for numeric and temporal types (their text
-//! form never contains `#`) and `HEX(CAST(ci AS BINARY))` for everything else
-//! (the raw bytes: collation-free, binary-safe, no separator ambiguity). The
-//! trailing ISNULL bitmap makes NULL differ from '' (CONCAT_WS skips NULLs).
-//!
-//! Chunk checksum: `COUNT(*)` plus the `BIT_XOR` of the two 64-bit halves of
-//! every row hash — 128 bits, order-independent, computed by the server.
+//! The SQL the validator runs besides the hashes themselves (`hash.rs`):
+//! chunk boundaries, drill-down, upsert/delete for the fixer.
 
 use super::keyset::{column_list, quote};
-use super::schema::{Column, TableInfo};
+use super::schema::TableInfo;
 
-/// Types whose text form is canonical and `#`-free.
-fn plain(c: &Column) -> bool {
-    matches!(
-        c.data_type.as_str(),
-        "tinyint"
-            | "smallint"
-            | "mediumint"
-            | "int"
-            | "integer"
-            | "bigint"
-            | "decimal"
-            | "numeric"
-            | "float"
-            | "double"
-            | "real"
-            | "year"
-            | "date"
-            | "datetime"
-            | "time"
-    )
-}
-
-/// Per-column expression inside the row hash.
-fn column_expr(c: &Column) -> String {
-    let q = quote(&c.name);
-    if c.data_type == "timestamp" {
-        // Independent of any session time zone.
-        format!("UNIX_TIMESTAMP({q})")
-    } else if plain(c) {
-        q
-    } else {
-        format!("HEX(CAST({q} AS BINARY))")
-    }
-}
-
-/// The row-hash expression (32 hex characters).
-pub fn row_hash(t: &TableInfo) -> String {
-    let parts: Vec<String> = t.columns.iter().map(column_expr).collect();
-    let bitmap: Vec<String> = t
-        .columns
-        .iter()
-        .map(|c| format!("ISNULL({})", quote(&c.name)))
-        .collect();
-    format!(
-        "MD5(CONCAT_WS('#', {}, CONCAT({})))",
-        parts.join(", "),
-        bitmap.join(", ")
-    )
-}
-
-/// `SELECT COUNT(*), xor_hi, xor_lo` over the rows matching `pred`.
-pub fn chunk_checksum(t: &TableInfo, pred: &str) -> String {
-    format!(
-        "SELECT COUNT(*), \
-         COALESCE(BIT_XOR(CAST(CONV(LEFT(h, 16), 16, 10) AS UNSIGNED)), 0), \
-         COALESCE(BIT_XOR(CAST(CONV(RIGHT(h, 16), 16, 10) AS UNSIGNED)), 0) \
-         FROM (SELECT {} AS h FROM {} WHERE {pred}) AS chunk",
-        row_hash(t),
-        quote(&t.name)
-    )
-}
+pub use super::hash::{chunk_checksum, row_hash};
 
 /// The `n`-th key after `pred` (`LIMIT 1 OFFSET n-1` inside one chunk's key
 /// range: cost O(chunk), independent of where in the table the chunk is).
@@ -142,6 +74,8 @@ pub fn full_rows_hashed(t: &TableInfo, pred: &str, for_update: bool) -> String {
 mod tests {
     use super::*;
 
+    use crate::validate::schema::Column;
+
     fn col(name: &str, ty: &str) -> Column {
         Column {
             name: name.into(),
@@ -164,6 +98,7 @@ mod tests {
             pk: vec!["id".into()],
             utime: None,
             estimated_rows: 0,
+            hash: crate::validate::hash::RowHash::Md5,
         };
         assert_eq!(
             row_hash(&t),

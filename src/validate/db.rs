@@ -6,10 +6,30 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::*;
 use mysql_async::{Opts, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Row, Value};
 
-use crate::config::BackendConfig;
+use std::sync::Arc;
+
+use crate::config::{BackendConfig, Checksum};
 use crate::pattern::Side;
 
 use super::ValidateError;
+
+/// A connection from `pool`, retrying a refused login
+/// ([`super::tls::retries_access_denied`]) up to
+/// [`super::tls::LOGIN_ATTEMPTS`] times in all.
+async fn get_conn(pool: &Pool) -> Result<mysql_async::Conn, mysql_async::Error> {
+    let mut attempt = 1;
+    loop {
+        match pool.get_conn().await {
+            Err(e)
+                if attempt < super::tls::LOGIN_ATTEMPTS
+                    && super::tls::retries_access_denied(&e) =>
+            {
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
 
 /// A pooled connection target. Cheap to clone.
 #[derive(Clone)]
@@ -17,6 +37,13 @@ pub struct Db {
     pub side: Side,
     pub pool: Pool,
     pub database: String,
+    /// The hash runs on this pair use (`[validation] checksum`).
+    pub checksum: Checksum,
+    /// Whether the server has `CRC32C()` (MariaDB ≥ 10.8), asked once.
+    crc32c: Arc<tokio::sync::OnceCell<bool>>,
+    /// `ssl_mode = "preferred"`: the plaintext pool used once the server
+    /// turned out not to offer TLS.
+    plain: Option<(Pool, std::sync::Arc<std::sync::atomic::AtomicBool>)>,
 }
 
 impl Db {
@@ -44,11 +71,40 @@ impl Db {
                     .with_constraints(constraints)
                     .with_reset_connection(false),
             );
+        let plain = (cfg.tls.mode == crate::tls::SslMode::Preferred).then(|| {
+            let pool = Pool::new(Opts::from(opts.clone()));
+            (pool, Default::default())
+        });
+        let opts = super::tls::apply(opts, cfg);
         Ok(Db {
             side,
             pool: Pool::new(Opts::from(opts)),
             database,
+            checksum: Checksum::default(),
+            crc32c: Arc::default(),
+            plain,
         })
+    }
+
+    /// The same pool, hashing with `checksum`.
+    pub fn with_checksum(mut self, checksum: Checksum) -> Db {
+        self.checksum = checksum;
+        self
+    }
+
+    /// Whether this server has `CRC32C()` (asked once per `Db`).
+    ///
+    /// # Errors
+    /// Connection failures; a server without the function answers
+    /// ER_SP_DOES_NOT_EXIST / a syntax error, which is `Ok(false)`.
+    pub async fn has_crc32c(&self) -> Result<bool, ValidateError> {
+        self.crc32c
+            .get_or_try_init(|| async {
+                let mut c = self.conn().await?;
+                Ok(c.query_drop("SELECT CRC32C('')").await.is_ok())
+            })
+            .await
+            .copied()
     }
 
     pub fn label(&self) -> &'static str {
@@ -64,13 +120,23 @@ impl Db {
     }
 
     pub async fn conn(&self) -> Result<mysql_async::Conn, ValidateError> {
-        self.pool
-            .get_conn()
-            .await
-            .map_err(|e| ValidateError::Connect {
-                side: self.side,
-                source: e,
-            })
+        use std::sync::atomic::Ordering;
+        let connect = |source| ValidateError::Connect {
+            side: self.side,
+            source,
+        };
+        if let Some((plain, refused)) = &self.plain {
+            if refused.load(Ordering::Relaxed) {
+                return get_conn(plain).await.map_err(connect);
+            }
+        }
+        match (get_conn(&self.pool).await, &self.plain) {
+            (Err(e), Some((plain, refused))) if super::tls::is_tls_not_offered(&e) => {
+                refused.store(true, Ordering::Relaxed);
+                get_conn(plain).await.map_err(connect)
+            }
+            (r, _) => r.map_err(connect),
+        }
     }
 
     /// A prepared query (binary protocol: typed values).
@@ -103,6 +169,9 @@ impl Db {
     }
 
     pub async fn disconnect(self) {
+        if let Some((plain, _)) = self.plain {
+            let _ = plain.disconnect().await;
+        }
         let _ = self.pool.disconnect().await;
     }
 }

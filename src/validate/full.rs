@@ -11,13 +11,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use mysql_async::Value;
-
 use super::checkpoint::{self, Checkpoint, TableCheckpoint};
-use super::checksum::{boundary, chunk_checksum};
-use super::db::{uint, values};
-use super::diff::diff_range;
-use super::keyset::{after, key_from_json, range, rough_cmp, value_to_json, Key};
+use super::drill::{checksums, differing, nth_key};
+use super::intrange::{self, IntRange};
+use super::keyset::{key_from_json, rough_cmp, value_to_json, Key};
 use super::progress::{Outcome, TableProgress};
 use super::schema::{self, TableInfo};
 use super::throttle::{ChunkSizer, Pace, Throttle};
@@ -154,67 +151,109 @@ pub async fn run(ctx: Arc<RunCtx>, tables: Option<Vec<String>>) -> Result<Outcom
     Ok(Outcome::Completed)
 }
 
-/// Sums `COUNT(*)` and both XOR halves over one result row.
-fn summary(rows: &[mysql_async::Row]) -> (u64, u64, u64) {
-    rows.first()
-        .map(|r| (uint(r, 0), uint(r, 1), uint(r, 2)))
-        .unwrap_or((0, 0, 0))
+/// The next chunk's upper bound after `lo`: the smaller of each side's
+/// `n`-th key (the union of both sides' keys), `None` when neither side has
+/// `n` more keys (the chunk is open-ended and the last).
+async fn next_bound(
+    ctx: &RunCtx,
+    t: &TableInfo,
+    lo: Option<&Key>,
+    n: u64,
+) -> Result<Option<Key>, ValidateError> {
+    let (hb, ht) = tokio::try_join!(
+        nth_key(&ctx.base, t, lo, None, n),
+        nth_key(&ctx.target, t, lo, None, n)
+    )?;
+    Ok(match (hb, ht) {
+        (Some(a), Some(b)) => Some(if rough_cmp(&b, &a).is_lt() { b } else { a }),
+        (a, b) => a.or(b),
+    })
+}
+
+/// How a table's chunk bounds are found.
+enum Bounds {
+    /// Each side's n-th key (any primary key).
+    Keyset,
+    /// Arithmetic on a single integer key (`intrange.rs`).
+    Int(IntRange),
+    /// Both sides empty at the start: one open chunk.
+    Empty,
+}
+
+impl Bounds {
+    async fn start(ctx: &RunCtx, t: &TableInfo) -> Result<Bounds, ValidateError> {
+        if !intrange::eligible(t) {
+            return Ok(Bounds::Keyset);
+        }
+        Ok(match IntRange::start(&ctx.base, &ctx.target, t).await? {
+            Some(r) => Bounds::Int(r),
+            None => Bounds::Empty,
+        })
+    }
+
+    async fn next(
+        &self,
+        ctx: &RunCtx,
+        t: &TableInfo,
+        lo: Option<&Key>,
+        n: u64,
+    ) -> Result<Option<Key>, ValidateError> {
+        match self {
+            Bounds::Keyset => next_bound(ctx, t, lo, n).await,
+            Bounds::Int(r) => r.next(&ctx.base, t, lo, n).await,
+            Bounds::Empty => Ok(None),
+        }
+    }
+
+    fn observe(&mut self, lo: Option<&Key>, hi: Option<&Key>, rows: u64) {
+        if let Bounds::Int(r) = self {
+            r.observe(lo, hi, rows);
+        }
+    }
 }
 
 /// Validate one table from `lo` (exclusive) to its end.
+///
+/// Per chunk, both sides' checksums run concurrently and — pipelined with
+/// them — the *next* chunk's bound is found (by arithmetic for an integer
+/// key, else by both sides' n-th key), so a chunk costs one round of queries
+/// on each server; the chunk size follows `chunk_target_ms`. Differing
+/// chunks go to `drill::differing`.
 async fn table(
     ctx: &RunCtx,
     t: &TableInfo,
-    mut lo: Option<Key>,
+    lo: Option<Key>,
     cp: &mut Checkpoint,
 ) -> Result<Outcome, ValidateError> {
     let mut sizer = ChunkSizer::new(&ctx.cfg);
     let mut throttle = Throttle::new(&ctx.cfg);
     let label = ctx.direction_label();
     ctx.update(|r| r.table_mut(&t.name).map(|tp| tp.begin()));
+    let mut lo = lo;
+    let mut n = sizer.size();
+    let mut bounds = Bounds::start(ctx, t).await?;
+    let mut hi = bounds.next(ctx, t, lo.as_ref(), n).await?;
     loop {
         if ctx.stopped() {
             return Ok(Outcome::Stopped);
         }
-        let n = sizer.size();
-        // Next upper bound: the smaller of each side's n-th key after lo.
-        let (lo_pred, mut lo_params) = match &lo {
-            Some(k) => after(&t.pk, k),
-            None => ("1=1".to_string(), Vec::new()),
-        };
-        lo_params.push(Value::UInt(n.saturating_sub(1)));
-        let bsql = boundary(t, &lo_pred);
-        let (hb, ht) = tokio::try_join!(
-            ctx.base.rows(&bsql, lo_params.clone()),
-            ctx.target.rows(&bsql, lo_params)
-        )?;
-        let hb = hb.first().map(values);
-        let ht = ht.first().map(values);
-        let hi = match (hb, ht) {
-            (Some(a), Some(b)) => Some(if rough_cmp(&b, &a).is_lt() { b } else { a }),
-            (a, b) => a.or(b),
-        };
-        let (pred, params) = range(&t.pk, lo.as_ref(), hi.as_ref());
-        let csql = chunk_checksum(t, &pred);
         let started = Instant::now();
-        let ((rb, db), (rt, dt)) = tokio::try_join!(
-            ctx.base.timed_rows(&csql, params.clone()),
-            ctx.target.timed_rows(&csql, params.clone())
-        )?;
-        let latency = db.max(dt);
-        let (sb, st) = (summary(&rb), summary(&rt));
-        let rows = sb.0.max(st.0);
-        let differs = sb != st;
-        if differs {
-            if ctx.fix && st.0 == 0 {
-                // Backfill: nothing of this range on the target; copy it in bulk.
-                let copied =
-                    super::fix::copy_range(&ctx.base, &ctx.target, t, &pred, &params).await?;
-                ctx.backfilled(&t.name, copied);
-            } else {
-                let diffs = diff_range(&ctx.base, &ctx.target, t, &pred, &params).await?;
-                ctx.settle(t, diffs).await?;
+        let next_n = sizer.size();
+        let following = async {
+            match &hi {
+                Some(h) => bounds.next(ctx, t, Some(h), next_n).await.map(Some),
+                None => Ok(None),
             }
+        };
+        let ((sb, st, latency), following) = tokio::try_join!(
+            checksums(&ctx.base, &ctx.target, t, lo.as_ref(), hi.as_ref()),
+            following
+        )?;
+        let rows = sb.rows.max(st.rows);
+        let differs = sb != st;
+        bounds.observe(lo.as_ref(), hi.as_ref(), rows);
+        if differs {
+            differing(ctx, t, lo.as_ref(), hi.as_ref(), sb, st, 0).await?;
         }
         metrics::histogram!("cutover_validation_chunk_seconds")
             .record(started.elapsed().as_secs_f64());
@@ -250,5 +289,7 @@ async fn table(
             ctx.update(|r| r.backoffs += 1);
         }
         lo = hi;
+        hi = following.flatten();
+        n = next_n;
     }
 }

@@ -12,20 +12,25 @@
 //!
 //! See docs/VALIDATION.md for the algorithm and its guarantees.
 
+pub mod capture;
 mod checkpoint;
 mod checksum;
 pub mod cli;
 mod db;
 mod diff;
+mod drill;
 pub mod events;
 mod fix;
 mod full;
+pub mod hash;
 mod incremental;
+mod intrange;
 pub mod keyset;
 pub mod progress;
 mod run;
 pub mod schema;
 mod throttle;
+mod tls;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -147,6 +152,8 @@ pub(crate) struct Inner {
     /// Tables where a run found more differences than `max_events_per_run`
     /// let it record: `/fix` cannot repair those from events alone.
     unrecorded: Mutex<BTreeSet<String>>,
+    /// Binlog change capture and the re-verification queue (`capture/`).
+    capture: capture::Capture,
 }
 
 /// The validator: cheap to clone (an `Arc`).
@@ -190,6 +197,7 @@ impl Validator {
     pub fn new(cfg: Arc<Config>, pattern: PatternHandle) -> Result<Validator, ValidateError> {
         let data_dir = cfg.data_dir.clone();
         let events = events::EventStore::open(&data_dir)?;
+        let capture = capture::Capture::new(&cfg.validation);
         Ok(Validator {
             inner: Arc::new(Inner {
                 cfg,
@@ -203,6 +211,7 @@ impl Validator {
                 last_error: Mutex::new(None),
                 last_run_id: AtomicU64::new(0),
                 unrecorded: Mutex::new(BTreeSet::new()),
+                capture,
             }),
         })
     }
@@ -239,9 +248,10 @@ impl Validator {
             Side::Source => &cfg.source,
             Side::Destination => &cfg.destination,
         };
+        let checksum = cfg.validation.checksum;
         Ok((
-            Db::open(base, side_cfg(base))?,
-            Db::open(base.other(), side_cfg(base.other()))?,
+            Db::open(base, side_cfg(base))?.with_checksum(checksum),
+            Db::open(base.other(), side_cfg(base.other()))?.with_checksum(checksum),
             self.direction(),
         ))
     }
@@ -400,6 +410,7 @@ impl Validator {
             last_incremental: lock(&i.last_incr).clone(),
             open_inconsistencies: self.open_count(),
             last_error: lock(&i.last_error).clone(),
+            change_capture: i.capture.status(),
         }
     }
 

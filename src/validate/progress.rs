@@ -202,6 +202,8 @@ pub struct ValidationStatus {
     pub open_inconsistencies: u64,
     /// The validator's last error (a failed run or repair).
     pub last_error: Option<String>,
+    /// Binlog change capture and the re-verification queue.
+    pub change_capture: super::capture::CaptureStatus,
 }
 
 #[cfg(test)]

@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::config::Checksum;
+
 use super::db::{text, Db};
+use super::hash::RowHash;
 use super::ValidateError;
 
 /// A column as information_schema describes it.
@@ -44,6 +47,8 @@ pub struct TableInfo {
     pub utime: Option<(String, UtimeKind)>,
     /// information_schema's row estimate (max of both sides).
     pub estimated_rows: u64,
+    /// The row hash both sides compute for this table in this run.
+    pub hash: RowHash,
 }
 
 impl TableInfo {
@@ -127,6 +132,22 @@ pub async fn unknown_tables(
         .collect())
 }
 
+/// The row hash for this pair: `[validation] checksum` (carried by `base`),
+/// with CRC32C only when both servers have it.
+async fn row_hash(base: &Db, target: &Db) -> Result<RowHash, ValidateError> {
+    Ok(match base.checksum {
+        Checksum::Md5 => RowHash::Md5,
+        Checksum::Crc32 => {
+            let (b, t) = tokio::try_join!(base.has_crc32c(), target.has_crc32c())?;
+            if b && t {
+                RowHash::Crc32c
+            } else {
+                RowHash::Crc32Reversed
+            }
+        }
+    })
+}
+
 /// Discover the tables to validate. `wanted` empty = every base table of the
 /// base database. Returns (tables, skipped) in name order.
 pub async fn discover(
@@ -135,7 +156,8 @@ pub async fn discover(
     wanted: &[String],
     utime_column: &str,
 ) -> Result<(Vec<TableInfo>, Vec<Skipped>), ValidateError> {
-    let (b, t) = tokio::try_join!(read_side(base), read_side(target))?;
+    let (b, t, hash) =
+        tokio::try_join!(read_side(base), read_side(target), row_hash(base, target))?;
     let names: Vec<String> = if wanted.is_empty() {
         b.tables.keys().cloned().collect()
     } else {
@@ -145,7 +167,7 @@ pub async fn discover(
     let mut skipped = Vec::new();
     for name in names {
         match check(&name, &b, &t, utime_column, base, target) {
-            Ok(info) => tables.push(info),
+            Ok(info) => tables.push(TableInfo { hash, ..info }),
             Err(reason) => skipped.push(Skipped {
                 table: name,
                 reason,
@@ -226,5 +248,6 @@ fn check(
         pk: pk.clone(),
         utime,
         estimated_rows: base_rows.max(target_rows),
+        hash: RowHash::default(),
     })
 }

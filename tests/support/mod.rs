@@ -5,11 +5,19 @@
 //! datadir (made once per target dir), listens on its own 127.0.0.1 port and has
 //! user `app`/`app` with all privileges and database `shop`.
 //!
+//! Extra server flags: `MariaDb::start_with("name", &["--binlog-format=ROW", …])`,
+//! `Pair::start_with(&src_flags, &dst_flags)`; [`binlog_flags`] gives what a
+//! binlog (ROW format, distinct server id) needs. A flag given there replaces
+//! the default of the same option (e.g. `--log-bin` drops `--skip-log-bin`).
+//!
 //! mariadbd runs under a tiny `sh` supervisor whose stdin is a pipe held by the
 //! test process: when the test process dies for any reason (panic, SIGKILL,
 //! Ctrl-C) the pipe closes and the supervisor SIGKILLs mariadbd, so no server
 //! outlives its test.
 #![allow(dead_code)]
+
+pub mod certs;
+pub mod mysql8;
 
 use std::fs;
 use std::io::Write;
@@ -60,8 +68,31 @@ exit $st"#;
 pub struct MariaDb {
     pub port: u16,
     name: String,
+    /// `--ssl-ca` of the flags: the harness's own connections use TLS
+    /// trusting it (the server may refuse plaintext).
+    ssl_ca: Option<PathBuf>,
     dir: tempfile::TempDir,
     child: Option<(Child, ChildStdin)>,
+    /// Extra server flags (kept across `restart`).
+    extra: Vec<String>,
+}
+
+/// Flags for a binary log in ROW format with `server_id` (distinct per
+/// server), written into the instance's datadir (`binlog.000001`, …).
+pub fn binlog_flags(server_id: u32) -> Vec<String> {
+    vec![
+        "--log-bin=binlog".to_string(),
+        "--binlog-format=ROW".to_string(),
+        format!("--server-id={server_id}"),
+    ]
+}
+
+/// `--name=value` / `--name` → `name`, with `_` and `-` equivalent and the
+/// `skip-` prefix removed (so `--log-bin=x` overrides `--skip-log-bin`).
+fn option_name(flag: &str) -> String {
+    let f = flag.trim_start_matches('-');
+    let f = f.split('=').next().unwrap_or(f).replace('_', "-");
+    f.strip_prefix("skip-").map(str::to_string).unwrap_or(f)
 }
 
 fn is_root() -> bool {
@@ -131,6 +162,14 @@ fn template() -> &'static Path {
 impl MariaDb {
     /// A fresh instance named `name` (used in messages and the tempdir name).
     pub async fn start(name: &str) -> MariaDb {
+        Self::start_with(name, &[] as &[&str]).await
+    }
+
+    /// Like [`MariaDb::start`] with extra server flags (`--binlog-format=ROW`,
+    /// `--default-time-zone=+02:00`, `--ssl-cert=…`, …), kept across
+    /// `restart`. With `--ssl-ca=PATH` among them, the harness's own
+    /// connections (`opts`, `conn`, readiness) use TLS verified against that CA.
+    pub async fn start_with<S: AsRef<str>>(name: &str, flags: &[S]) -> MariaDb {
         if !Path::new(MARIADBD).exists() {
             panic!("{NOT_INSTALLED}");
         }
@@ -142,11 +181,17 @@ impl MariaDb {
         copy_dir(template, &dir.path().join("data"));
         fs::create_dir_all(dir.path().join("tmp")).unwrap();
         fs::write(dir.path().join("init.sql"), INIT_SQL).unwrap();
+        let ssl_ca = flags
+            .iter()
+            .find_map(|f| f.as_ref().strip_prefix("--ssl-ca="))
+            .map(PathBuf::from);
         let mut db = MariaDb {
             port: 0,
             name: name.to_string(),
+            ssl_ca,
             dir,
             child: None,
+            extra: flags.iter().map(|f| f.as_ref().to_string()).collect(),
         };
         // The free port can be taken by someone else before mariadbd binds it: retry.
         for attempt in 1..=3 {
@@ -166,6 +211,11 @@ impl MariaDb {
     }
 
     pub fn opts(&self, db: Option<&str>) -> mysql_async::OptsBuilder {
+        let ssl = self.ssl_ca.as_ref().map(|ca| {
+            mysql_async::SslOpts::default()
+                .with_root_certs(vec![ca.clone().into()])
+                .with_disable_built_in_roots(true)
+        });
         mysql_async::OptsBuilder::default()
             .ip_or_hostname("127.0.0.1")
             .tcp_port(self.port)
@@ -173,6 +223,7 @@ impl MariaDb {
             .pass(Some("app"))
             .db_name(db)
             .prefer_socket(false)
+            .ssl_opts(ssl)
     }
 
     /// A direct connection (not through the proxy) to database `shop`.
@@ -238,10 +289,16 @@ impl MariaDb {
             .open(&log_path)
             .unwrap();
         let mut cmd = Command::new("/bin/sh");
+        let overridden: Vec<String> = self.extra.iter().map(|f| option_name(f)).collect();
         cmd.args(["-c", SUPERVISOR, "sh"])
             .arg(d)
             .arg(MARIADBD)
-            .args(SERVER_FLAGS);
+            .args(
+                SERVER_FLAGS
+                    .iter()
+                    .filter(|f| **f == "--no-defaults" || !overridden.contains(&option_name(f))),
+            )
+            .args(&self.extra);
         for (k, v) in [
             ("datadir", d.join("data")),
             ("socket", d.join("mysqld.sock")),
@@ -322,11 +379,23 @@ pub struct Pair {
 impl Pair {
     /// Start both concurrently.
     pub async fn start() -> Pair {
-        let (source, destination) =
-            tokio::join!(MariaDb::start("source"), MariaDb::start("destination"));
+        Self::start_with(&[] as &[&str], &[] as &[&str]).await
+    }
+
+    /// Start both concurrently, each with its extra server flags.
+    pub async fn start_with<S: AsRef<str>, T: AsRef<str>>(source: &[S], destination: &[T]) -> Pair {
+        let (source, destination) = tokio::join!(
+            MariaDb::start_with("source", source),
+            MariaDb::start_with("destination", destination)
+        );
         Pair {
             source,
             destination,
         }
+    }
+
+    /// Both with a ROW-format binlog (server ids 1 and 2).
+    pub async fn start_binlog() -> Pair {
+        Self::start_with(&binlog_flags(1), &binlog_flags(2)).await
     }
 }

@@ -70,3 +70,43 @@ pub async fn same_checksum(pair: &Pair, table: &str) -> bool {
     let b: Vec<(String, Option<i64>)> = pair.destination.query(&sql).await;
     a[0].1 == b[0].1
 }
+
+/// Like [`validator`], also returning the pattern handle (to move authority).
+pub fn validator_with_handle(
+    pair: &Pair,
+    pattern: Pattern,
+    data_dir: &Path,
+    validation: &str,
+) -> (Validator, PatternHandle) {
+    let cfg = Config::parse(&config_text(pair, pattern, data_dir, validation)).expect("config");
+    let handle = PatternHandle::new(pattern);
+    let v = Validator::new(Arc::new(cfg), handle.clone()).expect("validator");
+    (v, handle)
+}
+
+/// Poll `check` every 100 ms until it returns `Some`, for at most `secs`
+/// seconds (a liveness bound, not a timing assertion).
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("not within {secs} s: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Show the validator's log lines (info) in a failing test's output.
+pub fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("cutover=info")
+        .with_test_writer()
+        .try_init();
+}

@@ -7,6 +7,8 @@
 #   bench_cutover_start DIR NAME PATTERN PORT ADMIN_PORT SRC_PORT DST_PORT BIN
 #                                     cutover serve; pid in DIR/NAME.pid, log DIR/NAME.log
 #                                     ($CUTOVER_WRAP, if set, is prefixed to the command)
+#                                     ($BENCH_CUTOVER_TOP: extra top-level TOML;
+#                                     $BENCH_CUTOVER_BACKEND: extra keys for both backends)
 #   bench_wait_port PORT PID          wait until PORT answers a MySQL login (or PID died)
 #   bench_stop_pid PIDFILE            SIGTERM, wait up to 10 s, then SIGKILL
 #   bench_sysbench OUT TEST PORT THREADS SECS TABLES TABLE_SIZE   one sysbench run, output to OUT
@@ -62,10 +64,13 @@ admin_listen = "127.0.0.1:$admin"
 initial_pattern = "$pattern"
 state_file = "$dir/$name.state.json"
 max_connections = 4000
+${BENCH_CUTOVER_TOP:-}
 [source]
 url = "mysql://app:app@127.0.0.1:$src/shop"
+${BENCH_CUTOVER_BACKEND:-}
 [destination]
 url = "mysql://app:app@127.0.0.1:$dst/shop"
+${BENCH_CUTOVER_BACKEND:-}
 EOF
     # shellcheck disable=SC2086 # CUTOVER_WRAP is a word list (e.g. "valgrind --tool=callgrind")
     CUTOVER_LOG=${CUTOVER_LOG:-warn} ${CUTOVER_WRAP:-} "$bin" serve --config "$dir/$name.toml" \

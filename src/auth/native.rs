@@ -1,6 +1,6 @@
-//! The arithmetic of `mysql_native_password` (MySQL Reference Manual,
-//! "Native Pluggable Authentication"; MySQL Client/Server Protocol,
-//! "Native Authentication"):
+//! `mysql_native_password` (MySQL Client/Server Protocol, "Native
+//! Authentication"; MySQL Reference Manual, "Native Pluggable
+//! Authentication"):
 //!
 //! - the server stores `stage2 = SHA1(SHA1(password))` (`*` + 40 hex digits
 //!   in `mysql.user`);
@@ -12,9 +12,17 @@
 //! to answer any other nonce. This is how a proxy logs a client in to more
 //! than one server without knowing its password (MaxScale does the same).
 
-#![warn(missing_docs)]
-
 use sha1::{Digest, Sha1};
+
+/// The plugin's protocol name.
+pub const NAME: &[u8] = b"mysql_native_password";
+
+/// The 20-byte answer to `nonce`; empty for an empty password.
+pub fn scramble(nonce: &[u8], password: &str) -> Vec<u8> {
+    mysql_common::scramble::scramble_native(nonce, password.as_bytes())
+        .map(|a| a.to_vec())
+        .unwrap_or_default()
+}
 
 fn sha1(parts: &[&[u8]]) -> [u8; 20] {
     let mut h = Sha1::new();
@@ -59,10 +67,27 @@ pub fn parse_stored_hash(text: &str) -> Option<[u8; 20]> {
     Some(out)
 }
 
+/// Whether `password` is the one whose `stage2` is stored (a cleartext
+/// password received over TLS, checked against `mysql.user`).
+pub fn password_matches(password: &[u8], stage2: &[u8; 20]) -> bool {
+    super::constant_time_eq(&sha1(&[&sha1(&[password])]), stage2)
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use mysql_common::scramble::scramble_native;
+
+    #[test]
+    fn known_vector() {
+        // Python: sha1(pw) XOR sha1(nonce + sha1(sha1(pw))), nonce = bytes(range(1, 21)), pw = "secret"
+        let nonce: Vec<u8> = (1..=20).collect();
+        assert_eq!(
+            hex(&scramble(&nonce, "secret")),
+            "b32bb3a583e1340c0a1108d58b1be49781ad8c2f"
+        );
+        assert!(scramble(&nonce, "").is_empty());
+    }
 
     #[test]
     fn recovered_hash_logs_in_like_the_password() {
@@ -79,6 +104,8 @@ mod tests {
         let wrong = scramble_native(nonce, b"guess").unwrap();
         assert_eq!(recover_stage1(nonce, &wrong, &stage2), None);
         assert_eq!(recover_stage1(nonce, &answer[..19], &stage2), None);
+        assert!(password_matches(b"s3cret", &stage2));
+        assert!(!password_matches(b"guess", &stage2));
     }
 
     #[test]
@@ -88,5 +115,9 @@ mod tests {
         assert!(parse_stored_hash("*58815970be77b3720276f63db198b1fa42e5cc0").is_none());
         assert!(parse_stored_hash("*58815970be77b3720276f63db198b1fa42e5cc02").is_some());
         assert!(parse_stored_hash("*Z8815970BE77B3720276F63DB198B1FA42E5CC02").is_none());
+    }
+
+    pub(crate) fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
     }
 }
