@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the per-statement hot path: classification, routing,
 //! packet framing, the response relay state machine, the prepared-statement
-//! EXECUTE rewrite and buffered packet I/O over a loopback TCP pair, plaintext
-//! and TLS.
+//! EXECUTE rewrite, buffered packet I/O over a loopback TCP pair (plaintext
+//! and TLS), and what mirroring fidelity (issue 9) adds per statement
+//! (`fidelity/*`: each next to the same work without it).
 //! `cargo bench --bench hot_path` (criterion, no plots).
 //!
 //! These are not tests: nothing here asserts timings.
@@ -333,8 +334,72 @@ fn packet_io_group(
     g.finish();
 }
 
+/// Issue 9 on the hot path: a plain read's class decision with and without
+/// the stored-function check (no function exists / some exist), and a
+/// mirrored write's pinning as `SET STATEMENT … FOR` next to the old `SET`.
+fn bench_fidelity(c: &mut Criterion) {
+    use cutover::catalog::{self, Catalog, CatalogData, Effects};
+    use cutover::determinism::{self, ClientPins, Pin};
+    let mut g = c.benchmark_group("fidelity");
+    let empty = Catalog::default();
+    let with = Catalog::default();
+    let mut data = CatalogData::default();
+    for f in ["bump", "next_id", "audit_it"] {
+        let e = Effects {
+            writes: true,
+            nondeterministic: false,
+            targets: Vec::new(),
+        };
+        data.functions.insert(("shop".into(), f.into()), e);
+    }
+    with.store(data);
+    let decide = |cat: &Catalog, sql: &[u8]| {
+        let class = classify::classify(sql).class;
+        if class != Class::Read || !cat.has_functions() {
+            return (class, sql.contains(&b'@'));
+        }
+        let data = cat.load();
+        let writes = catalog::calls(sql).any(|(_, name)| {
+            let name = String::from_utf8_lossy(name);
+            data.function(Some("shop"), &name).is_some_and(|f| f.writes)
+        });
+        (
+            if writes { Class::Write } else { class },
+            sql.contains(&b'@'),
+        )
+    };
+    for (name, sql) in [("point_select", POINT_SELECT), ("join3", JOIN3)] {
+        let sql = sql.as_bytes();
+        g.bench_function(format!("read/{name}/before"), |b| {
+            b.iter(|| classify::classify(black_box(sql)).class)
+        });
+        g.bench_function(format!("read/{name}/no_functions"), |b| {
+            b.iter(|| decide(&empty, black_box(sql)))
+        });
+        g.bench_function(format!("read/{name}/functions_exist"), |b| {
+            b.iter(|| decide(&with, black_box(sql)))
+        });
+    }
+    let pins = ClientPins::default();
+    g.bench_function("write/upsert/pin_as_set_before", |b| {
+        b.iter(|| {
+            let a = determinism::analyze(black_box(UPSERT.as_bytes()));
+            (a, Pin::now().prefix(pins, None))
+        })
+    });
+    g.bench_function("write/upsert/pin_as_set_statement", |b| {
+        b.iter(|| {
+            let a = determinism::analyze(black_box(UPSERT.as_bytes()));
+            let assign = Pin::now().assignments(pins, None).unwrap_or_default();
+            determinism::set_statement(UPSERT.as_bytes(), &assign, a.multi)
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    bench_fidelity,
     bench_classify,
     bench_route,
     bench_framing,

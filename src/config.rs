@@ -11,7 +11,9 @@ use crate::pattern::Pattern;
 use crate::tls::server::ClientTlsConfig;
 use crate::tls::{BackendTls, BackendTlsKeys};
 
+mod mirror;
 mod users;
+pub use mirror::{DdlDefaults, MirrorConfig};
 pub use users::{AuthMode, UserConfig};
 
 /// The whole configuration, validated.
@@ -45,6 +47,9 @@ pub struct Config {
     pub init_state: bool,
     /// `[tls]`: TLS for applications connecting to cutover.
     pub tls: ClientTlsConfig,
+    /// The `[mirror]` table (retries, temporary tables, catalog, session
+    /// alignment, DDL defaults, intended drift).
+    pub mirror: MirrorConfig,
 }
 
 /// `[validation]`: the chunked validator, its throttle and the fixer.
@@ -321,6 +326,7 @@ struct RawConfig {
     data_dir: Option<PathBuf>,
     validation: Option<RawValidation>,
     tls: Option<RawTls>,
+    mirror: Option<mirror::RawMirror>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -635,6 +641,7 @@ impl Config {
             let why = "needs [tls] cert and key (without them no client can use TLS)";
             return Err(key_err(&format!("users[{i}].require_tls"), why));
         }
+        let mirror = raw.mirror.unwrap_or_default().into_config()?;
         let state_file = raw
             .state_file
             .unwrap_or_else(|| PathBuf::from("./cutover-state.json"));
@@ -667,6 +674,7 @@ impl Config {
             validation,
             init_state: false,
             tls,
+            mirror,
         };
         check_addr("listen", &cfg.listen)?;
         check_addr("admin_listen", &cfg.admin_listen)?;

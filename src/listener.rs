@@ -79,6 +79,7 @@ impl Listener {
                 Err(e) => warn!("{side} not reachable at start-up (clients will get errors while it is needed): {e}"),
             }
         }
+        self.shared.refresh_catalog().await;
     }
 
     /// `[tls]`'s acceptor, for reloading the certificate on SIGHUP.
@@ -96,6 +97,7 @@ impl Listener {
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         let unauthenticated = Arc::new(Semaphore::new(limits.max_unauthenticated_connections));
         let mut sessions = JoinSet::new();
+        tokio::spawn(keep_catalog_fresh(self.shared.clone(), shutdown.clone()));
         info!(addr = %self.local_addr(), "accepting MySQL clients");
         loop {
             let accepted = tokio::select! {
@@ -151,6 +153,23 @@ impl Listener {
             sessions.abort_all();
         }
     }
+}
+
+/// Re-read the stored-program catalog every `[mirror] catalog_refresh_ms`
+/// (from the side authoritative at that moment) until `shutdown`.
+async fn keep_catalog_fresh(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let every = Duration::from_millis(shared.config.mirror.catalog_refresh_ms);
+    let cfgs = [
+        shared.config.source.clone(),
+        shared.config.destination.clone(),
+    ];
+    let pattern = shared.pattern.clone();
+    let side = move || pattern.load().primary();
+    shared
+        .catalog
+        .clone()
+        .keep_fresh(cfgs, side, every, shared.connect_timeout(), shutdown)
+        .await;
 }
 
 /// Too many connections: answer with ERR 1040 instead of a greeting.

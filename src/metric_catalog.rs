@@ -67,8 +67,21 @@ pub const SIDES: &[&str] = &["source", "destination"];
 pub const STATEMENT_CLASSES: &[&str] = &["read", "write", "ddl", "transaction", "session"];
 /// `outcome` label of `cutover_statements_total`.
 pub const STATEMENT_OUTCOMES: &[&str] = &["ok", "error"];
-/// `kind` label of `cutover_mirror_mismatches_total` (`session/mirror.rs`).
-pub const MIRROR_MISMATCH_KINDS: &[&str] = &["error", "affected_rows", "insert_id"];
+/// `kind` label of `cutover_mirror_mismatches_total` (`session/mirror_txn.rs`).
+pub const MIRROR_MISMATCH_KINDS: &[&str] = &["affected_rows", "insert_id"];
+/// `reason` label of `cutover_mirror_failures_total`
+/// (`session::ledger::FailureReason`).
+pub const MIRROR_FAILURE_REASONS: &[&str] = &[
+    "lock_conflict",
+    "constraint",
+    "schema",
+    "data",
+    "unavailable",
+    "infile_truncated",
+    "other",
+];
+/// `outcome` label of `cutover_mirror_retries_total`.
+pub const MIRROR_RETRY_OUTCOMES: &[&str] = &["succeeded", "failed"];
 /// `reason` label of `cutover_unsafe_statements_total` (`determinism.rs`,
 /// `session/mirror.rs`).
 pub const UNSAFE_REASONS: &[&str] = &[
@@ -77,6 +90,11 @@ pub const UNSAFE_REASONS: &[&str] = &[
     "insert_select_without_order_by",
     "unpinnable_function",
     "nondeterministic_function_in_prepared_statement",
+    "session_diagnostics",
+    "rand_after_client_seed",
+    "trigger",
+    "function",
+    "temporary_table_not_copied",
 ];
 /// `kind` label of `cutover_inconsistencies_total` (`validate::events::Kind`).
 pub const INCONSISTENCY_KINDS: &[&str] = &["target_missing", "base_missing", "neq"];
@@ -238,15 +256,31 @@ pub const CATALOG: &[MetricDef] = &[
     MetricDef {
         name: "cutover_double_writes_total",
         kind: MetricKind::Counter,
-        help: "Writes mirrored to the non-authoritative backend, by outcome",
+        help: "Statements mirrored to the non-authoritative backend, by what became of them: success (applied on both), rolled_back (in a transaction the authoritative side rolled back; consistent), failure (applied by the authoritative side only: divergence)",
         labels: &["outcome"],
         startup: Startup::Live,
         buckets: &[],
     },
     MetricDef {
+        name: "cutover_mirror_failures_total",
+        kind: MetricKind::Counter,
+        help: "Writes the authoritative side applied (committed) that the mirror did not, by mirror backend and error class: the divergence signal; each one is queued for a targeted re-check",
+        labels: &["backend", "reason"],
+        startup: Startup::Zero(&[SIDES, MIRROR_FAILURE_REASONS]),
+        buckets: &[],
+    },
+    MetricDef {
+        name: "cutover_mirror_retries_total",
+        kind: MetricKind::Counter,
+        help: "Mirror-only deadlocks / lock wait timeouts retried by replaying the statement or the transaction's share, by outcome",
+        labels: &["outcome"],
+        startup: Startup::Zero(&[MIRROR_RETRY_OUTCOMES]),
+        buckets: &[],
+    },
+    MetricDef {
         name: "cutover_secondary_errors_total",
         kind: MetricKind::Counter,
-        help: "Errors on the non-authoritative backend, by backend",
+        help: "Errors on the non-authoritative backend (ERR answers, lost or refused connections), by backend; a diagnostic, not by itself divergence (see cutover_mirror_failures_total)",
         labels: &["backend"],
         startup: Startup::Zero(&[SIDES]),
         buckets: &[],
@@ -254,7 +288,7 @@ pub const CATALOG: &[MetricDef] = &[
     MetricDef {
         name: "cutover_mirror_mismatches_total",
         kind: MetricKind::Counter,
-        help: "Mirrored statements whose outcome differed from the authoritative side's, by kind",
+        help: "Mirrored statements applied on both sides with a different outcome (affected rows, generated id), by kind",
         labels: &["kind"],
         startup: Startup::Zero(&[MIRROR_MISMATCH_KINDS]),
         buckets: &[],
@@ -379,7 +413,34 @@ pub const CATALOG: &[MetricDef] = &[
         startup: Startup::Zero(&[]),
         buckets: &[],
     },
+    MetricDef {
+        name: "cutover_session_align_failures_total",
+        kind: MetricKind::Counter,
+        help: "Session alignment: reference values a backend refused to read or set (issue #19)",
+        labels: &["backend"],
+        startup: Startup::Zero(&[SIDES]),
+        buckets: &[],
+    },
+    MetricDef {
+        name: "cutover_drift",
+        kind: MetricKind::Gauge,
+        help: "Server drift found by the last preflight/health check: differing items by kind",
+        labels: &["kind"],
+        startup: Startup::Zero(&[DRIFT_KINDS]),
+        buckets: &[],
+    },
+    MetricDef {
+        name: "cutover_drift_blocking",
+        kind: MetricKind::Gauge,
+        help: "Server drift items not declared intended in [mirror] intended_drift (they block authority moves)",
+        labels: &[],
+        startup: Startup::Zero(&[]),
+        buckets: &[],
+    },
 ];
+
+/// `kind` values of `cutover_drift`: a global variable, a table definition.
+pub const DRIFT_KINDS: &[&str] = &["variable", "table"];
 
 /// The series to register at 0 for `def`, as label-value tuples (empty when
 /// the metric is [`Startup::Live`]; one empty tuple for an unlabelled metric).
@@ -466,8 +527,9 @@ mod tests {
         // Every unsafe reason literal the data path can set, and no other.
         let mut found = std::collections::BTreeSet::new();
         for src in [
-            include_str!("determinism.rs"),
+            include_str!("determinism/mod.rs"),
             include_str!("session/secondary.rs"),
+            include_str!("session/mirror_txn.rs"),
             include_str!("session/prepared.rs"),
         ] {
             for part in src.split("unsafe_reason").skip(1) {
@@ -482,6 +544,17 @@ mod tests {
                     continue;
                 }
                 let reason = part[open + 2..].split('"').next().unwrap();
+                assert!(
+                    UNSAFE_REASONS.contains(&reason),
+                    "unsafe reason {reason:?} is not in UNSAFE_REASONS"
+                );
+                found.insert(reason);
+            }
+        }
+        // … and the reasons counted directly (`count_unsafe("…", …)`).
+        for src in [include_str!("session/temptables.rs")] {
+            for part in src.split("count_unsafe(\"").skip(1) {
+                let reason = part.split('"').next().unwrap();
                 assert!(
                     UNSAFE_REASONS.contains(&reason),
                     "unsafe reason {reason:?} is not in UNSAFE_REASONS"

@@ -13,6 +13,8 @@ const MORE_RESULTS: u16 = 0x0008;
 const CURSOR_EXISTS: u16 = 0x0040;
 /// SERVER_STATUS_IN_TRANS: a transaction is open after this answer.
 pub const IN_TRANS: u16 = 0x0001;
+/// SERVER_STATUS_AUTOCOMMIT: the session is in autocommit mode.
+pub const AUTOCOMMIT: u16 = 0x0002;
 
 /// The shape of response a command produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +53,10 @@ impl Summary {
     /// carried no status (an ERR packet, a classic EOF-less answer).
     pub fn in_trans(&self) -> Option<bool> {
         self.status.map(|s| s & IN_TRANS != 0)
+    }
+    /// The AUTOCOMMIT flag of the last status seen; `None` without status.
+    pub fn autocommit(&self) -> Option<bool> {
+        self.status.map(|s| s & AUTOCOMMIT != 0)
     }
 }
 

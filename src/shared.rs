@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use mysql_common::constants::MariadbCapabilities;
 
 use crate::backend::Greeting;
+use crate::catalog::Catalog;
 use crate::config::{BackendConfig, Config};
 use crate::pattern::{PatternHandle, Side};
 use crate::session::handshake::{offered_capabilities, ServerIdentity};
@@ -43,6 +44,8 @@ pub struct Shared {
     /// Consecutive failed logins per client address.
     pub throttle: LoginThrottle,
     directory: OnceLock<Directory>,
+    /// Stored functions and triggers (what statement text does not show).
+    pub catalog: Arc<Catalog>,
     next_conn_id: AtomicU32,
 }
 
@@ -65,6 +68,7 @@ impl Shared {
             sessions: SessionRegistry::default(),
             throttle: LoginThrottle::new(&config.limits),
             directory: OnceLock::new(),
+            catalog: Arc::new(Catalog::default()),
             next_conn_id: AtomicU32::new(1),
             config,
         }
@@ -126,6 +130,21 @@ impl Shared {
             || current.collation != next.collation
         {
             self.identity.store(Arc::new(next));
+        }
+    }
+
+    /// Re-read the stored-program catalog from the authoritative side now
+    /// (after DDL that changed a routine or trigger). Failures are logged;
+    /// the previous snapshot stays.
+    pub async fn refresh_catalog(&self) {
+        let side = self.pattern.load().primary();
+        let cfg = self.backend_config(side);
+        if let Err(e) = self
+            .catalog
+            .refresh(cfg, side, self.connect_timeout())
+            .await
+        {
+            tracing::warn!(%side, "could not re-read the stored-program catalog: {e}");
         }
     }
 

@@ -37,11 +37,26 @@ pub struct DataPathStats {
     pub abandoned_statements: AtomicU64,
     /// Statements relayed to the authoritative side.
     pub statements: AtomicU64,
-    /// Statements mirrored to the non-authoritative side that succeeded.
+    /// Mirrored statements applied on both sides (inside a transaction:
+    /// committed on both).
     pub double_write_success: AtomicU64,
-    /// Mirrored statements that failed (or were skipped because that side was down).
+    /// Mirrored statements the authoritative side applied (committed) and
+    /// the other side did not: the divergence signal (each one is also a
+    /// dirty record).
     pub double_write_failure: AtomicU64,
-    /// Errors on the non-authoritative side, per side (index = `Side::index`).
+    /// Mirrored statements of transactions the authoritative side rolled
+    /// back, rolled back on the other side too (a consistent outcome).
+    pub double_write_rolled_back: AtomicU64,
+    /// Mirror-only transient errors (deadlock, lock wait timeout) whose
+    /// retry made the mirror apply the statement or transaction.
+    pub mirror_retries_succeeded: AtomicU64,
+    /// Mirror-only transient errors whose retries were exhausted (or that
+    /// could not be replayed): each lost write is also a failure.
+    pub mirror_retries_failed: AtomicU64,
+    /// Errors on the non-authoritative side, per side (index =
+    /// `Side::index`): ERR answers, lost connections, refused or skipped
+    /// reconnects. A diagnostic: an error inside a transaction the
+    /// authoritative side rolled back, or one a retry fixed, loses nothing.
     pub secondary_errors: [AtomicU64; 2],
     /// Backend connections opened, per side.
     pub backend_connects: [AtomicU64; 2],
@@ -55,15 +70,16 @@ pub struct DataPathStats {
     pub dirty: DirtyQueue,
 }
 
-/// A place the two sides may now differ (a mirrored statement's outcome
-/// differed, or it could not be made deterministic).
+/// A place the two sides may now differ (a mirrored write was lost, its
+/// outcome differed, or it could not be made deterministic).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct DirtyRecord {
     /// Target table as written in the statement (may be schema-qualified).
     pub table: Option<String>,
     /// The AUTO_INCREMENT key, when the statement inserted one row.
     pub key: Option<u64>,
-    /// `mismatch:<kind>` or `unsafe:<reason>` (the metric labels).
+    /// `failure:<reason>`, `mismatch:<kind>` or `unsafe:<reason>` (the
+    /// metric labels).
     pub reason: String,
     /// Digest of the statement text (see logs).
     pub digest: String,
@@ -129,6 +145,9 @@ pub struct StatsSnapshot {
     pub statements: u64,
     pub double_write_success: u64,
     pub double_write_failure: u64,
+    pub double_write_rolled_back: u64,
+    pub mirror_retries_succeeded: u64,
+    pub mirror_retries_failed: u64,
     pub source_secondary_errors: u64,
     pub destination_secondary_errors: u64,
     pub source_connects: u64,
@@ -150,6 +169,13 @@ impl DataPathStats {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Add `n` (relaxed).
+    pub fn add(&self, counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     /// Count an error on the non-authoritative side `side`.
     pub fn secondary_error(&self, side: Side) {
         Self::incr(&self.secondary_errors[side.index()]);
@@ -169,6 +195,9 @@ impl DataPathStats {
             statements: r(&self.statements),
             double_write_success: r(&self.double_write_success),
             double_write_failure: r(&self.double_write_failure),
+            double_write_rolled_back: r(&self.double_write_rolled_back),
+            mirror_retries_succeeded: r(&self.mirror_retries_succeeded),
+            mirror_retries_failed: r(&self.mirror_retries_failed),
             source_secondary_errors: r(&self.secondary_errors[0]),
             destination_secondary_errors: r(&self.secondary_errors[1]),
             source_connects: r(&self.backend_connects[0]),

@@ -186,7 +186,7 @@ impl TinyDb {
     /// The answer a server would give to `cmd`.
     pub fn answer(&mut self, cmd: &[u8]) -> Vec<Vec<u8>> {
         let sql = match cmd.split_first() {
-            Some((0x03, sql)) => String::from_utf8_lossy(sql).to_ascii_uppercase(),
+            Some((0x03, _)) => String::from_utf8_lossy(statement(cmd)).to_ascii_uppercase(),
             Some((0x01, _)) => return Vec::new(),
             _ => return vec![wire::ok_payload(0, 0, 0, self.status(), 0)],
         };
@@ -196,6 +196,15 @@ impl TinyDb {
             "BEGIN" | "START" => self.in_trans = true,
             "COMMIT" | "ROLLBACK" => self.in_trans = false,
             "INSERT" => {
+                // `SET STATEMENT … insert_id=N … FOR INSERT`: the id is N.
+                let pinned = String::from_utf8_lossy(cmd)
+                    .split(" FOR ")
+                    .next()
+                    .and_then(|p| p.split("insert_id=").nth(1))
+                    .and_then(|v| v.split([',', ' ']).next()?.parse::<u64>().ok());
+                if let Some(id) = pinned {
+                    self.next_id = id - 1;
+                }
                 self.next_id += 1;
                 (affected, id) = (1, self.next_id);
             }
@@ -215,6 +224,19 @@ impl TinyDb {
         col.extend_from_slice(&[0x0c, 45, 0, 1, 0, 0, 0, 253, 0, 0, 0, 0, 0]);
         let terminator = wire::ok_payload(0xFE, 0, 0, self.status(), 0);
         vec![vec![1], col, vec![1, b'1'], terminator]
+    }
+}
+
+/// The statement of a COM_QUERY payload without cutover's pinning prefix
+/// (`SET STATEMENT … FOR `): what a test's script matches on.
+pub(crate) fn statement(cmd: &[u8]) -> &[u8] {
+    let sql = cmd.strip_prefix(b"\x03").unwrap_or(cmd);
+    if !sql.starts_with(b"SET STATEMENT ") {
+        return sql;
+    }
+    match sql.windows(5).position(|w| w == b" FOR ") {
+        Some(i) => &sql[i + 5..],
+        None => sql,
     }
 }
 

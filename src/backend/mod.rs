@@ -9,13 +9,17 @@
 
 #![warn(missing_docs)]
 
+mod capture;
 mod login;
+mod query;
 
 use std::collections::VecDeque;
 
 use mysql_common::constants::CapabilityFlags;
 
+pub use capture::{Captured, Cell, ColumnMeta};
 pub use login::{ping, ConnectParams, Credentials, Greeting, Secret};
+pub use query::TextRow;
 
 use crate::command::{self, Com};
 use crate::error::{BackendError, RelayError};
@@ -61,10 +65,21 @@ pub struct Backend<T = ()> {
     pub capabilities: CapabilityFlags,
     /// Last known IN_TRANS status of this backend session.
     pub in_trans: bool,
+    /// Last known AUTOCOMMIT status of this backend session.
+    pub autocommit: bool,
+    /// The server is MariaDB (its greeting says so): `SET STATEMENT … FOR`
+    /// is available. Set by whoever opens the connection; assumed at first.
+    pub mariadb: bool,
     /// Answers still to be read, in order, before the next real response.
     expected: VecDeque<Expected<T>>,
     /// Deferred answers read so far, with their tags.
     settled: Vec<(T, Summary)>,
+    /// Results of queued captures read so far.
+    captured: Vec<Captured>,
+    /// A pinning reset (`SET timestamp=DEFAULT`) owed by this session,
+    /// sent before the next statement that does not read the previous
+    /// statement's diagnostics (see `Session::relay_primary`).
+    pub pending_reset: Option<&'static [u8]>,
 }
 
 /// An answer owed by the backend for a command sent ahead.
@@ -73,6 +88,9 @@ enum Expected<T> {
     Silent,
     /// A full query response, kept with its tag.
     Deferred(T),
+    /// A text result set the proxy reads itself (at most this many bytes
+    /// of rows kept).
+    Captured(usize),
 }
 
 /// Bytes of a LOCAL INFILE the client sent, kept (up to a limit) to mirror.
@@ -98,8 +116,12 @@ impl<T> Backend<T> {
             thread_id,
             capabilities,
             in_trans,
+            autocommit: true,
+            mariadb: true,
             expected: VecDeque::new(),
             settled: Vec::new(),
+            captured: Vec::new(),
+            pending_reset: None,
         }
     }
 
@@ -168,6 +190,18 @@ impl<T> Backend<T> {
         std::mem::take(&mut self.settled)
     }
 
+    /// Read every outstanding answer now (deferred ones are then available
+    /// from [`Self::take_settled`]).
+    ///
+    /// # Errors
+    /// [`BackendError::Io`] / [`BackendError::Protocol`] as [`Self::discard`].
+    pub async fn settle_outstanding(&mut self) -> Result<(), BackendError> {
+        // Queued silent commands are only sent with the next command: send
+        // them now, or their answers never come.
+        self.io.flush().await.map_err(|e| self.io_err(e))?;
+        self.drain_expected().await
+    }
+
     /// Read every outstanding answer (they come before any new one).
     async fn drain_expected(&mut self) -> Result<(), BackendError> {
         while let Some(e) = self.expected.pop_front() {
@@ -181,6 +215,10 @@ impl<T> Backend<T> {
                 Expected::Deferred(tag) => {
                     let s = self.read_discard(ResponseKind::Query, None).await?;
                     self.settled.push((tag, s));
+                }
+                Expected::Captured(limit) => {
+                    let c = self.read_captured(limit).await?;
+                    self.captured.push(c);
                 }
             }
         }
@@ -436,6 +474,9 @@ impl<T> Backend<T> {
         if let Some(t) = summary.in_trans() {
             self.in_trans = t;
         }
+        if let Some(a) = summary.autocommit() {
+            self.autocommit = a;
+        }
     }
 
     /// Politely close (COM_QUIT, then shut the stream down; errors ignored).
@@ -494,6 +535,26 @@ mod tests {
                 "INSERT INTO t VALUES (2)",
                 "SELECT 1"
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn settling_sends_what_is_queued_and_reads_every_answer() {
+        let (mut b, fake) = testing::backend::<&str>(Side::Destination, testing::tiny_db()).await;
+        b.send_deferred(&query("INSERT INTO t VALUES (1)"), "insert")
+            .await
+            .unwrap();
+        b.queue_silent(&query("SET timestamp=DEFAULT"));
+        let settled =
+            tokio::time::timeout(std::time::Duration::from_secs(10), b.settle_outstanding()).await;
+        settled
+            .expect("not waiting for an answer to an unsent command")
+            .unwrap();
+        assert_eq!(b.deferred_outstanding(), 0);
+        assert_eq!(b.take_settled().len(), 1);
+        assert_eq!(
+            fake.received().last().map(String::as_str),
+            Some("SET timestamp=DEFAULT")
         );
     }
 

@@ -12,7 +12,8 @@
 //! started, and no inconsistency is open. `?force=true` overrides; the
 //! history records what was overridden.
 //!
-//! Later blockers (server drift, fleet members) are added here; which data
+//! Blocking server drift (`drift.rs`, issue #19) is a blocker of every
+//! guarded move. Later blockers (fleet members) are added here; which data
 //! path counter means "the mirror diverged" is decided in one place,
 //! [`mirror_health`].
 
@@ -29,10 +30,14 @@ use crate::stats::DataPathStats;
 /// Data-path counters that say the mirror side may have diverged.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct MirrorHealth {
-    /// Mirrored writes that failed or were skipped (side down), plus errors
-    /// on the non-authoritative side.
+    /// Mirrored writes the authoritative side applied (committed) and the
+    /// other side did not (`cutover_mirror_failures_total`): divergence.
+    /// Not counted: the mirror's share of a transaction the authoritative
+    /// side rolled back, errors a retry fixed, errors of session-state
+    /// statements.
     pub failures: u64,
-    /// Mirrored statements whose outcome differed from the primary's.
+    /// Mirrored statements whose outcome (affected rows, generated id)
+    /// differed from the primary's.
     pub mismatches: u64,
     /// Mirrored statements that could not be made deterministic.
     pub unsafe_statements: u64,
@@ -52,14 +57,13 @@ impl MirrorHealth {
     }
 }
 
-/// The one place that reads mirror health from the data path (issue 20
-/// replaces `failures` by a divergence-only counter here).
+/// The one place that reads mirror health from the data path: only the
+/// divergence signals (lost writes, result mismatches, unsafe statements),
+/// never the diagnostic `secondary_errors` (issue 20).
 pub fn mirror_health(stats: &DataPathStats) -> MirrorHealth {
     let r = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     MirrorHealth {
-        failures: r(&stats.double_write_failure)
-            + r(&stats.secondary_errors[Side::Source.index()])
-            + r(&stats.secondary_errors[Side::Destination.index()]),
+        failures: r(&stats.double_write_failure),
         mismatches: r(&stats.mirror_mismatches),
         unsafe_statements: r(&stats.unsafe_statements),
     }
@@ -89,6 +93,8 @@ pub struct GuardInput<'a> {
     pub last_full: Option<&'a FinishedRun>,
     pub mirror_now: MirrorHealth,
     pub open_inconsistencies: u64,
+    /// Blocking server drift, in words (`drift::DriftReport::blockers`).
+    pub drift: &'a [String],
 }
 
 /// Whether moving `from → to` needs the proof (see the module docs).
@@ -106,7 +112,7 @@ pub fn move_blockers(g: &GuardInput<'_>) -> Vec<String> {
     if !is_guarded(g.from.pattern(), g.to.pattern()) {
         return Vec::new();
     }
-    let mut b = Vec::new();
+    let mut b: Vec<String> = g.drift.to_vec();
     if !g.validation_available {
         b.push("a full validation, but no validator is available in this process".into());
         return b;
@@ -158,7 +164,7 @@ fn run_blockers(run: &FinishedRun, g: &GuardInput<'_>, b: &mut Vec<String>) {
     if let Some(d) = g.mirror_now.since(run.mirror_at_start) {
         b.push(format!(
             "a new full validation: an inconsistency was recorded after the last one started \
-             ({} mirror failures, {} mismatches, {} unsafe statements)",
+             ({} mirror failures (writes the mirror lost), {} mismatches, {} unsafe statements)",
             d.failures, d.mismatches, d.unsafe_statements
         ));
     }
@@ -206,6 +212,7 @@ mod tests {
             last_full: None,
             mirror_now: MirrorHealth::default(),
             open_inconsistencies: 0,
+            drift: &[],
         };
         let b = move_blockers(&g);
         assert_eq!(b.len(), 1, "{b:?}");

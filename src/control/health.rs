@@ -17,6 +17,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
+use super::drift::{DriftMonitor, DriftReport};
 use super::metrics;
 use super::status::{BackendReachability, PoolHealth};
 use crate::config::{BackendConfig, Config};
@@ -106,6 +107,9 @@ impl BackendProbe for TcpGreetingProbe {
 }
 
 /// Largest greeting we read; a real one is about 100 bytes.
+/// A drift check is reused for this long by health refreshes and `/status`.
+pub const DRIFT_MAX_AGE: Duration = Duration::from_secs(10);
+
 const MAX_GREETING: usize = 16 * 1024;
 
 async fn read_greeting(addr: &str) -> Result<(), String> {
@@ -159,6 +163,8 @@ pub fn classify_greeting(payload: &[u8]) -> Result<(), String> {
 pub struct HealthMonitor {
     probe: Arc<dyn BackendProbe>,
     cache: [Mutex<Option<(Instant, BackendReachability)>>; 2],
+    /// Server drift, checked with every health refresh (issue #19).
+    drift: Option<Arc<DriftMonitor>>,
 }
 
 impl HealthMonitor {
@@ -166,7 +172,29 @@ impl HealthMonitor {
         HealthMonitor {
             probe,
             cache: [Mutex::new(None), Mutex::new(None)],
+            drift: None,
         }
+    }
+
+    /// Also check server drift on every refresh.
+    pub fn with_drift(mut self, drift: Option<Arc<DriftMonitor>>) -> Self {
+        self.drift = drift;
+        self
+    }
+
+    /// Check server drift if the last check is older than `max_age` (none
+    /// without a drift monitor).
+    pub async fn drift(&self, max_age: Duration) -> Option<DriftReport> {
+        match &self.drift {
+            Some(d) => Some(d.check(max_age).await),
+            None => None,
+        }
+    }
+
+    /// The last drift report without checking (the guard reads it under the
+    /// scheduler's lock).
+    pub fn drift_snapshot(&self) -> Option<DriftReport> {
+        self.drift.as_ref().map(|d| d.snapshot())
     }
 
     pub async fn check(&self, side: Side, max_age: Duration) -> BackendReachability {
@@ -204,9 +232,10 @@ impl HealthMonitor {
 
     /// Both backends, probed concurrently.
     pub async fn both(&self, max_age: Duration) -> PoolHealth {
-        let (source, destination) = tokio::join!(
+        let (source, destination, _) = tokio::join!(
             self.check(Side::Source, max_age),
-            self.check(Side::Destination, max_age)
+            self.check(Side::Destination, max_age),
+            self.drift(max_age.max(DRIFT_MAX_AGE))
         );
         PoolHealth {
             source,

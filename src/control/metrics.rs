@@ -120,7 +120,8 @@ pub fn record_validation_run() {
 pub fn render(stats: &DataPathStats, open_inconsistencies: u64) -> String {
     let handle = install();
     // The data path records cutover_client_connections,
-    // cutover_secondary_errors_total, cutover_statements_total and the
+    // cutover_secondary_errors_total, cutover_mirror_failures_total,
+    // cutover_mirror_retries_total, cutover_statements_total and the
     // duration histogram itself; only what it keeps solely as atomics is
     // published here.
     let s = stats.snapshot();
@@ -128,6 +129,8 @@ pub fn render(stats: &DataPathStats, open_inconsistencies: u64) -> String {
         .absolute(s.double_write_success);
     counter!("cutover_double_writes_total", "outcome" => "failure")
         .absolute(s.double_write_failure);
+    counter!("cutover_double_writes_total", "outcome" => "rolled_back")
+        .absolute(s.double_write_rolled_back);
     counter!("cutover_client_connections_accepted_total").absolute(s.connections_accepted);
     counter!("cutover_client_connections_refused_total").absolute(s.connections_refused);
     counter!("cutover_handshake_timeouts_total").absolute(s.handshake_timeouts);

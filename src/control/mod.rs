@@ -34,6 +34,7 @@
 
 pub mod admin;
 pub mod automation;
+pub mod drift;
 pub mod guard;
 pub mod health;
 mod http;
@@ -91,6 +92,8 @@ pub struct ControlPlane {
     persisted: PersistedState,
     probe: Arc<dyn BackendProbe>,
     validation: Option<Arc<dyn ValidationService>>,
+    /// Server drift checks (issue #19).
+    drift: Option<Arc<drift::DriftMonitor>>,
     token: Option<String>,
     settings: scheduler::Settings,
 }
@@ -155,6 +158,7 @@ impl ControlPlane {
             persisted,
             probe: Arc::new(PingProbe::new(cfg)),
             validation: None,
+            drift: Some(Arc::new(drift::DriftMonitor::new(cfg))),
             token,
             settings: scheduler::Settings {
                 auto_promotion: cfg.enable_auto_promotion,
@@ -208,7 +212,7 @@ impl ControlPlane {
             self.persisted,
             pattern,
             self.store,
-            health::HealthMonitor::new(self.probe),
+            health::HealthMonitor::new(self.probe).with_drift(self.drift.clone()),
             self.validation.clone(),
             Arc::clone(&stats),
             self.settings,
@@ -223,6 +227,10 @@ impl ControlPlane {
             ))
         });
         let upkeep = tokio::spawn(metrics_upkeep(stop.clone()));
+        if let Some(d) = self.drift.clone() {
+            // The preflight drift check: shown in /status as soon as it is done.
+            tokio::spawn(async move { d.check(Duration::ZERO).await });
+        }
         let state = scheduler.current_state().await;
         tracing::info!(%addr, %state, "admin API listening");
         let ctx = Arc::new(admin::Ctx {

@@ -154,6 +154,11 @@ impl Scheduler {
 
     /// The authority-move guard's blockers for `from → to` (see `guard`).
     pub(super) fn blockers(&self, inner: &Inner, from: State, to: State) -> Vec<String> {
+        let drift = self
+            .health
+            .drift_snapshot()
+            .map(|r| r.blockers())
+            .unwrap_or_default();
         guard::move_blockers(&GuardInput {
             from,
             to,
@@ -162,6 +167,7 @@ impl Scheduler {
             last_full: inner.last_full.as_ref(),
             mirror_now: guard::mirror_health(&self.stats),
             open_inconsistencies: self.open_inconsistencies(),
+            drift: &drift,
         })
     }
 
@@ -180,6 +186,10 @@ impl Scheduler {
         trigger: Trigger,
         expect: Option<State>,
     ) -> Result<bool, SchedulerError> {
+        // The guard judges drift no older than this.
+        self.health
+            .drift(MOVE_PROBE_MAX_AGE.max(Duration::from_secs(1)))
+            .await;
         // Cheap checks first so an illegal or unproven move answers 409, not 503.
         {
             let inner = self.inner.lock().await;
@@ -368,6 +378,7 @@ impl Scheduler {
             next_moves,
             mirror_health: guard::mirror_health(&self.stats),
             open_inconsistencies: self.open_inconsistencies(),
+            drift: self.health.drift_snapshot(),
             auto_promotion: AutoPromotionStatus {
                 enabled: self.settings.auto_promotion,
                 quiet_period_ms: self.settings.quiet_period.as_millis() as u64,

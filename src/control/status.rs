@@ -165,6 +165,8 @@ pub struct Status {
     pub mirror_health: super::guard::MirrorHealth,
     /// Inconsistency events now open (`cutover_inconsistencies_open`).
     pub open_inconsistencies: u64,
+    /// The last server drift check (issue #19); `null` without a monitor.
+    pub drift: Option<super::drift::DriftReport>,
     pub auto_promotion: AutoPromotionStatus,
     pub auto_migrate: Option<AutoMigrateStatus>,
     pub validation: ValidationSummary,

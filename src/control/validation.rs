@@ -10,6 +10,7 @@
 //! Errors are typed ([`ValidationError`]) so the admin API maps each to one
 //! HTTP status; cancellation is a [`CancellationToken`].
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 use crate::stats::{DataPathStats, DirtyRecord};
 use crate::validate::{self, EventStatus, FixReport, Inconsistency, RunReport, ValidateError};
@@ -306,29 +308,53 @@ impl ValidationService for validate::Validator {
     }
 
     fn recheck_dirty(&self, records: Vec<DirtyRecord>) -> BoxFuture<'_, ()> {
-        enqueue_records(self, records);
-        Box::pin(async {})
+        Box::pin(recheck_records(self, records))
     }
 }
 
-/// Dirty records go to the validator's re-verification queue
-/// (`validate::capture`, the queue binlog change capture feeds): keyed rows
-/// are re-checked after `recheck_delay_ms` (repaired with `auto_fix`);
-/// a difference becomes an open event, which blocks an authority move.
-/// Records without a key name a table the next full validation covers;
-/// they are logged.
-fn enqueue_records(v: &validate::Validator, records: Vec<DirtyRecord>) {
-    let keys = records
-        .into_iter()
-        .filter_map(|r| {
-            Some(validate::capture::DirtyKey {
-                table: plain_table(r.table.as_deref()?),
-                key: r.key,
+/// Dirty records with a known key go to the validator's re-verification
+/// queue (`validate::capture`, the queue binlog change capture feeds): the
+/// row is re-checked after `recheck_delay_ms` (repaired with `auto_fix`). A
+/// record without a key (a trigger's or stored function's target table)
+/// gets a chunked re-check of the whole table. What still differs is
+/// recorded as open events (which block an authority move) and, with
+/// `auto_fix`, repaired at once.
+async fn recheck_records(v: &validate::Validator, records: Vec<DirtyRecord>) {
+    let mut keyed = Vec::new();
+    let mut tables = BTreeSet::new();
+    for r in records {
+        let Some(table) = r.table.as_deref().map(plain_table) else {
+            continue;
+        };
+        match r.key {
+            Some(key) => keyed.push(validate::capture::DirtyKey {
+                table,
+                key: Some(key),
                 reason: r.reason,
-            })
-        })
-        .collect();
-    v.enqueue_dirty(keys);
+            }),
+            None => {
+                tables.insert(table);
+            }
+        }
+    }
+    v.enqueue_dirty(keyed);
+    let mut found = false;
+    for t in tables {
+        match v.recheck_table(&t).await {
+            Ok(0) => {}
+            Ok(n) => {
+                warn!(table = %t, rows = n, "table re-check after an unsafe statement found differences");
+                found = true;
+            }
+            Err(e) => warn!(table = %t, "table re-check failed: {e}"),
+        }
+    }
+    if found && v.config().validation.auto_fix {
+        match validate::Validator::fix_open(v).await {
+            Ok(r) => info!(?r, "auto_fix repaired re-checked tables"),
+            Err(e) => warn!("auto_fix after a table re-check failed: {e}"),
+        }
+    }
 }
 
 /// Drain the data path's dirty records every 500 ms and hand them to the

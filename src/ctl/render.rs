@@ -37,11 +37,14 @@ pub fn status(st: &Value) -> String {
     let p = &st["pool_metrics"];
     let _ = writeln!(
         o,
-        "mirror           {} failures, {} mismatches, {} unsafe statements ({} mirrored writes ok)",
+        "mirror           {} lost writes, {} mismatches, {} unsafe statements \
+         ({} mirrored ok, {} rolled back with their transaction, {} retried)",
         u(&m["failures"]),
         u(&m["mismatches"]),
         u(&m["unsafe_statements"]),
-        u(&p["double_write_success"])
+        u(&p["double_write_success"]),
+        u(&p["double_write_rolled_back"]),
+        u(&p["mirror_retries_succeeded"]) + u(&p["mirror_retries_failed"])
     );
     let backend = |b: &Value| {
         if b["ok"] == true {
@@ -56,6 +59,7 @@ pub fn status(st: &Value) -> String {
         backend(&st["pool_health"]["source"]),
         backend(&st["pool_health"]["destination"])
     );
+    drift(&mut o, &st["drift"]);
     if let Some(w) = st["auto_promotion"]["waiting_for"].as_str() {
         let _ = writeln!(o, "auto-promotion   waiting for {w}");
     }
@@ -73,6 +77,44 @@ pub fn status(st: &Value) -> String {
         );
     }
     o
+}
+
+/// The `drift` section of `/status` (issue #19).
+fn drift(o: &mut String, d: &Value) {
+    if !d.is_object() {
+        return;
+    }
+    if let Some(e) = d["error"].as_str() {
+        let _ = writeln!(o, "drift            not checked: {e}");
+        return;
+    }
+    let items = d["items"].as_array().cloned().unwrap_or_default();
+    if d["checked_at"].is_null() {
+        let _ = writeln!(o, "drift            not checked yet");
+        return;
+    }
+    if items.is_empty() {
+        let _ = writeln!(o, "drift            none (checked {})", s(&d["checked_at"]));
+        return;
+    }
+    for (i, it) in items.iter().enumerate() {
+        let label = if i == 0 { "drift" } else { "" };
+        let tag = if it["blocking"] == true {
+            "BLOCKING"
+        } else if it["intended"] == true {
+            "intended"
+        } else {
+            "info"
+        };
+        let _ = writeln!(
+            o,
+            "{label:<16} {tag:<8} {} {}: source {}, destination {}",
+            s(&it["kind"]),
+            s(&it["name"]),
+            s(&it["source"]),
+            s(&it["destination"])
+        );
+    }
 }
 
 fn next_moves(o: &mut String, moves: &Value) {

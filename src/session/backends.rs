@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
+use super::align::Alignment;
 use super::auth::Accounts;
 use super::exec::{Cmd, Remember, Unsendable};
 use super::prepared::Statements;
@@ -41,6 +42,8 @@ pub(super) struct Backends {
     pub state: SessionState,
     /// Prepared statements: cutover's ids and each side's own.
     pub stmts: Statements,
+    /// The session's reference semantics (issue #19), applied on open.
+    align: Alignment,
     conns: [Option<Conn>; 2],
 }
 
@@ -56,6 +59,7 @@ impl Backends {
         Backends {
             state: SessionState::new(params.database.clone()),
             stmts: Statements::default(),
+            align: Alignment::default(),
             conns: [None, None],
             shared,
             conn_id,
@@ -83,6 +87,17 @@ impl Backends {
             how = watch_closed(source.as_mut()) => (Side::Source, how),
             how = watch_closed(destination.as_mut()) => (Side::Destination, how),
         }
+    }
+
+    /// The process-wide shared state (config, back-off, registry).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The login parameters this session's backend connections use (for a
+    /// separate metadata connection, e.g. `ddl_defaults`).
+    pub fn connect_params(&self) -> ConnectParams {
+        self.params.clone()
     }
 
     /// The open connection to `side`, if any.
@@ -132,8 +147,14 @@ impl Backends {
         DataPathStats::incr(&shared.stats.backend_connects[side.index()]);
         shared.backoff[side.index()].succeeded();
         shared.learn_greeting(side, &greeting);
+        backend.mariadb = greeting.version.contains("MariaDB");
         metrics::gauge!("cutover_backend_up", "backend" => side.as_str()).set(1.0);
+        self.align
+            .on_open(&mut backend, shared.config.mirror.ddl_defaults)
+            .await?;
         replay_state(&self.state, &mut backend).await?;
+        // Its RNG starts over from the client's seeds; the other side's did not.
+        self.state.client_pins.rand_drift |= self.state.client_pins.rand_seed;
         debug!(%side, thread_id = backend.thread_id, "backend connection ready");
         shared
             .sessions
@@ -182,6 +203,7 @@ impl Backends {
             Remember::Nothing => {}
             Remember::Statement => {
                 if let Cmd::Raw(p) = cmd {
+                    self.state.client_pins.observe(&p[1..]);
                     self.state.record(&p[1..]);
                     if self.state.overflowed {
                         warn!("more than 1024 distinct session-state statements; the oldest will not be replayed on new backend connections");
@@ -191,6 +213,7 @@ impl Backends {
             Remember::Database(db) => self.state.database = Some(db),
             Remember::SetOption(o) => self.state.set_option = Some(o),
             Remember::Reset => {
+                self.align.after_reset(self.conns.iter_mut().flatten());
                 self.state.reset();
                 self.stmts.clear();
             }
@@ -216,6 +239,7 @@ impl Backends {
             self.params.collation = c;
         }
         self.state = SessionState::new(database);
+        self.align = Alignment::default();
         self.stmts.clear();
     }
 

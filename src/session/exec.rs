@@ -2,15 +2,20 @@
 //! first (its result streams to the client), then the mirror side, in order.
 //! See "How a statement flows" in the README for the path of one COM_QUERY.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use tracing::warn;
 
+use super::ledger::TxnEnd;
+use super::prepared::Statements;
 use super::secondary::{Mirrored, Pinning};
+use super::uservars::VarSync;
 use super::Session;
 use crate::backend::InfileCopy;
 use crate::classify::{Class, TxKind};
 use crate::codes;
+use crate::determinism;
 use crate::error::{BackendError, RelayError, SessionError};
 use crate::pattern::{Pattern, Side};
 use crate::response::{ResponseKind, Summary};
@@ -38,6 +43,18 @@ pub(super) enum Remember {
 pub(super) enum Unsendable {
     Backend(BackendError),
     Malformed,
+}
+
+/// The SQL text of a statement (a prepared statement's text for EXECUTE;
+/// copied only when it names a user variable).
+fn statement_text<'a>(cmd: &'a Cmd<'_>, stmts: &mut Statements) -> Cow<'a, [u8]> {
+    match cmd {
+        Cmd::Raw(p) => Cow::Borrowed(p.get(1..).unwrap_or_default()),
+        Cmd::Execute { id, .. } => match stmts.get_mut(*id) {
+            Some(s) if s.sql.contains(&b'@') => Cow::Owned(s.sql.clone()),
+            _ => Cow::Borrowed(&[]),
+        },
+    }
 }
 
 /// Whether a failed statement ended the transaction on the authoritative
@@ -81,17 +98,36 @@ impl Session {
         if let Err(e) = self.backends.ensure(plan.primary).await {
             return self.reply_backend_error(e).await;
         }
+        let state = &self.backends.state;
+        let (client, db) = (state.client_pins, state.database.as_deref());
         let stmts = &mut self.backends.stmts;
-        let pinning = self.secondary.pinning(&plan, class, &cmd, stmts);
+        let pinning = self
+            .secondary
+            .pinning(&plan, class, &cmd, stmts, client, db);
         let rewritten = pinning.as_ref().and_then(|p| p.analysis.rewritten.clone());
         let cmd = match (&cmd, &rewritten) {
             (Cmd::Raw(_), Some(text)) => Cmd::Raw(text),
             _ => cmd,
         };
-        let Some((summary, infile)) = self.on_primary(&plan, &cmd, pinning.as_ref()).await? else {
+        if let Some(side) = plan.mirror {
+            self.prepare_mirror(side).await;
+            let may_commit = matches!(tx, Some(TxKind::Commit | TxKind::Begin))
+                || matches!(class, Class::Ddl | Class::SessionState);
+            if may_commit && self.secondary.txn.is_some() {
+                let up = &mut self.backends;
+                self.secondary.settle_for_commit(up, side).await;
+            }
+        }
+        let text = statement_text(&cmd, &mut self.backends.stmts);
+        let mut sync = self.plan_var_sync(&text, plan.mirror, class);
+        let on_primary = self.on_primary(&plan, &cmd, pinning.as_ref(), &mut sync);
+        let Some((summary, infile)) = on_primary.await? else {
             return Ok(());
         };
         DataPathStats::incr(&self.shared.stats.statements);
+        if plan.mirror.is_none() && self.backends.state.client_pins.rand_seed {
+            self.note_rand_drift(&cmd);
+        }
         let failed = summary.is_err();
         self.metrics.record(class, plan.primary, failed, started);
         let other = plan.primary.other();
@@ -100,17 +136,22 @@ impl Session {
             // failed COMMIT): the mirror's must not stay open.
             if ends_transaction(&summary, tx) && plan.mirror.is_some() {
                 let (up, gate) = (&mut self.backends, &mut self.gate);
-                self.secondary.roll_back_if_open(up, gate, other).await;
+                let end = TxnEnd::RolledBack;
+                self.secondary
+                    .transaction_ended(up, gate, other, end, None)
+                    .await;
             }
         } else {
             if let Some(side) = plan.mirror {
                 let m = Mirrored {
                     side,
                     class,
+                    tx,
                     cmd: &cmd,
                     primary: &summary,
                     infile: infile.as_ref(),
                     pinning: pinning.as_ref(),
+                    vars: sync.set.as_deref(),
                 };
                 self.secondary
                     .mirror(&mut self.backends, &mut self.gate, m)
@@ -121,10 +162,34 @@ impl Session {
                     .await;
             }
         }
-        self.after_statement(pattern, &summary).await;
-        self.secondary.settle(&mut self.backends, other);
+        self.after_statement(pattern, &summary, tx).await;
+        let mirrored = plan.mirror.is_some() && !failed;
+        let both = plan.all_connected && !failed;
+        self.finish_var_sync(sync, Some(other), mirrored, both);
+        if class == Class::Ddl && !failed {
+            let db = self.backends.state.database.clone();
+            self.temps.observe(&text, db.as_deref());
+            if crate::catalog::changes_stored_programs(&text) {
+                self.shared.refresh_catalog().await;
+            }
+        }
         self.client.flush().await?;
         Ok(())
+    }
+
+    /// The client seeded the RNG: a statement that ran on the authoritative
+    /// side only and may call RAND() leaves the two RNGs in different states.
+    fn note_rand_drift(&mut self, cmd: &Cmd<'_>) {
+        let text = match cmd {
+            Cmd::Raw(p) => p.get(1..).unwrap_or_default(),
+            Cmd::Execute { id, .. } => match self.backends.stmts.get_mut(*id) {
+                Some(s) => &s.sql,
+                None => return,
+            },
+        };
+        if text.windows(4).any(|w| w.eq_ignore_ascii_case(b"RAND")) {
+            self.backends.state.client_pins.rand_drift = true;
+        }
     }
 
     /// Send to the authoritative side (pinned like the mirror will be) and
@@ -135,15 +200,30 @@ impl Session {
         plan: &Plan,
         cmd: &Cmd<'_>,
         pinning: Option<&Pinning>,
+        sync: &mut VarSync,
     ) -> Result<Option<(Summary, Option<InfileCopy>)>, SessionError> {
         let side = plan.primary;
         let payload = match self.backends.payload_for(cmd, side).await {
             Ok(p) => p,
             Err(u) => return self.reply_unsendable(u).await.map(|()| None),
         };
-        if let (Some(p), Some(b)) = (pinning, self.backends.get(side)) {
-            p.before(b, None);
+        let limit = self.shared.config.limits.max_allowed_packet;
+        self.owed_reset(side, cmd);
+        if let Some(b) = self.backends.get(side) {
+            sync.queue(b, limit);
         }
+        let mut post = None;
+        let payload = match (pinning, self.backends.get(side)) {
+            (Some(p), Some(b)) => {
+                let pinned = p.apply(payload.into_owned(), b.mariadb, None);
+                if let Some(pre) = &pinned.pre {
+                    b.queue_silent(pre);
+                }
+                post = pinned.post;
+                Cow::Owned(pinned.payload)
+            }
+            _ => payload,
+        };
         // With a mirror, the client gets its answer only once the other side
         // has applied the statement too: a client that reacts to the answer
         // (or tells another client) cannot get ahead of the mirror, so the
@@ -152,10 +232,41 @@ impl Session {
         let result = self
             .relay_primary(side, &payload, ResponseKind::Query, hold)
             .await?;
-        if let (Some(p), Some(b)) = (pinning, self.backends.get(side)) {
-            p.after(b);
+        if let Some(b) = self.backends.get(side) {
+            // Not sent now: it would reset the diagnostics (ROW_COUNT(),
+            // warnings) the client may read next. See `owed_reset`.
+            b.pending_reset = b.pending_reset.or(post);
+            sync.answered(b);
         }
         Ok(Some(result))
+    }
+
+    /// A pinning reset owed by the authoritative connection (pinned around
+    /// a prepared statement, or on a server without `SET STATEMENT`) is
+    /// sent before this statement, unless the statement reads the previous
+    /// one's diagnostics: then it waits for the next one (meanwhile NOW()
+    /// there returns the pinned write's time).
+    fn owed_reset(&mut self, side: Side, cmd: &Cmd<'_>) {
+        let owed = self
+            .backends
+            .get(side)
+            .is_some_and(|b| b.pending_reset.is_some());
+        if !owed {
+            return;
+        }
+        let reads = match cmd {
+            Cmd::Raw(p) => determinism::reads_diagnostics(p.get(1..).unwrap_or_default()),
+            Cmd::Execute { id, .. } => self
+                .backends
+                .stmts
+                .get_mut(*id)
+                .is_some_and(|s| determinism::reads_diagnostics(&s.sql)),
+        };
+        if let Some(b) = self.backends.get(side).filter(|_| !reads) {
+            if let Some(reset) = b.pending_reset.take() {
+                b.queue_silent(reset);
+            }
+        }
     }
 
     /// Send to the authoritative backend and stream its answer to the client
@@ -235,12 +346,21 @@ impl Session {
         if let Err(e) = self.backends.ensure(side).await {
             return self.reply_backend_error(e).await;
         }
+        if let Some(b) = self.backends.get(side) {
+            // INIT_DB / SET_OPTION / RESET_CONNECTION reset the diagnostics anyway
+            if let Some(reset) = b.pending_reset.take() {
+                b.queue_silent(reset);
+            }
+        }
         let (summary, _) = self.relay_primary(side, payload, kind, true).await?;
         if !summary.is_err() {
             let reset = matches!(remember, Remember::Reset);
             self.fan_out(side, &Cmd::Raw(payload), remember, kind).await;
             if reset {
                 self.gate.reset();
+                self.vars.reset();
+                self.temps.clear();
+                self.secondary.reset();
             }
         }
         self.client.flush().await?;
@@ -264,21 +384,27 @@ impl Session {
     }
 
     /// Transaction bookkeeping after a statement on `pattern`'s primary. A
-    /// deadlock ERR carries no status flags but ends the transaction.
-    async fn after_statement(&mut self, pattern: Pattern, summary: &Summary) {
+    /// deadlock ERR carries no status flags but ends the transaction. The
+    /// mirror's pipelined answers read meanwhile are judged; a transaction
+    /// that ended on the primary is ended on the mirror too.
+    async fn after_statement(&mut self, pattern: Pattern, summary: &Summary, tx: Option<TxKind>) {
         let deadlock = summary
             .err
             .as_ref()
             .is_some_and(|e| e.code == codes::ER_LOCK_DEADLOCK.code);
         let in_trans = summary.in_trans().or(deadlock.then_some(false));
-        if self.gate.observe(in_trans) {
+        let open = self.gate.observe(in_trans);
+        let other = pattern.primary().other();
+        self.secondary.settle(&mut self.backends, other);
+        if open {
             return;
         }
-        // The authoritative side's transaction ended without the other side
-        // following (e.g. it failed there): do not leave it open.
+        // The authoritative side's transaction is over; the mirror's share
+        // follows (rolled back there if the ending statement did not reach it).
         let (up, gate) = (&mut self.backends, &mut self.gate);
+        let end = TxnEnd::of(summary, tx);
         self.secondary
-            .roll_back_if_open(up, gate, pattern.primary().other())
+            .transaction_ended(up, gate, other, end, summary.autocommit())
             .await;
     }
 

@@ -8,22 +8,29 @@
 
 #![warn(missing_docs)]
 
+mod align;
 mod auth;
 mod backends;
+mod ddl_defaults;
 mod exec;
 pub mod handshake;
 mod kill;
+mod ledger;
 mod login;
 mod metrics;
+mod mirror_txn;
 pub mod passthrough;
+mod pinning;
 pub mod prepared;
 mod secondary;
 mod secure;
 pub mod state;
+mod temptables;
 #[cfg(test)]
 mod tests;
 pub mod throttle;
 mod txn;
+mod uservars;
 mod watch;
 
 use std::sync::Arc;
@@ -114,6 +121,10 @@ pub struct Session {
     gate: TxnGate,
     /// The mirror side.
     secondary: Secondary,
+    /// User variables and whether the mirror holds the primary's values.
+    vars: uservars::UserVars,
+    /// Temporary tables, for mirror connections opened later.
+    temps: temptables::TempTables,
     metrics: metrics::StatementMetrics,
 }
 
@@ -166,6 +177,8 @@ impl Session {
             backends: Backends::new(shared.clone(), conn_id, params, login.accounts.clone()),
             gate: TxnGate::default(),
             secondary: Secondary::new(shared.clone()),
+            vars: uservars::UserVars::default(),
+            temps: temptables::TempTables::default(),
             metrics: metrics::StatementMetrics::default(),
             shared,
             client,
@@ -285,8 +298,9 @@ impl Session {
     async fn run_query(
         &mut self,
         payload: &[u8],
-        c: classify::Classified,
+        mut c: classify::Classified,
     ) -> Result<(), SessionError> {
+        c.class = self.hidden_writes(payload.get(1..).unwrap_or_default(), c.class);
         let remember = match (c.use_db, c.class) {
             (Some(db), _) => exec::Remember::Database(db),
             (None, Class::SessionState) => exec::Remember::Statement,
@@ -294,6 +308,31 @@ impl Session {
         };
         self.statement(exec::Cmd::Raw(payload), c.class, c.tx, remember)
             .await
+    }
+
+    /// A read (or session-state statement) that calls a stored function
+    /// which may modify data is a write: it must be mirrored (and is then
+    /// not replayed on connections opened later). Plain reads pay one
+    /// atomic load when no stored function exists.
+    fn hidden_writes(&self, sql: &[u8], class: Class) -> Class {
+        if !matches!(class, Class::Read | Class::SessionState)
+            || !self.shared.catalog.has_functions()
+        {
+            return class;
+        }
+        let data = self.shared.catalog.load();
+        let db = self.backends.state.database.as_deref();
+        for (schema, name) in crate::catalog::calls(sql) {
+            let name = String::from_utf8_lossy(name);
+            let f = match schema {
+                Some(s) => data.function(None, &format!("{}.{name}", String::from_utf8_lossy(s))),
+                None => data.function(db, &name),
+            };
+            if f.is_some_and(|f| f.writes) {
+                return Class::Write;
+            }
+        }
+        class
     }
 
     /// COM_INIT_DB: like `USE`, applied to every open backend and remembered.
@@ -347,6 +386,9 @@ impl Session {
         self.backends
             .change_user(accounts.clone(), cu.database, cu.collation)
             .await;
+        self.vars.reset();
+        self.temps.clear();
+        self.secondary.reset();
         self.shared.sessions.set_user(self.conn_id, &cu.user);
         tracing::Span::current().record("user", cu.user.as_str());
         self.login.accounts = accounts;

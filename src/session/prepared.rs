@@ -235,7 +235,7 @@ impl Session {
             let msg = "This version of cutover doesn't yet support 'KILL in a prepared statement through cutover'";
             return self.reply_err(codes::ER_NOT_SUPPORTED_YET, msg).await;
         }
-        let class = classify::classify_class(sql);
+        let class = self.hidden_writes(sql, classify::classify_class(sql));
         let plan = route::plan(self.current_pattern(), class);
         if let Err(e) = self.backends.ensure(plan.primary).await {
             return self.reply_backend_error(e).await;
@@ -295,7 +295,7 @@ impl Session {
         if reachable && self.backends.ensure(side).await.is_ok() {
             if let Err(Unsendable::Backend(e)) = self.backends.ensure_prepared(side, id).await {
                 warn!(%side, "prepare on mirror failed: {e}");
-                self.secondary.count_failure(side);
+                self.secondary.secondary_error(side);
             }
         }
     }
@@ -307,10 +307,15 @@ impl Session {
         id: u32,
     ) -> Result<(), SessionError> {
         let id = self.backends.stmts.resolve(id);
-        let Some(class) = self.backends.stmts.get_mut(id).map(|s| s.class) else {
+        let Some(stmt) = self.backends.stmts.get_mut(id) else {
             return self.unknown_statement(id, "mysqld_stmt_execute").await;
         };
-        let tx = (class == Class::Transaction).then_some(TxKind::Other);
+        let class = stmt.class;
+        // A prepared BEGIN / COMMIT (sysbench, some drivers) is the same
+        // transaction control as its text: the mirror's share is settled
+        // before the primary commits, a new share starts at BEGIN.
+        let tx = (class == Class::Transaction)
+            .then(|| classify::classify(&stmt.sql).tx.unwrap_or(TxKind::Other));
         let cmd = Cmd::Execute { id, payload };
         self.statement(cmd, class, tx, Remember::Nothing).await
     }

@@ -1,6 +1,7 @@
 //! The mirror side of a session: the non-authoritative backend and
 //! everything about it — when it is (re)opened or skipped, deterministic
-//! pinning, the per-statement result diff, and what its failures cost.
+//! pinning, the per-statement result diff, and what its answers mean for
+//! the data (`ledger.rs`; the transaction share in `mirror_txn.rs`).
 //!
 //! Ordering rules (each is a test in `session/tests.rs`):
 //! - A statement is mirrored only after it succeeded on the authoritative
@@ -9,34 +10,39 @@
 //!   get ahead of the mirror.
 //! - Plain writes inside a transaction are pipelined: sent at once, their
 //!   answers read before anything else on that connection — at the latest
-//!   by COMMIT, which is mirrored synchronously.
-//! - Pinning `SET`s go before the write on both sides and `SET
-//!   timestamp=DEFAULT` after it, pipelined (no round trip of their own).
+//!   just before COMMIT is sent there, so that a mirror-only transient error
+//!   can still be retried by replaying the transaction's share.
+//! - Pinning goes with the write on both sides (see [`Pinning`]), pipelined
+//!   (no round trip of its own).
 //! - A mirror lost or skipped inside a transaction is not reopened before
 //!   the transaction ends ([`TxnGate::suspend_mirror`]).
 //! - A transaction the authoritative side ended (deadlock, failed COMMIT,
 //!   implicit end) is rolled back on the mirror if still open there.
 //! - Mirror failures are never returned to the client: they are logged,
-//!   counted, and a broken connection is dropped (re-synced on next use).
+//!   counted by what they mean for the data, and a broken connection is
+//!   dropped (re-synced on next use).
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tracing::{debug, warn};
 
 use super::backends::{Backends, Conn};
 use super::exec::{Cmd, Unsendable};
+use super::ledger::{is_transient, Entry, FailureReason, MirrorTxn, TxnEnd};
+use super::mirror_txn::mismatch;
+use super::pinning::Pinned;
+pub(super) use super::pinning::Pinning;
 use super::prepared::Statements;
 use super::txn::TxnGate;
 use crate::backend::InfileCopy;
-use crate::classify::Class;
+use crate::classify::{Class, TxKind};
 use crate::command;
-use crate::determinism::{self, Analysis, Pin};
+use crate::determinism::{self, ClientPins, Pin};
 use crate::pattern::Side;
 use crate::response::{ResponseKind, Summary};
 use crate::route::Plan;
 use crate::shared::Shared;
-use crate::stats::{DataPathStats, DirtyRecord};
 
 /// What a mirrored statement's answer must be compared with: the
 /// authoritative side's outcome and where it wrote. The tag of deferred
@@ -47,39 +53,23 @@ pub(super) struct MirrorCheck {
     pub pinned: bool,
     pub table: Option<String>,
     pub digest: String,
-}
-
-/// How one mirrored write is made deterministic (the same pin on both sides).
-pub(super) struct Pinning {
-    pub pin: Pin,
-    pub analysis: Analysis,
-}
-
-impl Pinning {
-    /// Queue the pinning `SET` before the write on `backend`; the mirror
-    /// also gets the primary's first generated id (`insert_id`), unless the
-    /// text holds several statements.
-    pub fn before(&self, backend: &mut Conn, primary_insert_id: Option<u64>) {
-        let insert_id = primary_insert_id.filter(|_| !self.analysis.multi);
-        backend.queue_silent(&self.pin.prefix(insert_id));
-    }
-
-    /// Queue `SET timestamp=DEFAULT` after the write on `backend`.
-    pub fn after(&self, backend: &mut Conn) {
-        backend.queue_silent(determinism::reset());
-    }
+    /// The text held several statements (not retried alone).
+    pub multi: bool,
 }
 
 /// A statement that succeeded on the authoritative side, to mirror.
 pub(super) struct Mirrored<'c, 'a> {
     pub side: Side,
     pub class: Class,
+    pub tx: Option<TxKind>,
     pub cmd: &'c Cmd<'a>,
     /// The authoritative side's outcome.
     pub primary: &'c Summary,
     /// The LOCAL INFILE data the client sent, if the statement read a file.
     pub infile: Option<&'c InfileCopy>,
     pub pinning: Option<&'c Pinning>,
+    /// `SET @v = …` with the primary's user-variable values, sent first.
+    pub vars: Option<&'c [u8]>,
 }
 
 impl Mirrored<'_, '_> {
@@ -93,16 +83,36 @@ impl Mirrored<'_, '_> {
             && self.primary.in_trans() == Some(true)
             && self.infile.is_none()
     }
+
+    fn check(&self) -> MirrorCheck {
+        MirrorCheck {
+            primary: self.primary.clone(),
+            pinned: self.pinning.is_some(),
+            table: self.pinning.and_then(|p| p.analysis.table.clone()),
+            digest: self
+                .pinning
+                .map(|p| p.analysis.digest.clone())
+                .unwrap_or_default(),
+            multi: self.pinning.is_some_and(|p| p.analysis.multi),
+        }
+    }
+
+    /// Whether the authoritative side is inside a transaction after it.
+    fn in_txn_after(&self) -> bool {
+        self.primary.in_trans() == Some(true)
+    }
 }
 
 /// The mirror side of one session (see the module docs for its rules).
 pub(super) struct Secondary {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
+    /// The mirror's share of the authoritative side's open transaction.
+    pub(super) txn: Option<MirrorTxn>,
 }
 
 impl Secondary {
     pub fn new(shared: Arc<Shared>) -> Self {
-        Secondary { shared }
+        Secondary { shared, txn: None }
     }
 
     /// Decide whether (and how) to pin a statement, and flag it when it
@@ -114,6 +124,8 @@ impl Secondary {
         class: Class,
         cmd: &Cmd<'_>,
         stmts: &mut Statements,
+        client: ClientPins,
+        db: Option<&str>,
     ) -> Option<Pinning> {
         if plan.mirror.is_none()
             || !matches!(class, Class::Write | Class::Ddl)
@@ -121,55 +133,263 @@ impl Secondary {
         {
             return None;
         }
-        let analysis = match cmd {
-            Cmd::Raw(p) => determinism::analyze(p.get(1..).unwrap_or_default()),
-            Cmd::Execute { id, .. } => stmts.get_mut(*id)?.analysis().clone(),
+        let mut analysis = match cmd {
+            Cmd::Raw(p) => {
+                let text = p.get(1..).unwrap_or_default();
+                let a = determinism::analyze(text);
+                self.flag_stored_programs(&a, text, db);
+                a
+            }
+            Cmd::Execute { id, .. } => {
+                let stmt = stmts.get_mut(*id)?;
+                let a = stmt.analysis().clone();
+                self.flag_stored_programs(&a, &stmt.sql, db);
+                a
+            }
         };
+        if client.rand_seed && client.rand_drift && analysis.calls_rand {
+            // The client seeded the RNG and drew from it on the authoritative
+            // side only since: the two RNGs are in different states.
+            analysis
+                .unsafe_reason
+                .get_or_insert("rand_after_client_seed");
+        }
         let pinning = Pinning {
             pin: Pin::now(),
             analysis,
+            client,
         };
         self.flag_unsafe(&pinning);
         Some(pinning)
     }
 
     /// Mirror a statement that succeeded on the authoritative side. The
-    /// mirror's own answer is judged ([`Self::settle`] for deferred ones);
+    /// mirror's own answer is judged (pipelined ones when they are read);
     /// nothing here fails the client's statement.
     pub async fn mirror(&mut self, up: &mut Backends, gate: &mut TxnGate, m: Mirrored<'_, '_>) {
         let side = m.side;
+        let check = m.check();
+        // Does this statement end the transaction whose share the mirror
+        // holds (COMMIT, an implicit commit, the BEGIN of the next one)?
+        let ends = self.txn.is_some() && (!m.in_txn_after() || m.tx == Some(TxKind::Begin));
+        let end = TxnEnd::of(m.primary, m.tx);
+        if ends && end == TxnEnd::Committed {
+            self.settle_for_commit(up, side).await;
+        }
+        if !ends && self.txn.as_ref().is_some_and(|t| t.halted) {
+            return self.hold_back(up, &m, check).await;
+        }
         if !up.is_open(side) {
             if let Some(reason) = self.reopen_refused(up, gate, side).await {
                 debug!(%side, reason, "mirror skipped");
-                self.count_failure(side);
+                self.secondary_error(side);
                 gate.suspend_mirror();
-                return;
+                return self.not_applied(up, &m, ends, FailureReason::Unavailable, check);
             }
         }
-        let check = MirrorCheck {
-            primary: m.primary.clone(),
-            pinned: m.pinning.is_some(),
-            table: m.pinning.and_then(|p| p.analysis.table.clone()),
-            digest: m
-                .pinning
-                .map(|p| p.analysis.digest.clone())
-                .unwrap_or_default(),
+        let entry = match self.entry(up, &m, check).await {
+            Ok(e) => e,
+            Err(u) => {
+                let reason = self.unsendable(up, gate, side, u);
+                return self.not_applied(up, &m, ends, reason, m.check());
+            }
         };
-        let defer = m.deferred(gate);
-        let outcome = match up.payload_for(m.cmd, side).await {
-            Ok(payload) => self.send(up, &m, &payload, &check, defer).await,
-            Err(u) => Err(u),
+        let outcome = if m.deferred(gate) && !ends {
+            self.send_deferred(up, side, &entry).await.map(|()| None)
+        } else {
+            let retry = !ends && !m.in_txn_after() && self.txn.is_none() && !entry.check.multi;
+            self.send_now(up, side, &entry, m.infile, retry)
+                .await
+                .map(Some)
         };
-        if m.infile.is_some_and(|f| f.truncated) {
-            warn!(%side, "LOAD DATA LOCAL file larger than max_allowed_packet; mirror received a truncated copy");
-            self.count_failure(side);
-        }
         match outcome {
-            Ok(Some(s)) => self.judge(side, &check, s),
-            Ok(None) => {}
-            Err(u) => self.note(up, gate, side, Err(u), Some(m.primary)),
+            Err(u) => {
+                let reason = self.unsendable(up, gate, side, u);
+                self.not_applied(up, &m, ends, reason, entry.check);
+            }
+            Ok(s) => self.applied(up, &m, ends, end, entry, s),
         }
         self.settle(up, side);
+    }
+
+    /// What became of a statement the mirror answered (or will answer, when
+    /// pipelined): judged now outside a transaction; inside one, remembered
+    /// for its end.
+    fn applied(
+        &mut self,
+        up: &mut Backends,
+        m: &Mirrored<'_, '_>,
+        ends: bool,
+        end: TxnEnd,
+        entry: Entry,
+        s: Option<Summary>,
+    ) {
+        let side = m.side;
+        let truncated = m.infile.is_some_and(|f| f.truncated);
+        if truncated {
+            warn!(%side, "LOAD DATA LOCAL file larger than max_allowed_packet; mirror received a truncated copy");
+        }
+        if ends {
+            let starts = m.tx == Some(TxKind::Begin) && m.in_txn_after();
+            if let Some(s) = s.as_ref().filter(|_| !starts) {
+                self.answer_in_txn(side, entry.check.clone(), s);
+                if let (Some(err), TxnEnd::Committed, Some(t)) = (&s.err, end, &mut self.txn) {
+                    // The mirror did not commit its share.
+                    let reason = FailureReason::of(err);
+                    let lost = std::mem::take(&mut t.applied);
+                    t.missed.extend(lost.into_iter().map(|c| (reason, c)));
+                }
+            }
+            self.finish(up, side, end, m.primary.autocommit());
+            if starts {
+                self.begin_txn(entry, s.as_ref(), side);
+            }
+        } else if m.in_txn_after() || self.txn.is_some() {
+            let forced = m.tx == Some(TxKind::Begin) && !entry.pre.is_empty();
+            if self.txn.is_none() {
+                self.txn = Some(MirrorTxn::new(self.shared.config.mirror.replay_max_bytes));
+            }
+            if let Some(t) = &mut self.txn {
+                t.autocommit_forced_off |= forced;
+                if m.infile.is_some() {
+                    t.unreplayable();
+                }
+                t.record(entry.clone());
+            }
+            if let Some(s) = &s {
+                self.answer_in_txn(side, entry.check, s);
+            }
+        } else if let Some(s) = s {
+            match (&s.err, truncated) {
+                (Some(err), _) => {
+                    warn!(%side, code = err.code, message = %err.message, "mirrored statement failed");
+                    self.secondary_error(side);
+                    self.count_failure(side, FailureReason::of(err), &entry.check);
+                }
+                (None, true) => {
+                    self.count_failure(side, FailureReason::InfileTruncated, &entry.check)
+                }
+                (None, false) => {
+                    if let Some(kind) = mismatch(&entry.check, &s) {
+                        self.count_mismatch(side, kind, &entry.check, s.ok);
+                    }
+                    self.count_success(1);
+                }
+            }
+        }
+    }
+
+    /// The transaction started with this statement (a BEGIN right after the
+    /// previous one ended).
+    fn begin_txn(&mut self, entry: Entry, s: Option<&Summary>, side: Side) {
+        let mut t = MirrorTxn::new(self.shared.config.mirror.replay_max_bytes);
+        t.autocommit_forced_off = !entry.pre.is_empty();
+        t.record(entry.clone());
+        self.txn = Some(t);
+        if let Some(s) = s {
+            self.answer_in_txn(side, entry.check, s);
+        }
+    }
+
+    /// A statement the mirror did not get (down, unsendable).
+    fn not_applied(
+        &mut self,
+        up: &mut Backends,
+        m: &Mirrored<'_, '_>,
+        ends: bool,
+        reason: FailureReason,
+        check: MirrorCheck,
+    ) {
+        let end = TxnEnd::of(m.primary, m.tx);
+        let starts = m.tx == Some(TxKind::Begin) && m.in_txn_after();
+        if ends {
+            if !starts {
+                // It belonged to the transaction it ended (COMMIT, ROLLBACK).
+                if let Some(t) = &mut self.txn {
+                    t.missed.push((reason, check));
+                }
+                return self.finish(up, m.side, end, None);
+            }
+            self.finish(up, m.side, end, None);
+        }
+        if m.in_txn_after() || self.txn.is_some() {
+            let t = self.txn.get_or_insert_with(|| MirrorTxn::new(0));
+            t.unreplayable();
+            t.halted = true;
+            t.missed.push((reason, check));
+        } else {
+            self.count_failure(m.side, reason, &check);
+        }
+    }
+
+    /// Inside a transaction whose mirror share waits for a replay (or was
+    /// lost): the statement is kept for the replay instead of being sent.
+    async fn hold_back(&mut self, up: &mut Backends, m: &Mirrored<'_, '_>, check: MirrorCheck) {
+        let entry = if up.is_open(m.side) {
+            self.entry(up, m, check.clone()).await.ok()
+        } else {
+            None
+        };
+        let Some(t) = &mut self.txn else { return };
+        let reason = if t.needs_replay {
+            FailureReason::LockConflict
+        } else {
+            FailureReason::Unavailable
+        };
+        match entry {
+            Some(e) => t.record(e),
+            None => t.unreplayable(),
+        }
+        t.missed.push((reason, check));
+    }
+
+    /// The commands to send for `m`: its payload for the mirror with the
+    /// pinning around it, and (for a BEGIN on a mirror in autocommit mode)
+    /// `SET autocommit=0`, so that what follows a deadlock there stays
+    /// uncommitted until the share is rolled back and replayed.
+    async fn entry(
+        &mut self,
+        up: &mut Backends,
+        m: &Mirrored<'_, '_>,
+        check: MirrorCheck,
+    ) -> Result<Entry, Unsendable> {
+        let payload = up.payload_for(m.cmd, m.side).await?;
+        // issue 19: a CREATE TABLE relying on server defaults gets the primary's
+        let payload = match super::ddl_defaults::context(up, m.class) {
+            Some(ctx) => super::ddl_defaults::for_mirror(ctx, m.side, payload).await,
+            None => payload,
+        }
+        .into_owned();
+        let (autocommit, mariadb) = up
+            .get(m.side)
+            .map_or((false, false), |b| (b.autocommit, b.mariadb));
+        let pinned = match m.pinning {
+            Some(p) => p.apply(payload, mariadb, m.primary.ok.map(|o| o.last_insert_id)),
+            None if m.tx == Some(TxKind::Begin) && autocommit => Pinned {
+                payload,
+                pre: Some(command::query("SET autocommit=0")),
+                post: None,
+            },
+            None => Pinned {
+                payload,
+                pre: None,
+                post: None,
+            },
+        };
+        // a reset owed from when this connection was the authoritative one
+        let owed = up.get(m.side).and_then(|b| b.pending_reset.take());
+        let pre = owed
+            .map(<[u8]>::to_vec)
+            .into_iter()
+            .chain(m.vars.map(<[u8]>::to_vec))
+            .chain(pinned.pre)
+            .collect();
+        Ok(Entry {
+            pre,
+            payload: pinned.payload,
+            post: pinned.post,
+            check,
+        })
     }
 
     /// Why the absent mirror connection is not (re)opened now, if it is not.
@@ -188,35 +408,79 @@ impl Secondary {
         }
     }
 
-    /// Send the mirrored statement, pinned; `Ok(None)` when deferred.
-    async fn send(
-        &self,
+    /// Send a pipelined statement (its answer is read later).
+    async fn send_deferred(
+        &mut self,
         up: &mut Backends,
-        m: &Mirrored<'_, '_>,
-        payload: &[u8],
-        check: &MirrorCheck,
-        defer: bool,
-    ) -> Result<Option<Summary>, Unsendable> {
-        let b = up.get(m.side).expect("opened above");
-        if let Some(pin) = m.pinning {
-            pin.before(b, m.primary.ok.map(|o| o.last_insert_id));
+        side: Side,
+        e: &Entry,
+    ) -> Result<(), Unsendable> {
+        let b = up.get(side).ok_or(Unsendable::Malformed)?;
+        for pre in &e.pre {
+            b.queue_silent(pre);
         }
-        let r = if defer {
-            b.send_deferred(payload, check.clone()).await.map(|()| None)
+        b.send_deferred(&e.payload, e.check.clone())
+            .await
+            .map_err(Unsendable::Backend)?;
+        if let Some(post) = e.post {
+            b.queue_silent(post);
+        }
+        Ok(())
+    }
+
+    /// Send a statement and read its answer. With `retry`, a mirror-only
+    /// transient error is retried up to `[mirror] retries` times.
+    async fn send_now(
+        &mut self,
+        up: &mut Backends,
+        side: Side,
+        e: &Entry,
+        infile: Option<&InfileCopy>,
+        retry: bool,
+    ) -> Result<Summary, Unsendable> {
+        let max = if retry {
+            self.shared.config.mirror.retries
         } else {
-            match b.send(payload).await {
-                Ok(()) => b.discard(ResponseKind::Query, m.infile).await.map(Some),
-                Err(e) => Err(e),
-            }
+            0
         };
-        if let (Some(pin), true) = (m.pinning, r.is_ok()) {
-            pin.after(b);
+        let mut attempt = 0;
+        loop {
+            let b = up.get(side).ok_or(Unsendable::Malformed)?;
+            for pre in &e.pre {
+                b.queue_silent(pre);
+            }
+            let r = match b.send(&e.payload).await {
+                Ok(()) => b.discard(ResponseKind::Query, infile).await,
+                Err(e) => Err(e),
+            };
+            let s = r.map_err(Unsendable::Backend)?;
+            if let Some(post) = e.post {
+                b.queue_silent(post);
+            }
+            let transient = s.err.as_ref().filter(|err| is_transient(err));
+            match transient {
+                Some(err) if attempt < max => {
+                    attempt += 1;
+                    debug!(%side, code = err.code, attempt, "mirror-only transient error; retrying the statement");
+                    self.secondary_error(side);
+                    tokio::time::sleep(retry_pause(attempt)).await;
+                }
+                _ => {
+                    if attempt > 0 {
+                        self.count_retry(s.err.is_none());
+                        if s.err.is_none() {
+                            self.recheck_retried(&e.check);
+                        }
+                    }
+                    return Ok(s);
+                }
+            }
         }
-        r.map_err(Unsendable::Backend)
     }
 
     /// A session-state command that succeeded on the authoritative side:
-    /// applied to the other side too, if a connection is open there.
+    /// applied to the other side too, if a connection is open there. Its
+    /// failure is an error of that side, not a lost write.
     pub async fn fan_out(
         &mut self,
         up: &mut Backends,
@@ -231,29 +495,26 @@ impl Secondary {
         let outcome = match up.payload_for(cmd, side).await {
             Ok(p) => {
                 let b = up.get(side).expect("checked above");
+                // a reset owed from when it was the authoritative side goes
+                // first (after the client's own SET it would undo it)
+                if let Some(reset) = b.pending_reset.take() {
+                    b.queue_silent(reset);
+                }
                 b.run(&p, kind).await.map_err(Unsendable::Backend)
             }
             Err(u) => Err(u),
         };
-        self.note(up, gate, side, outcome, None);
-    }
-
-    /// The authoritative side's transaction ended (deadlock, failed COMMIT,
-    /// implicit end) but `side`'s did not follow: roll it back there.
-    pub async fn roll_back_if_open(&mut self, up: &mut Backends, gate: &mut TxnGate, side: Side) {
-        let Some(b) = up.get(side) else {
-            return;
-        };
-        if !b.in_trans {
-            return;
+        match outcome {
+            Ok(s) => {
+                if let Some(err) = s.err {
+                    warn!(%side, code = err.code, message = %err.message, "session-state statement failed on the other side");
+                    self.secondary_error(side);
+                }
+            }
+            Err(u) => {
+                self.unsendable(up, gate, side, u);
+            }
         }
-        warn!(%side, "rolling back a transaction left open on the non-authoritative side");
-        let outcome = b
-            .run(&command::query("ROLLBACK"), ResponseKind::Query)
-            .await
-            .map_err(Unsendable::Backend);
-        self.count_failure(side);
-        self.note(up, gate, side, outcome, None);
     }
 
     /// Judge the answers of deferred mirrored statements read so far (any
@@ -263,115 +524,73 @@ impl Secondary {
             return;
         };
         for (check, s) in b.take_settled() {
-            self.judge(side, &check, s);
+            self.answer_in_txn(side, check, &s);
         }
     }
 
-    /// A connection was taken out of use: judge what it answered, and count
-    /// the deferred statements whose answers will never come as failures.
+    /// A connection was taken out of use: judge what it answered; the
+    /// deferred statements whose answers will never come, and the share of
+    /// the transaction it held, are lost.
     pub fn lost(&mut self, mut backend: Conn) {
         let side = backend.side;
         for (check, s) in backend.take_settled() {
-            self.judge(side, &check, s);
+            self.answer_in_txn(side, check, &s);
         }
-        for _ in 0..backend.deferred_outstanding() {
-            self.count_failure(side);
-        }
-    }
-
-    fn judge(&mut self, side: Side, check: &MirrorCheck, mirror: Summary) {
-        self.diff_outcomes(side, check, &mirror);
-        self.count_outcome(side, &mirror, true);
-    }
-
-    /// Compare the mirror's outcome with the primary's: affected rows,
-    /// generated ids, error vs success. A difference means the sides have
-    /// diverged: counted and queued for a targeted re-check.
-    fn diff_outcomes(&self, side: Side, check: &MirrorCheck, mirror: &Summary) {
-        let primary = &check.primary;
-        let kind = match (&primary.ok, &mirror.ok, &mirror.err) {
-            (_, _, Some(_)) => Some("error"),
-            (Some(p), Some(m), None) if p.affected_rows != m.affected_rows => Some("affected_rows"),
-            (Some(p), Some(m), None) if p.last_insert_id != m.last_insert_id && check.pinned => {
-                Some("insert_id")
-            }
-            _ => None,
-        };
-        let Some(kind) = kind else { return };
-        DataPathStats::incr(&self.shared.stats.mirror_mismatches);
-        metrics::counter!("cutover_mirror_mismatches_total", "kind" => kind).increment(1);
-        let key = primary
-            .ok
-            .map(|o| o.last_insert_id)
-            .filter(|id| *id > 0 && primary.ok.is_some_and(|o| o.affected_rows == 1));
-        warn!(%side, kind, table = ?check.table, digest = %check.digest, primary = ?primary.ok, mirror = ?mirror.ok, "mirror result differs from the authoritative side");
-        let reason = format!("mismatch:{kind}");
-        self.push_dirty(check.table.clone(), key, reason, check.digest.clone());
-    }
-
-    /// A statement mirrored although it may not be deterministic.
-    fn flag_unsafe(&self, pinning: &Pinning) {
-        let Some(reason) = pinning.analysis.unsafe_reason else {
+        let outstanding = backend.deferred_outstanding();
+        let Some(t) = &mut self.txn else {
             return;
         };
-        DataPathStats::incr(&self.shared.stats.unsafe_statements);
-        metrics::counter!("cutover_unsafe_statements_total", "reason" => reason).increment(1);
-        let digest = pinning.analysis.digest.clone();
-        warn!(reason, digest = %digest, table = ?pinning.analysis.table, "mirroring a statement that may not be deterministic");
-        let table = pinning.analysis.table.clone();
-        self.push_dirty(table, None, format!("unsafe:{reason}"), digest);
-    }
-
-    fn push_dirty(&self, table: Option<String>, key: Option<u64>, reason: String, digest: String) {
-        let at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        self.shared.stats.dirty.push(DirtyRecord {
-            table,
-            key,
-            reason,
-            digest,
-            at_ms,
-        });
-    }
-
-    /// Count one failure on the non-authoritative side `side`
-    /// (`double_write_failure`, `cutover_secondary_errors_total`).
-    pub fn count_failure(&self, side: Side) {
-        let stats = &self.shared.stats;
-        DataPathStats::incr(&stats.double_write_failure);
-        stats.secondary_error(side);
-        metrics::counter!("cutover_secondary_errors_total", "backend" => side.as_str())
-            .increment(1);
-    }
-
-    /// An answer from the other side: an ERR is a failure; success counts
-    /// as a double write when it mirrored a statement (`mirrored`).
-    fn count_outcome(&self, side: Side, s: &Summary, mirrored: bool) {
-        if let Some(err) = &s.err {
-            warn!(%side, code = err.code, message = %err.message, "mirrored statement failed");
-            self.count_failure(side);
-        } else if mirrored {
-            DataPathStats::incr(&self.shared.stats.double_write_success);
+        t.unreplayable();
+        t.halted = true;
+        let lost = std::mem::take(&mut t.applied);
+        let reason = FailureReason::Unavailable;
+        t.missed.extend(lost.into_iter().map(|c| (reason, c)));
+        for _ in 0..outstanding {
+            t.missed.push((reason, empty_check()));
         }
     }
 
-    /// Count and log what happened on the other side; a broken connection
-    /// is dropped (and, inside a transaction, not reopened before its end).
-    fn note(
+    /// One answer of the mirror for a statement of the open transaction
+    /// (or, with none open, of an autocommit statement: judged at once).
+    pub(super) fn answer_in_txn(&mut self, side: Side, check: MirrorCheck, s: &Summary) {
+        if let Some(err) = &s.err {
+            warn!(%side, code = err.code, message = %err.message, "mirrored statement failed");
+            self.secondary_error(side);
+        }
+        let differs = mismatch(&check, s);
+        match &mut self.txn {
+            Some(t) => {
+                if let Some(kind) = differs {
+                    t.mismatches.push((kind, check.clone(), s.ok));
+                }
+                t.answer(check, s);
+            }
+            None => match &s.err {
+                Some(err) => self.count_failure(side, FailureReason::of(err), &check),
+                None => {
+                    if let Some(kind) = differs {
+                        self.count_mismatch(side, kind, &check, s.ok);
+                    }
+                    self.count_success(1);
+                }
+            },
+        }
+    }
+
+    /// Count and log a failure to send to the other side; a broken
+    /// connection is dropped (and, inside a transaction, not reopened
+    /// before its end). Returns the failure's reason.
+    fn unsendable(
         &mut self,
         up: &mut Backends,
         gate: &mut TxnGate,
         side: Side,
-        outcome: Result<Summary, Unsendable>,
-        primary: Option<&Summary>,
-    ) {
-        match outcome {
-            Ok(s) => self.count_outcome(side, &s, primary.is_some()),
-            Err(Unsendable::Backend(e)) => {
+        u: Unsendable,
+    ) -> FailureReason {
+        self.secondary_error(side);
+        match u {
+            Unsendable::Backend(e) => {
                 warn!(%side, "mirror backend failed: {e}");
-                self.count_failure(side);
                 if e.is_fatal() {
                     if let Some(b) = up.take(side) {
                         self.lost(b);
@@ -379,9 +598,32 @@ impl Secondary {
                     if gate.in_transaction() {
                         gate.suspend_mirror();
                     }
+                    return FailureReason::Unavailable;
+                }
+                match &e {
+                    crate::error::BackendError::Server { err, .. } => FailureReason::of(err),
+                    _ => FailureReason::Other,
                 }
             }
-            Err(Unsendable::Malformed) => self.count_failure(side),
+            Unsendable::Malformed => FailureReason::Other,
         }
     }
+}
+
+/// The check of a statement whose answer was lost with its connection.
+fn empty_check() -> MirrorCheck {
+    MirrorCheck {
+        primary: Summary::default(),
+        pinned: false,
+        table: None,
+        digest: String::new(),
+        multi: false,
+    }
+}
+
+/// Pause before retry `attempt` (1, 2, …): 10 ms doubling, at most 160 ms.
+/// A lock wait timeout already waited `innodb_lock_wait_timeout`; a
+/// deadlock retried at once would likely meet the same transaction.
+pub(super) fn retry_pause(attempt: u32) -> Duration {
+    Duration::from_millis(10u64 << attempt.saturating_sub(1).min(4))
 }

@@ -4,6 +4,8 @@
 
 use std::collections::VecDeque;
 
+use crate::determinism::ClientPins;
+
 /// Most distinct session-state statements remembered per session.
 const MAX_RECORDED: usize = 1024;
 
@@ -18,6 +20,8 @@ pub struct SessionState {
     statements: VecDeque<Vec<u8>>,
     /// Set when the cap forced forgetting statements (logged once).
     pub overflowed: bool,
+    /// Pinning variables the client set itself (`timestamp`, RNG seeds).
+    pub client_pins: ClientPins,
 }
 
 impl SessionState {
@@ -56,6 +60,7 @@ impl SessionState {
         self.statements.clear();
         self.set_option = None;
         self.overflowed = false;
+        self.client_pins = ClientPins::default();
     }
 }
 

@@ -138,7 +138,7 @@ fn holding(held: fn(&[u8]) -> bool) -> Script {
 }
 
 fn is_insert(cmd: &[u8]) -> bool {
-    cmd.starts_with(b"\x03INSERT")
+    cmd.starts_with(b"\x03") && testing::statement(cmd).starts_with(b"INSERT")
 }
 
 #[tokio::test]
@@ -149,38 +149,98 @@ async fn an_autocommit_write_is_answered_only_after_the_mirror_applied_it() {
         !h.answered_soon().await,
         "answered before the mirror applied it"
     );
-    assert!(h.source.received().iter().any(|c| c.starts_with("INSERT")));
+    assert!(h
+        .source
+        .received()
+        .iter()
+        .any(|c| stmt(c).starts_with("INSERT")));
     h.destination.release();
     assert_eq!(h.answer().await[0], 0x00);
     h.stop().await;
 }
 
+/// A logged command without cutover's `SET STATEMENT … FOR ` prefix.
+fn stmt(logged: &str) -> &str {
+    std::str::from_utf8(testing::statement(logged.as_bytes())).unwrap()
+}
+
+/// `SET STATEMENT <assignments> FOR <statement>` → (assignments, statement).
+fn set_statement(logged: &str) -> (&str, &str) {
+    logged
+        .strip_prefix("SET STATEMENT ")
+        .and_then(|r| r.split_once(" FOR "))
+        .unwrap_or_else(|| panic!("not pinned by SET STATEMENT: {logged}"))
+}
+
 #[tokio::test]
-async fn mirrored_writes_are_pinned_on_both_sides_around_the_write() {
+async fn mirrored_writes_carry_the_same_pin_on_both_sides_and_leave_nothing_behind() {
     let mut h = Harness::start(Pattern::SrcFirst, testing::tiny_db(), testing::tiny_db()).await;
     h.ok("INSERT INTO t VALUES (7)").await;
     h.ok("UPDATE t SET a = 1").await;
     let (src, dst) = (h.source.received(), h.destination.received());
-    assert_eq!(src.len(), 5, "{src:?}");
-    assert_eq!(dst.len(), 5, "{dst:?}");
-    for log in [&src, &dst] {
-        assert!(log[0].starts_with("SET timestamp="), "{log:?}");
-        assert_eq!(log[1], "INSERT INTO t VALUES (7)");
-        assert_eq!(
-            log[2], "SET timestamp=DEFAULT",
-            "reset queued after the write"
-        );
-        assert!(log[3].starts_with("SET timestamp="), "{log:?}");
-        assert_eq!(log[4], "UPDATE t SET a = 1");
-    }
+    assert_eq!(src.len(), 2, "nothing before or after the writes: {src:?}");
+    assert_eq!(dst.len(), 2, "{dst:?}");
+    let (pin, stmt) = set_statement(&src[0]);
+    assert!(
+        pin.starts_with("timestamp=") && pin.contains(", rand_seed1="),
+        "{pin}"
+    );
+    assert_eq!(stmt, "INSERT INTO t VALUES (7)");
     assert_eq!(
-        dst[0],
-        format!("{}, insert_id=1", src[0]),
+        set_statement(&dst[0]),
+        (format!("{pin}, insert_id=1").as_str(), stmt),
         "same pin; the primary's id"
     );
-    assert_eq!(dst[3], src[3], "no insert id for an UPDATE");
-    assert_ne!(src[0], src[3], "a fresh pin per statement");
+    let (pin2, stmt2) = set_statement(&src[1]);
+    assert_eq!(stmt2, "UPDATE t SET a = 1");
+    assert_eq!(
+        set_statement(&dst[1]),
+        (pin2, stmt2),
+        "no insert id for an UPDATE"
+    );
+    assert_ne!(pin, pin2, "a fresh pin per statement");
     assert_eq!(h.shared.stats.snapshot().double_write_success, 2);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn statements_without_set_statement_are_pinned_around_and_the_clients_pins_stay() {
+    let mut h = Harness::start(Pattern::SrcFirst, testing::tiny_db(), testing::tiny_db()).await;
+    h.ok("LOCK TABLES t WRITE").await;
+    assert_eq!(
+        h.source.received(),
+        ["LOCK TABLES t WRITE"],
+        "nothing to pin"
+    );
+    h.ok("SET timestamp = 1000000000").await;
+    h.ok("FROBNICATE t").await; // not known to take SET STATEMENT
+    h.ok("INSERT INTO t VALUES (8)").await;
+    let src = h.source.received();
+    assert_eq!(src[1], "SET timestamp = 1000000000");
+    assert!(
+        src[2].starts_with("SET rand_seed1="),
+        "the client's timestamp is not overridden: {src:?}"
+    );
+    assert_eq!(src[3], "FROBNICATE t", "and not reset afterwards: {src:?}");
+    let (pin, stmt) = set_statement(&src[4]);
+    assert!(
+        pin.starts_with("rand_seed1=") && !pin.contains("timestamp"),
+        "{pin}"
+    );
+    assert_eq!(stmt, "INSERT INTO t VALUES (8)");
+    h.ok("SET timestamp = DEFAULT").await;
+    h.ok("FROBNICATE t").await;
+    h.ok("SET @done = 1").await;
+    let src = h.source.received();
+    let n = src.len();
+    assert!(src[n - 4].starts_with("SET timestamp="), "{src:?}");
+    assert_eq!(src[n - 3], "FROBNICATE t");
+    assert_eq!(
+        src[n - 2],
+        "SET timestamp=DEFAULT",
+        "normal time again after it: {src:?}"
+    );
+    assert_eq!(src[n - 1], "SET @done = 1");
     h.stop().await;
 }
 
@@ -243,7 +303,7 @@ async fn a_mirror_lost_inside_a_transaction_is_not_reopened_until_it_ends() {
 async fn a_transaction_the_primary_ended_is_rolled_back_on_the_mirror() {
     let mut db = TinyDb::default();
     let deadlocks: Script = Box::new(move |cmd| {
-        if cmd.starts_with(b"\x03UPDATE") {
+        if is_update(cmd) {
             db.in_trans = false; // the server rolled the transaction back
             Answer::Packets(vec![wire::err_payload(1213, "40001", "Deadlock found")])
         } else {
@@ -268,7 +328,7 @@ async fn a_transaction_the_primary_ended_is_rolled_back_on_the_mirror() {
 async fn a_mirror_result_that_differs_is_counted_and_queued_for_recheck() {
     let mut db = TinyDb::default();
     let matches_nothing: Script = Box::new(move |cmd| {
-        if cmd.starts_with(b"\x03UPDATE") {
+        if is_update(cmd) {
             Answer::Packets(vec![wire::ok_payload(0, 0, 0, db.status(), 0)])
         } else {
             Answer::Packets(db.answer(cmd))
@@ -302,5 +362,190 @@ async fn a_switch_drains_only_once_the_open_transaction_ends() {
     drained
         .expect("nothing in flight after COMMIT")
         .swap(Pattern::DstFirst);
+    h.stop().await;
+}
+
+/// A mirror script: TinyDb, except that the first `n` commands matching
+/// `fails` get `code` (a deadlock also ends the fake's transaction).
+fn failing_first(n: usize, code: u16, fails: fn(&[u8]) -> bool) -> Script {
+    let mut db = TinyDb::default();
+    let mut left = n;
+    Box::new(move |cmd| {
+        if left > 0 && fails(cmd) {
+            left -= 1;
+            if code == 1213 {
+                db.in_trans = false;
+            }
+            let state = if code == 1213 { "40001" } else { "HY000" };
+            Answer::Packets(vec![wire::err_payload(code, state, "lock conflict")])
+        } else {
+            Answer::Packets(db.answer(cmd))
+        }
+    })
+}
+
+fn is_first_insert(cmd: &[u8]) -> bool {
+    cmd.starts_with(b"\x03") && testing::statement(cmd) == b"INSERT INTO t VALUES (1)"
+}
+
+#[tokio::test]
+async fn a_mirror_only_deadlock_in_a_transaction_is_replayed_before_commit() {
+    let mirror = failing_first(1, 1213, is_first_insert);
+    let mut h = Harness::start(Pattern::SrcFirst, testing::tiny_db(), mirror).await;
+    h.ok("BEGIN").await;
+    h.ok("INSERT INTO t VALUES (1)").await;
+    h.ok("INSERT INTO t VALUES (2)").await;
+    h.ok("COMMIT").await;
+    let dst = h.destination.received();
+    let pos = |what: &str| dst.iter().rposition(|c| c == what);
+    let begin = dst.iter().position(|c| c == "BEGIN").unwrap();
+    assert_eq!(dst[begin - 1], "SET autocommit=0", "{dst:?}");
+    let rollback = pos("ROLLBACK").expect("the share is rolled back first");
+    let replayed: Vec<&str> = dst[rollback + 1..].iter().map(|c| stmt(c)).collect();
+    assert_eq!(
+        replayed,
+        [
+            "SET autocommit=0",
+            "BEGIN",
+            "INSERT INTO t VALUES (1)",
+            "INSERT INTO t VALUES (2)",
+            "COMMIT"
+        ],
+        "{dst:?}"
+    );
+    let s = h.shared.stats.snapshot();
+    assert_eq!(
+        (s.double_write_failure, s.mirror_retries_succeeded),
+        (0, 1),
+        "{s:?}"
+    );
+    assert_eq!(s.double_write_success, 4, "BEGIN, 2 INSERTs, COMMIT: {s:?}");
+    // replayed after another transaction's lock: re-checked, not a failure
+    let dirty = h.shared.stats.dirty.drain();
+    assert!(
+        !dirty.is_empty(),
+        "the replayed writes are queued for a re-check"
+    );
+    assert!(dirty.iter().all(|d| d.reason == "retried"), "{dirty:?}");
+    h.ok("INSERT INTO t VALUES (3)").await;
+    let dst = h.destination.received();
+    let commit = dst.iter().rposition(|c| c == "COMMIT").unwrap();
+    let insert = dst.iter().rposition(|c| c.ends_with("VALUES (3)")).unwrap();
+    assert!(
+        dst[commit..insert].iter().any(|c| c == "SET autocommit=1"),
+        "autocommit given back after the transaction: {dst:?}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_mirror_share_of_a_transaction_the_primary_rolled_back_is_no_failure() {
+    let mut db = TinyDb::default();
+    let deadlocks: Script = Box::new(move |cmd| {
+        if is_update(cmd) {
+            db.in_trans = false;
+            Answer::Packets(vec![wire::err_payload(1213, "40001", "Deadlock found")])
+        } else {
+            Answer::Packets(db.answer(cmd))
+        }
+    });
+    // The mirror fails too (lock wait on its side): still consistent.
+    let mirror = failing_first(1, 1205, is_first_insert);
+    let mut h = Harness::start(Pattern::SrcFirst, deadlocks, mirror).await;
+    h.ok("BEGIN").await;
+    h.ok("INSERT INTO t VALUES (1)").await;
+    h.ok("INSERT INTO t VALUES (2)").await;
+    h.send("UPDATE t SET a = 2").await;
+    assert_eq!(wire::parse_err(&h.answer().await).code, 1213);
+    let s = h.shared.stats.snapshot();
+    assert_eq!(s.double_write_failure, 0, "{s:?}");
+    assert_eq!(s.double_write_rolled_back, 3, "BEGIN and 2 INSERTs: {s:?}");
+    assert_eq!(
+        s.destination_secondary_errors, 1,
+        "the mirror's own error, a diagnostic"
+    );
+    assert!(h.shared.stats.dirty.is_empty());
+    assert_eq!(
+        h.destination.received().last().map(String::as_str),
+        Some("ROLLBACK")
+    );
+    h.stop().await;
+}
+
+fn is_update(cmd: &[u8]) -> bool {
+    cmd.starts_with(b"\x03") && testing::statement(cmd).starts_with(b"UPDATE")
+}
+
+#[tokio::test]
+async fn a_mirror_only_lock_wait_timeout_on_an_autocommit_write_is_retried() {
+    let mirror = failing_first(2, 1205, is_update);
+    let mut h = Harness::start(Pattern::SrcFirst, testing::tiny_db(), mirror).await;
+    h.ok("UPDATE t SET a = 1 WHERE id = 1").await;
+    let updates = h
+        .destination
+        .received()
+        .iter()
+        .filter(|c| stmt(c).starts_with("UPDATE"))
+        .count();
+    assert_eq!(updates, 3, "two timeouts, then applied");
+    let s = h.shared.stats.snapshot();
+    assert_eq!(
+        (s.double_write_success, s.double_write_failure),
+        (1, 0),
+        "{s:?}"
+    );
+    assert_eq!(s.mirror_retries_succeeded, 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn exhausted_retries_count_one_failure_and_one_dirty_record() {
+    let mirror = failing_first(100, 1205, is_update);
+    let mut h = Harness::start(Pattern::SrcFirst, testing::tiny_db(), mirror).await;
+    h.ok("UPDATE t SET a = 1 WHERE id = 1").await;
+    let s = h.shared.stats.snapshot();
+    assert_eq!(
+        (s.double_write_failure, s.mirror_retries_failed),
+        (1, 1),
+        "{s:?}"
+    );
+    let dirty = h.shared.stats.dirty.drain();
+    assert_eq!(dirty.len(), 1, "{dirty:?}");
+    assert_eq!(
+        (dirty[0].table.as_deref(), dirty[0].reason.as_str()),
+        (Some("t"), "failure:lock_conflict")
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_mirror_error_that_is_not_transient_in_a_committed_transaction_is_a_failure() {
+    let mut db = TinyDb::default();
+    let dup: Script = Box::new(move |cmd| {
+        if is_first_insert(cmd) {
+            Answer::Packets(vec![wire::err_payload(1062, "23000", "Duplicate entry")])
+        } else {
+            Answer::Packets(db.answer(cmd))
+        }
+    });
+    let mut h = Harness::start(Pattern::SrcFirst, testing::tiny_db(), dup).await;
+    h.ok("BEGIN").await;
+    h.ok("INSERT INTO t VALUES (1)").await;
+    h.ok("INSERT INTO t VALUES (2)").await;
+    h.ok("COMMIT").await;
+    let s = h.shared.stats.snapshot();
+    assert_eq!(
+        (s.double_write_failure, s.double_write_success),
+        (1, 3),
+        "{s:?}"
+    );
+    assert_eq!(s.mirror_retries_succeeded + s.mirror_retries_failed, 0);
+    let dirty = h.shared.stats.dirty.drain();
+    let failures: Vec<&str> = dirty
+        .iter()
+        .map(|d| d.reason.as_str())
+        .filter(|r| r.starts_with("failure:"))
+        .collect();
+    assert_eq!(failures, ["failure:constraint"], "{dirty:?}");
     h.stop().await;
 }

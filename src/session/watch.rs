@@ -70,9 +70,9 @@ impl Session {
         }
         let in_trans = self.backends.get(side).is_some_and(|b| b.in_trans);
         if in_trans || self.gate.in_transaction() {
-            // Its share of the open transaction is gone with it.
+            // Its share of the open transaction is gone with it
+            // (`drop_backend` accounts for it: `Secondary::lost`).
             warn!(%side, "the non-authoritative backend closed its connection inside a transaction; its part of the transaction is lost");
-            self.secondary.count_failure(side);
             self.gate.suspend_mirror();
         } else {
             debug!(%side, ?how, "the non-authoritative backend closed its idle connection; reopened on next use");

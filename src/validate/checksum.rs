@@ -83,6 +83,7 @@ mod tests {
             column_type: ty.into(),
             charset: None,
             generated: false,
+            convert: false,
         }
     }
 

@@ -8,7 +8,7 @@ use mysql_async::{Opts, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, Ro
 
 use std::sync::Arc;
 
-use crate::config::{BackendConfig, Checksum};
+use crate::config::{BackendConfig, Checksum, DdlDefaults};
 use crate::pattern::Side;
 
 use super::ValidateError;
@@ -39,6 +39,9 @@ pub struct Db {
     pub database: String,
     /// The hash runs on this pair use (`[validation] checksum`).
     pub checksum: Checksum,
+    /// Character-set differences between the sides are intended
+    /// (`[mirror] ddl_defaults = "own"`): compare converted text.
+    pub charset_drift_intended: bool,
     /// Whether the server has `CRC32C()` (MariaDB ≥ 10.8), asked once.
     crc32c: Arc<tokio::sync::OnceCell<bool>>,
     /// `ssl_mode = "preferred"`: the plaintext pool used once the server
@@ -81,6 +84,7 @@ impl Db {
             pool: Pool::new(Opts::from(opts)),
             database,
             checksum: Checksum::default(),
+            charset_drift_intended: false,
             crc32c: Arc::default(),
             plain,
         })
@@ -89,6 +93,13 @@ impl Db {
     /// The same pool, hashing with `checksum`.
     pub fn with_checksum(mut self, checksum: Checksum) -> Db {
         self.checksum = checksum;
+        self
+    }
+
+    /// The same pool; character-set-only column differences are compared
+    /// as converted text when `ddl` is [`DdlDefaults::Own`].
+    pub fn with_ddl_defaults(mut self, ddl: DdlDefaults) -> Db {
+        self.charset_drift_intended = ddl == DdlDefaults::Own;
         self
     }
 

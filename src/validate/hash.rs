@@ -104,13 +104,24 @@ fn crc_text(t: &TableInfo) -> String {
         } else if plain(c) {
             parts.push(q);
         } else {
-            parts.push(format!("CAST({q} AS BINARY)"));
-            lengths.push(format!("OCTET_LENGTH({q})"));
+            let v = text_value(c, &q);
+            parts.push(format!("CAST({v} AS BINARY)"));
+            lengths.push(format!("OCTET_LENGTH({v})"));
         }
     }
     parts.extend(lengths);
     parts.push(null_bitmap(t));
     format!("CONCAT_WS('#', {})", parts.join(", "))
+}
+
+/// A non-plain column's value as hashed: converted to utf8mb4 when the
+/// sides store it in different character sets by intent (`Column::convert`).
+fn text_value(c: &Column, q: &str) -> String {
+    if c.convert {
+        format!("CONVERT({q} USING utf8mb4)")
+    } else {
+        q.to_string()
+    }
 }
 
 /// The md5 row text (unchanged since the first validator: hex of the bytes).
@@ -125,7 +136,7 @@ fn md5_text(t: &TableInfo) -> String {
             } else if plain(c) {
                 q
             } else {
-                format!("HEX(CAST({q} AS BINARY))")
+                format!("HEX(CAST({} AS BINARY))", text_value(c, &q))
             }
         })
         .collect();
@@ -197,6 +208,7 @@ mod tests {
             column_type: ty.into(),
             charset: None,
             generated: false,
+            convert: false,
         }
     }
 

@@ -29,6 +29,7 @@ pub mod keyset;
 pub mod progress;
 mod run;
 pub mod schema;
+mod targeted;
 mod throttle;
 mod tls;
 
@@ -250,7 +251,9 @@ impl Validator {
         };
         let checksum = cfg.validation.checksum;
         Ok((
-            Db::open(base, side_cfg(base))?.with_checksum(checksum),
+            Db::open(base, side_cfg(base))?
+                .with_checksum(checksum)
+                .with_ddl_defaults(cfg.mirror.ddl_defaults),
             Db::open(base.other(), side_cfg(base.other()))?.with_checksum(checksum),
             self.direction(),
         ))
@@ -484,6 +487,24 @@ impl Validator {
         let mut obj = serde_json::Map::new();
         obj.insert(pk, serde_json::Value::from(key));
         self.recheck(table, serde_json::Value::Object(obj)).await
+    }
+
+    /// Compare a whole table now (chunked, see `targeted.rs`): the re-check
+    /// of a table a trigger or stored function may have diverged. Records
+    /// an open event per differing row (unless one is open already);
+    /// returns how many were recorded.
+    ///
+    /// # Errors
+    /// [`ValidateError::Table`] when the table cannot be validated;
+    /// connect/query errors.
+    pub async fn recheck_table(&self, table: &str) -> Result<u64, ValidateError> {
+        let (base, target, direction) = self.sides()?;
+        let run_id = self.next_run_id();
+        let result =
+            targeted::recheck_table(&base, &target, &self.inner, direction, table, run_id).await;
+        base.disconnect().await;
+        target.disconnect().await;
+        result
     }
 
     /// Compare one row now. Records an open event when it differs (unless one

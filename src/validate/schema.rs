@@ -23,6 +23,10 @@ pub struct Column {
     pub column_type: String,
     pub charset: Option<String>,
     pub generated: bool,
+    /// The sides store this character column in different character sets
+    /// by intent (`[mirror] ddl_defaults = "own"`): its text is converted to
+    /// utf8mb4 before hashing, so equal text compares equal (issue #19).
+    pub convert: bool,
 }
 
 /// How the update-time column is stored.
@@ -55,6 +59,15 @@ impl TableInfo {
     pub fn column_names(&self) -> Vec<String> {
         self.columns.iter().map(|c| c.name.clone()).collect()
     }
+}
+
+/// The two column lists differ in character sets only.
+fn charset_only(a: &[Column], b: &[Column]) -> bool {
+    let strip = |c: &Column| Column {
+        charset: None,
+        ..c.clone()
+    };
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| strip(x) == strip(y))
 }
 
 /// A table that will not be validated, and why.
@@ -105,6 +118,7 @@ async fn read_side(db: &Db) -> Result<Side, ValidateError> {
             column_type: text(r, 3).unwrap_or_default(),
             charset: text(r, 4),
             generated: text(r, 5).is_some_and(|g| g.eq_ignore_ascii_case("ALWAYS")),
+            convert: false,
         });
     }
     for r in &pks {
@@ -203,9 +217,23 @@ fn check(
             t.pk.get(name).cloned().unwrap_or_default()
         ));
     }
-    let bc = b.columns.get(name).cloned().unwrap_or_default();
+    let mut bc = b.columns.get(name).cloned().unwrap_or_default();
     let tc = t.columns.get(name).cloned().unwrap_or_default();
-    if bc != tc {
+    if bc != tc && base.charset_drift_intended && charset_only(&bc, &tc) {
+        for (c, other) in bc.iter_mut().zip(&tc) {
+            c.convert = c.charset != other.charset;
+        }
+        if let Some(c) = bc.iter().find(|c| c.convert && pk.contains(&c.name)) {
+            return Err(format!(
+                "primary key column {} has different character sets ({}: {}, {}: {}): keyset order would differ",
+                c.name,
+                base.label(),
+                c.charset.as_deref().unwrap_or("-"),
+                target.label(),
+                tc.iter().find(|t| t.name == c.name).and_then(|t| t.charset.as_deref()).unwrap_or("-")
+            ));
+        }
+    } else if bc != tc {
         let describe = |c: &[Column]| {
             c.iter()
                 .map(|c| {

@@ -277,11 +277,14 @@ function renderBackends(s) {
 function renderMirror(m) {
   const rows = [
     ['double_write_success', 'mirrored writes ok', false],
-    ['double_write_failure', 'mirrored writes failed', true],
+    ['double_write_failure', 'writes lost on the mirror (divergence)', true],
     ['mirror_mismatches', 'mirror result mismatches', true],
     ['unsafe_statements', 'unsafe (non-deterministic) statements', true],
-    ['source_secondary_errors', 'errors on source as mirror', true],
-    ['destination_secondary_errors', 'errors on destination as mirror', true],
+    ['double_write_rolled_back', 'rolled back with their transaction (consistent)', false],
+    ['mirror_retries_succeeded', 'mirror deadlocks / lock waits fixed by a retry', false],
+    ['mirror_retries_failed', 'mirror retries exhausted', true],
+    ['source_secondary_errors', 'errors on source as mirror (diagnostic)', false],
+    ['destination_secondary_errors', 'errors on destination as mirror (diagnostic)', false],
     ['client_connections', 'client connections open', false],
     ['connections_refused', 'connections refused (max_connections)', true],
     ['statements', 'statements relayed', false],

@@ -50,7 +50,9 @@ impl Pair {
         let checksum = cfg.validation.checksum;
         Ok(Pair {
             side,
-            base: Db::open(side, side_cfg(side))?.with_checksum(checksum),
+            base: Db::open(side, side_cfg(side))?
+                .with_checksum(checksum)
+                .with_ddl_defaults(cfg.mirror.ddl_defaults),
             target: Db::open(side.other(), side_cfg(side.other()))?.with_checksum(checksum),
             tables: HashMap::new(),
             generation: 0,

@@ -2,9 +2,8 @@
 //!
 //! Statement-based replication solves the same problem; cutover does what it
 //! does, per statement, on both connections:
-//! - `SET timestamp=<t>` (microseconds) before the write pins NOW(),
-//!   CURRENT_TIMESTAMP and `DEFAULT`/`ON UPDATE CURRENT_TIMESTAMP` columns;
-//!   `SET timestamp=DEFAULT` after it restores normal time for the session.
+//! - `timestamp=<t>` (microseconds) pins NOW(), CURRENT_TIMESTAMP and
+//!   `DEFAULT`/`ON UPDATE CURRENT_TIMESTAMP` columns.
 //! - `rand_seed1/rand_seed2` pin RAND() (per-row sequences included).
 //! - `insert_id=<primary's first generated id>` on the mirror makes
 //!   AUTO_INCREMENT hand out the primary's ids (multi-row inserts get
@@ -17,10 +16,15 @@
 //! `ORDER BY`, per-row `UUID()` (UPDATE, INSERT … SELECT), functions such as
 //! CONNECTION_ID() and LOAD_FILE().
 //!
-//! The SET commands are pipelined with the statement (no extra round trip):
-//! the proxy consumes their answers itself.
+//! How the variables travel with the statement (`SET STATEMENT … FOR` on
+//! MariaDB, nothing left behind) is in `pin.rs`; either way no extra round
+//! trip is made. Variables the client set itself are left alone.
 
 #![warn(missing_docs)]
+
+mod pin;
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
@@ -31,56 +35,38 @@ use rand::Rng;
 use crate::command;
 use crate::lexer::{Lexer, Tok};
 
-/// The values one mirrored write is pinned to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pin {
-    /// `timestamp`, in microseconds since the Unix epoch.
-    pub micros: i64,
-    /// `rand_seed1`, in 1..0x3FFFFFFF.
-    pub seed1: u32,
-    /// `rand_seed2`, in 1..0x3FFFFFFF.
-    pub seed2: u32,
-}
-
-impl Pin {
-    /// The current time and two fresh random seeds.
-    pub fn now() -> Pin {
-        let micros = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_micros() as i64)
-            .unwrap_or(0);
-        let mut rng = rand::thread_rng();
-        // MariaDB takes seeds modulo 0x3FFFFFFF
-        Pin {
-            micros,
-            seed1: rng.gen_range(1..0x3FFF_FFFF),
-            seed2: rng.gen_range(1..0x3FFF_FFFF),
-        }
-    }
-
-    /// The COM_QUERY payload sent before the write: `SET timestamp=<s.µs>,
-    /// rand_seed1=…, rand_seed2=…` and, when given and non-zero,
-    /// `insert_id=<id>` (the mirror gets the primary's first generated id).
-    pub fn prefix(&self, insert_id: Option<u64>) -> Vec<u8> {
-        let mut sql = format!(
-            "SET timestamp={}.{:06}, rand_seed1={}, rand_seed2={}",
-            self.micros.div_euclid(1_000_000),
-            self.micros.rem_euclid(1_000_000),
-            self.seed1,
-            self.seed2
-        );
-        if let Some(id) = insert_id.filter(|id| *id > 0) {
-            sql.push_str(&format!(", insert_id={id}"));
-        }
-        command::query(sql)
-    }
-}
+pub(crate) use pin::pinnable;
+pub use pin::{set_statement, ClientPins, Pin, Pinnable};
 
 /// The COM_QUERY payload sent after the write: normal time again (built
 /// once; it is queued after every pinned write).
 pub fn reset() -> &'static [u8] {
     static RESET: LazyLock<Vec<u8>> = LazyLock::new(|| command::query("SET timestamp=DEFAULT"));
     &RESET
+}
+
+/// Whether a statement reads the previous statement's diagnostics
+/// (`ROW_COUNT()`, `FOUND_ROWS()`, `@@warning_count`, `@@error_count`,
+/// `SHOW WARNINGS` / `SHOW ERRORS`, `GET DIAGNOSTICS`): anything cutover
+/// sent on that connection before it would change what it reads (MariaDB
+/// "Diagnostics Area"; every statement but these resets it).
+pub fn reads_diagnostics(text: &[u8]) -> bool {
+    const WORDS: [&[u8]; 7] = [
+        b"ROW_COUNT",
+        b"FOUND_ROWS",
+        b"DIAGNOSTICS",
+        b"WARNING_COUNT",
+        b"ERROR_COUNT",
+        b"WARNINGS",
+        b"ERRORS",
+    ];
+    let mut lx = Lexer::new(text);
+    while let Some((t, _)) = lx.next() {
+        if WORDS.iter().any(|w| t.is(w)) {
+            return true;
+        }
+    }
+    false
 }
 
 /// What kind of write this is, as far as determinism cares.
@@ -112,6 +98,10 @@ pub struct Analysis {
     pub verb: Option<Verb>,
     /// More statements follow the first (multi-statement text).
     pub multi: bool,
+    /// How the statement can carry its pinning.
+    pub pinnable: Pinnable,
+    /// It calls RAND().
+    pub calls_rand: bool,
     /// Digest of the statement text, for logs and dirty records.
     pub digest: String,
 }
@@ -167,7 +157,10 @@ pub fn analyze(sql: &[u8]) -> Analysis {
             }
             Tok::Punct(b'(') => scan.depth += 1,
             Tok::Punct(b')') => scan.depth -= 1,
-            Tok::Word(_) if scan.verb.is_none() => scan.first_word(tok),
+            Tok::Word(_) if scan.skip_to_for => {
+                scan.skip_to_for = !(scan.depth == 0 && tok.is(b"FOR"));
+            }
+            Tok::Word(_) if scan.verb.is_none() => scan.first_word(&lx, tok),
             Tok::Word(w) => scan.word(&lx, tok, w, start),
             Tok::Quoted(b'`', q) if scan.expect_table => {
                 scan.out.table = Some(qualified(&lx, q));
@@ -213,12 +206,26 @@ struct Scan {
     /// INSERT … VALUES / SET.
     values: bool,
     per_row_uuid: bool,
+    /// Inside the variable list of a client's `SET STATEMENT … FOR`.
+    skip_to_for: bool,
+    /// The first word was seen (it decides [`Analysis::pinnable`]).
+    started: bool,
     /// (start, end, replacement) spans of the text to rewrite.
     edits: Vec<(usize, usize, String)>,
 }
 
 impl Scan {
-    fn first_word(&mut self, tok: Tok<'_>) {
+    fn first_word(&mut self, lx: &Lexer<'_>, tok: Tok<'_>) {
+        let next = lx.clone().next().map(|(t, _)| t);
+        if !self.started {
+            self.started = true;
+            self.out.pinnable = pinnable(tok, next);
+        }
+        if tok.is(b"SET") && next.is_some_and(|n| n.is(b"STATEMENT")) {
+            // The client's own SET STATEMENT: the statement follows FOR.
+            self.skip_to_for = true;
+            return;
+        }
         let v = if tok.is(b"INSERT") || tok.is(b"REPLACE") {
             Verb::Insert
         } else if tok.is(b"UPDATE") {
@@ -270,6 +277,12 @@ impl Scan {
             self.edits.push((start, start + w.len(), "NOW".into()));
         } else if UNPINNABLE.iter().any(|f| tok.is(f)) {
             self.out.unsafe_reason.get_or_insert("unpinnable_function");
+        } else if tok.is(b"ROW_COUNT") || tok.is(b"FOUND_ROWS") {
+            // The previous statement's diagnostics: on the mirror, those of
+            // whatever it ran last (reads run on the authoritative side only).
+            self.out.unsafe_reason.get_or_insert("session_diagnostics");
+        } else if tok.is(b"RAND") {
+            self.out.calls_rand = true;
         }
     }
 
@@ -347,135 +360,4 @@ pub fn digest(sql: &[u8]) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{h:016x}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn text(a: &Analysis) -> String {
-        String::from_utf8_lossy(&a.rewritten.as_ref().unwrap()[1..]).into_owned()
-    }
-
-    #[test]
-    fn pins_uuid_and_sysdate_in_insert_values() {
-        let a = analyze(b"INSERT INTO t (u, s, x) VALUES (UUID(), UUID_SHORT(), SYSDATE(6)), (uuid ( ), 1, 'UUID()')");
-        let t = text(&a);
-        assert_eq!(
-            t.to_ascii_uppercase().matches("UUID").count(),
-            1,
-            "only the string literal keeps it: {t}"
-        );
-        assert!(t.contains("NOW(6)"), "{t}");
-        assert!(t.ends_with("'UUID()')"), "string literal untouched: {t}");
-        assert_eq!(a.unsafe_reason, None);
-        assert_eq!(a.table.as_deref(), Some("t"));
-        let lits: Vec<&str> = t.split('\'').collect();
-        assert_ne!(lits[1], lits[3], "each occurrence gets its own value");
-    }
-
-    #[test]
-    fn flags_what_cannot_be_pinned() {
-        assert_eq!(
-            analyze(b"UPDATE t SET u = UUID()").unsafe_reason,
-            Some("uuid_per_row")
-        );
-        assert_eq!(
-            analyze(b"DELETE FROM t LIMIT 10").unsafe_reason,
-            Some("limit_without_order_by")
-        );
-        assert_eq!(
-            analyze(b"DELETE FROM t ORDER BY id LIMIT 10").unsafe_reason,
-            None
-        );
-        assert_eq!(
-            analyze(b"INSERT INTO t SELECT * FROM s").unsafe_reason,
-            Some("insert_select_without_order_by")
-        );
-        assert_eq!(
-            analyze(b"INSERT INTO t SELECT * FROM s ORDER BY id").unsafe_reason,
-            None
-        );
-        assert_eq!(
-            analyze(b"INSERT INTO t VALUES (CONNECTION_ID())").unsafe_reason,
-            Some("unpinnable_function")
-        );
-        assert_eq!(
-            analyze(b"UPDATE t SET a = 1 WHERE id IN (SELECT id FROM s LIMIT 1)").unsafe_reason,
-            None
-        );
-        assert_eq!(
-            analyze(b"INSERT INTO t (a) VALUES (RAND()), (NOW())").unsafe_reason,
-            None
-        );
-    }
-
-    #[test]
-    fn finds_the_target_table() {
-        assert_eq!(
-            analyze(b"INSERT IGNORE INTO `my t` VALUES (1)")
-                .table
-                .as_deref(),
-            Some("my t")
-        );
-        assert_eq!(
-            analyze(b"update low_priority orders set a=1")
-                .table
-                .as_deref(),
-            Some("orders")
-        );
-        assert_eq!(
-            analyze(b"DELETE QUICK FROM items WHERE id=1")
-                .table
-                .as_deref(),
-            Some("items")
-        );
-        assert_eq!(
-            analyze(b"LOAD DATA LOCAL INFILE 'x' INTO TABLE li")
-                .table
-                .as_deref(),
-            Some("li")
-        );
-        assert_eq!(
-            analyze(b"REPLACE t (a) VALUES (1)").verb,
-            Some(Verb::Insert)
-        );
-        assert_eq!(
-            analyze(b"INSERT INTO shop.`o``k` VALUES (1)")
-                .table
-                .as_deref(),
-            Some("shop.o`k")
-        );
-    }
-
-    #[test]
-    fn prefix_carries_microseconds_and_insert_id() {
-        let p = Pin {
-            micros: 1_700_000_000_000_042,
-            seed1: 1,
-            seed2: 2,
-        };
-        assert_eq!(
-            p.prefix(Some(7)),
-            b"\x03SET timestamp=1700000000.000042, rand_seed1=1, rand_seed2=2, insert_id=7"
-                .to_vec()
-        );
-        assert!(!String::from_utf8(p.prefix(Some(0)))
-            .unwrap()
-            .contains("insert_id"));
-    }
-
-    #[test]
-    fn never_panics_on_garbage() {
-        for s in [
-            &b"UUID("[..],
-            b"INSERT INTO",
-            b"(((",
-            b")))",
-            b"INSERT INTO t VALUES (UUID(",
-            b"\xff\xfe",
-        ] {
-            let _ = analyze(s);
-        }
-    }
 }
