@@ -101,12 +101,14 @@ async fn an_idle_close_on_the_mirror_side_does_not_touch_the_client() {
     proxy.stop().await;
 }
 
-/// Backend threads running `sql_prefix` on `db`.
+/// Backend threads running `sql_prefix` on `db`, as sent or pinned by the
+/// mirror (`SET STATEMENT … FOR <statement>`, issue 20).
 async fn running(db: &MariaDb, sql_prefix: &str) -> i64 {
     let rows: Vec<i64> = db
         .query(&format!(
             "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
-             WHERE INFO LIKE '{sql_prefix}%' AND COMMAND = 'Query'"
+             WHERE (INFO LIKE '{sql_prefix}%' OR INFO LIKE 'SET STATEMENT % FOR {sql_prefix}%') \
+             AND COMMAND = 'Query'"
         ))
         .await;
     rows[0]
