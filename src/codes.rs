@@ -94,6 +94,15 @@ pub const ER_NOT_SUPPORTED_AUTH_MODE: ErrorCode = ErrorCode {
     code: 1251,
     sqlstate: "08004",
 };
+/// 1290 `ER_OPTION_PREVENTS_STATEMENT` ("The MySQL server is running with
+/// the %s option so it cannot execute this statement", what a `read_only`
+/// server answers a write): a fleet member that cannot vouch for its lease
+/// (docs/FLEET.md, fencing) refuses the statement. The message names the
+/// cause; nothing was executed, so the client may retry.
+pub const ER_OPTION_PREVENTS_STATEMENT: ErrorCode = ErrorCode {
+    code: 1290,
+    sqlstate: "HY000",
+};
 /// 1461: more prepared statements than a session may hold.
 pub const ER_MAX_PREPARED_STMT_COUNT_REACHED: ErrorCode = ErrorCode {
     code: 1461,

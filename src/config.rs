@@ -15,6 +15,8 @@ mod mirror;
 mod users;
 pub use mirror::{DdlDefaults, MirrorConfig};
 pub use users::{AuthMode, UserConfig};
+mod coordination;
+pub use coordination::{Coordination, CoordinationOverrides, EtcdCoordination, OnCoordinatorLoss};
 
 /// The whole configuration, validated.
 #[derive(Debug, Clone)]
@@ -45,6 +47,8 @@ pub struct Config {
     /// `cutover serve --init-state` (not a file key): start as a fresh
     /// install even when `data_dir` shows an earlier migration.
     pub init_state: bool,
+    /// The `[coordination]` table: state file (default) or an etcd fleet.
+    pub coordination: Coordination,
     /// `[tls]`: TLS for applications connecting to cutover.
     pub tls: ClientTlsConfig,
     /// The `[mirror]` table (retries, temporary tables, catalog, session
@@ -277,6 +281,8 @@ pub struct Overrides {
     pub admin_token: Option<String>,
     /// `--init-state`: see [`Config::init_state`].
     pub init_state: bool,
+    /// `CUTOVER_COORDINATION_*` (a pod template sets `member_id` from the pod name).
+    pub coordination: CoordinationOverrides,
 }
 
 /// A configuration problem: always names the key.
@@ -325,6 +331,7 @@ struct RawConfig {
     deterministic_mirroring: Option<bool>,
     data_dir: Option<PathBuf>,
     validation: Option<RawValidation>,
+    coordination: Option<coordination::RawCoordination>,
     tls: Option<RawTls>,
     mirror: Option<mirror::RawMirror>,
 }
@@ -633,6 +640,24 @@ impl Config {
             ));
         }
         let validation = raw.validation.unwrap_or_default().into_config()?;
+        let listen = overrides
+            .listen
+            .clone()
+            .or(raw.listen.clone())
+            .unwrap_or_else(|| "127.0.0.1:6033".into());
+        let mut raw_coordination = raw.coordination.unwrap_or_default();
+        raw_coordination.apply(&overrides.coordination);
+        let coordination = raw_coordination.into_config(&listen)?;
+        if matches!(coordination, Coordination::Etcd(_))
+            && validation.change_capture == ChangeCapture::Binlog
+        {
+            // The capture's binlog position is checkpointed in data_dir, and
+            // a fleet's validation moves between members (docs/FLEET.md).
+            return Err(key_err(
+                "validation.change_capture",
+                "\"binlog\" is not supported with [coordination] backend = \"etcd\" yet; use \"off\"",
+            ));
+        }
         let tls = client_tls(raw.tls)?;
         if let Some(i) = users
             .iter()
@@ -673,6 +698,7 @@ impl Config {
             data_dir,
             validation,
             init_state: false,
+            coordination,
             tls,
             mirror,
         };

@@ -22,6 +22,7 @@ pub mod control;
 pub mod ctl;
 pub mod determinism;
 pub mod error;
+pub mod fence;
 pub mod greeting;
 mod lexer;
 pub mod listener;

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use cutover::config::{Config, Overrides};
+use cutover::config::{Config, Coordination, Overrides};
 use cutover::control::{ControlPlane, ValidationService};
 use cutover::listener::Listener;
 use cutover::pattern::PatternHandle;
@@ -51,6 +51,8 @@ enum Command {
         /// data_dir shows an earlier migration (which is otherwise refused).
         #[arg(long)]
         init_state: bool,
+        #[command(flatten)]
+        coordination: cutover::config::CoordinationOverrides,
     },
     /// Compare source and destination (one-shot); exit 0 consistent, 1 differences remain.
     Validate {
@@ -106,6 +108,7 @@ fn main() -> ExitCode {
             destination,
             admin_token,
             init_state,
+            coordination,
         } => {
             let overrides = Overrides {
                 listen,
@@ -114,6 +117,7 @@ fn main() -> ExitCode {
                 destination,
                 admin_token,
                 init_state,
+                coordination,
             };
             let cfg = match Config::load(&config, &overrides) {
                 Ok(c) => c,
@@ -140,22 +144,59 @@ fn main() -> ExitCode {
     }
 }
 
+/// What `serve` stops at the end besides the proxy and the admin API.
+enum Fleet {
+    /// The file-backed default: this process's own validator (its change
+    /// capture checkpoint is saved on shutdown).
+    No(Arc<cutover::validate::Validator>),
+    /// A fleet member: it leaves the fleet (its leader validation stops with it).
+    Member(Arc<cutover::control::fleet::Fleet>),
+}
+
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let cfg = Arc::new(cfg);
-    // The persisted migration state (if any) decides the starting pattern.
-    let (control, initial) = ControlPlane::load(&cfg)?;
-    let pattern = PatternHandle::new(initial);
-    let validator = cutover::validate::Validator::new(cfg.clone(), pattern.clone())
-        .context("cannot open the validation event store (data_dir)")?;
-    let validator = Arc::new(validator);
-    if cfg.validation.change_capture == cutover::config::ChangeCapture::Binlog {
-        // Before the proxy accepts clients: every change from here on is seen.
-        validator
-            .start_change_capture()
-            .await
-            .context("[validation] change_capture = \"binlog\"")?;
-    }
-    let control = control.with_validation(Arc::clone(&validator) as Arc<dyn ValidationService>);
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested; draining");
+        signal.cancel();
+    });
+    // The migration state decides the starting pattern: the state file, or
+    // the fleet's state in etcd (read before anything is served).
+    let (control, pattern, fleet) = match &cfg.coordination {
+        Coordination::File => {
+            let (control, initial) = ControlPlane::load(&cfg)?;
+            let pattern = PatternHandle::new(initial);
+            let validator = cutover::validate::Validator::new(cfg.clone(), pattern.clone())
+                .context("cannot open the validation event store (data_dir)")?;
+            let validator = Arc::new(validator);
+            if cfg.validation.change_capture == cutover::config::ChangeCapture::Binlog {
+                // Before the proxy accepts clients: every change from here on is seen.
+                validator
+                    .start_change_capture()
+                    .await
+                    .context("[validation] change_capture = \"binlog\"")?;
+            }
+            let service = Arc::clone(&validator) as Arc<dyn ValidationService>;
+            (
+                control.with_validation(service),
+                pattern,
+                Fleet::No(validator),
+            )
+        }
+        Coordination::Etcd(_) => {
+            let (control, pattern, fleet) = ControlPlane::join_fleet(&cfg, shutdown.clone())
+                .await
+                .context("cannot join the fleet")?;
+            let validation = fleet.validation(cfg.clone());
+            (
+                control.with_validation(validation),
+                pattern,
+                Fleet::Member(fleet),
+            )
+        }
+    };
     let stats = DataPathStats::new();
     let listener = Listener::bind(cfg.clone(), pattern.clone(), stats.clone())
         .await
@@ -167,25 +208,21 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     tokio::spawn(cutover::tls::server::reload_on_sighup(listener.tls()));
     tracing::info!(pattern = %pattern.load(), state = ?control.state(), admin = %cfg.admin_listen, "cutover started");
 
-    let shutdown = CancellationToken::new();
     let admin_task = tokio::spawn(control.serve(
         admin,
         pattern.clone(),
         stats.clone(),
         shutdown.clone().cancelled_owned(),
     ));
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown requested; draining");
-        signal.cancel();
-    });
     listener.run(shutdown).await;
-    validator.shutdown().await; // saves the capture checkpoint
     match admin_task.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!("admin API stopped with an error: {e}"),
         Err(e) => tracing::warn!("admin API task failed: {e}"),
+    }
+    match fleet {
+        Fleet::No(validator) => validator.shutdown().await, // saves the capture checkpoint
+        Fleet::Member(fleet) => fleet.leave().await,
     }
     tracing::info!("bye");
     Ok(())

@@ -115,6 +115,15 @@ pub const LEGAL_MOVE_LABELS: &[&[&str]] = &[
     &["dst_only", "completed"],
 ];
 
+/// `phase` label of `cutover_switch_phase_seconds` (`control::fleet::switch`).
+pub const SWITCH_PHASES: &[&str] = &["prepare", "commit"];
+/// `outcome` label of `cutover_fleet_switches_total`.
+pub const FLEET_SWITCH_OUTCOMES: &[&str] = &["committed", "aborted"];
+/// Buckets for the phases of a fleet switch (seconds; `switch_timeout_ms` defaults to 10 s).
+pub const SWITCH_PHASE_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
+];
+
 /// The catalog.
 pub const CATALOG: &[MetricDef] = &[
     MetricDef {
@@ -363,6 +372,54 @@ pub const CATALOG: &[MetricDef] = &[
         help: "Inconsistency events recorded and not yet fixed or obsolete",
         labels: &[],
         startup: Startup::Zero(&[]),
+        buckets: &[],
+    },
+    MetricDef {
+        name: "cutover_epoch",
+        kind: MetricKind::Gauge,
+        help: "The fleet epoch whose pattern this member runs (0 outside a fleet); members disagreeing is pattern skew",
+        labels: &[],
+        startup: Startup::Zero(&[]),
+        buckets: &[],
+    },
+    MetricDef {
+        name: "cutover_fleet_members",
+        kind: MetricKind::Gauge,
+        help: "Fleet members with a live lease, as this member sees them (1 outside a fleet)",
+        labels: &[],
+        startup: Startup::Zero(&[]),
+        buckets: &[],
+    },
+    MetricDef {
+        name: "cutover_fenced",
+        kind: MetricKind::Gauge,
+        help: "1 while this member holds statements back because it cannot vouch for its lease (writes fenced or state being re-read)",
+        labels: &[],
+        startup: Startup::Zero(&[]),
+        buckets: &[],
+    },
+    MetricDef {
+        name: "cutover_leader",
+        kind: MetricKind::Gauge,
+        help: "1 when this process runs the background work (the fleet's elected leader; always 1 outside a fleet)",
+        labels: &[],
+        startup: Startup::Zero(&[]),
+        buckets: &[],
+    },
+    MetricDef {
+        name: "cutover_switch_phase_seconds",
+        kind: MetricKind::Histogram,
+        help: "Duration of the phases of a fleet switch, on the leader: prepare (until every member drained and acknowledged) and commit",
+        labels: &["phase"],
+        startup: Startup::Zero(&[SWITCH_PHASES]),
+        buckets: SWITCH_PHASE_BUCKETS,
+    },
+    MetricDef {
+        name: "cutover_fleet_switches_total",
+        kind: MetricKind::Counter,
+        help: "Fleet switches run by this member as leader, by outcome",
+        labels: &["outcome"],
+        startup: Startup::Zero(&[FLEET_SWITCH_OUTCOMES]),
         buckets: &[],
     },
     MetricDef {

@@ -16,6 +16,8 @@ use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
+use crate::fence::Fence;
+
 /// Which backend a statement concerns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -151,21 +153,41 @@ impl FromStr for Pattern {
 /// the pattern is swapped and the waiters continue under the new one. No
 /// write can therefore apply in one order on one side and another order on
 /// the other across an authority change.
+///
+/// In a fleet (docs/FLEET.md) the handle also carries the fleet's *epoch*
+/// the pattern belongs to (0 outside a fleet) and the [`Fence`] that holds
+/// statements back while this member cannot vouch for its lease.
 #[derive(Clone)]
 pub struct PatternHandle {
     inner: Arc<HandleInner>,
 }
 
+/// The pattern and the fleet epoch it was committed in, swapped together.
+#[derive(Debug, Clone, Copy)]
+struct Current {
+    pattern: Pattern,
+    epoch: u64,
+}
+
 struct HandleInner {
-    current: ArcSwap<Pattern>,
+    current: ArcSwap<Current>,
     gate: Arc<RwLock<()>>,
     in_flight: AtomicUsize,
+    fence: Fence,
 }
 
 /// Held by a session while a transaction / autocommit statement runs.
 pub struct InFlight {
     _guard: OwnedRwLockReadGuard<()>,
     handle: PatternHandle,
+    epoch: u64,
+}
+
+impl InFlight {
+    /// The fleet epoch of the pattern the unit started under (0 outside a fleet).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
 }
 
 impl Drop for InFlight {
@@ -186,6 +208,11 @@ impl Drained {
     /// Swap the pattern while the gate is closed; returns the previous one.
     pub fn swap(&self, next: Pattern) -> Pattern {
         self.handle.swap(next)
+    }
+
+    /// Swap to `next` of fleet epoch `epoch` while the gate is closed.
+    pub fn adopt(&self, next: Pattern, epoch: u64) -> Pattern {
+        self.handle.adopt(next, epoch)
     }
 }
 
@@ -219,21 +246,52 @@ impl PatternHandle {
     pub fn new(initial: Pattern) -> Self {
         PatternHandle {
             inner: Arc::new(HandleInner {
-                current: ArcSwap::from_pointee(initial),
+                current: ArcSwap::from_pointee(Current {
+                    pattern: initial,
+                    epoch: 0,
+                }),
                 gate: Arc::new(RwLock::new(())),
                 in_flight: AtomicUsize::new(0),
+                fence: Fence::new(),
             }),
         }
     }
 
     /// The current pattern.
     pub fn load(&self) -> Pattern {
-        **self.inner.current.load()
+        self.inner.current.load().pattern
     }
 
-    /// Replace the pattern at once (no drain); returns the previous one.
+    /// The fleet epoch of the current pattern (0 outside a fleet).
+    pub fn epoch(&self) -> u64 {
+        self.inner.current.load().epoch
+    }
+
+    /// Replace the pattern at once (no drain), keeping the epoch; returns
+    /// the previous pattern.
     pub fn swap(&self, next: Pattern) -> Pattern {
-        *self.inner.current.swap(Arc::new(next))
+        let epoch = self.epoch();
+        self.adopt(next, epoch)
+    }
+
+    /// Replace the pattern and its fleet epoch at once (no drain): the
+    /// control plane applying a state the fleet committed. A transaction
+    /// still open under an older epoch keeps its frozen pattern; the session
+    /// refuses it further statements when the authoritative side changed
+    /// (it cannot have been drained for that switch).
+    pub fn adopt(&self, next: Pattern, epoch: u64) -> Pattern {
+        self.inner
+            .current
+            .swap(Arc::new(Current {
+                pattern: next,
+                epoch,
+            }))
+            .pattern
+    }
+
+    /// The fence the data path asks before each statement.
+    pub fn fence(&self) -> &Fence {
+        &self.inner.fence
     }
 
     /// Start a unit of work: waits while a drain is in progress, then
@@ -241,12 +299,13 @@ impl PatternHandle {
     pub async fn enter(&self) -> (Pattern, InFlight) {
         let guard = self.inner.gate.clone().read_owned().await;
         self.inner.in_flight.fetch_add(1, Ordering::Relaxed);
-        let pattern = self.load();
+        let current = **self.inner.current.load();
         (
-            pattern,
+            current.pattern,
             InFlight {
                 _guard: guard,
                 handle: self.clone(),
+                epoch: current.epoch,
             },
         )
     }

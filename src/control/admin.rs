@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::automation::{DEFAULT_STEP_WAIT_MS, MAX_STEP_WAIT_MS};
+use super::coordinator::{Executor, Forwarded, ForwardedReply};
 use super::http::{
     authorize, bad_request, json_response, parse_body, parse_body_required, parse_query, read_body,
     text_response, NoBody, Reject, Resp,
@@ -62,8 +63,29 @@ pub enum Route {
     OpenApi,
     Inconsistencies,
     Fix,
+    /// Forget a registered fleet member that is gone.
+    FleetEvict,
     /// The status page; the only route served without a token (it holds no data).
     StatusPage,
+}
+
+impl Route {
+    /// Served by the fleet's leader only (other members forward it through
+    /// the coordinator): it changes the state or reaches the validator.
+    fn leader_only(self) -> bool {
+        matches!(
+            self,
+            Route::Move(_)
+                | Route::FullStart
+                | Route::FullStop
+                | Route::IncrStart
+                | Route::IncrStop
+                | Route::AutoMigrate
+                | Route::AutoMigrateCancel
+                | Route::Inconsistencies
+                | Route::Fix
+        )
+    }
 }
 
 /// Every route: path, method, what it does. The OpenAPI document lists the same.
@@ -87,6 +109,7 @@ pub const ROUTES: &[(&str, &str, Route)] = &[
     ("/openapi.json", "GET", Route::OpenApi),
     ("/inconsistencies", "GET", Route::Inconsistencies),
     ("/fix", "POST", Route::Fix),
+    ("/fleet/evict", "POST", Route::FleetEvict),
 ];
 
 pub(super) struct Ctx {
@@ -205,7 +228,8 @@ impl Call<'_> {
 
 /// Authorize, find the route, read the body, dispatch to its handler.
 async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Resp, Reject> {
-    let path = req.uri().path();
+    let path = req.uri().path().to_string();
+    let path = path.as_str();
     if path == "/" && req.method() == hyper::Method::GET {
         return Ok(status_page());
     }
@@ -229,11 +253,31 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Resp, Reject> {
     } else {
         Bytes::new()
     };
+    if route.leader_only() {
+        let call = Forwarded {
+            from: String::new(),
+            method: method.to_string(),
+            path: path.to_string(),
+            query: query.clone(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        };
+        if let Some(answer) = ctx.scheduler.coord.forward(call) {
+            let reply = answer
+                .await
+                .map_err(|m| Reject::new(StatusCode::SERVICE_UNAVAILABLE, m))?;
+            return Ok(forwarded_response(reply));
+        }
+    }
     let c = Call {
         ctx,
         query: query.as_deref(),
         body: &body,
     };
+    dispatch(c, route).await
+}
+
+/// Run the handler of `route`.
+async fn dispatch(c: Call<'_>, route: Route) -> Result<Resp, Reject> {
     match route {
         Route::Move(to) => move_to(c, to).await,
         Route::FullStart => full_start(c).await,
@@ -248,6 +292,7 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Resp, Reject> {
         Route::Stats => stats(c).await,
         Route::Health => health(c).await,
         Route::Metrics => metrics_text(c).await,
+        Route::FleetEvict => fleet_evict(c).await,
         Route::StatusPage => Ok(status_page()),
         Route::OpenApi => Ok(text_response(
             "application/json",
@@ -263,7 +308,7 @@ async fn move_to(c: Call<'_>, to: State) -> Result<Resp, Reject> {
     parse_body::<NoBody>(c.body)?;
     let s = c.scheduler();
     let changed = s.transition(to, query.force, Trigger::Api, None).await?;
-    let mut body = serde_json::to_value(s.status().await).unwrap_or_default();
+    let mut body = s.status_json().await;
     body["changed"] = json!(changed);
     Ok(json_response(StatusCode::OK, &body))
 }
@@ -365,12 +410,10 @@ async fn auto_migrate_cancel(c: Call<'_>) -> Result<Resp, Reject> {
 /// progress and run summaries (`validation_detail`).
 async fn status(c: Call<'_>) -> Result<Resp, Reject> {
     c.no_query()?;
-    let s = c.scheduler();
-    let mut status = serde_json::to_value(s.status().await).unwrap_or_default();
-    if let Some(detail) = s.validation_detail() {
-        status["validation_detail"] = serde_json::to_value(detail).unwrap_or_default();
-    }
-    Ok(json_response(StatusCode::OK, &status))
+    Ok(json_response(
+        StatusCode::OK,
+        &c.scheduler().status_json().await,
+    ))
 }
 
 async fn stats(c: Call<'_>) -> Result<Resp, Reject> {
@@ -446,6 +489,79 @@ fn inconsistencies(c: Call<'_>) -> Result<Resp, Reject> {
         after,
     })?;
     Ok(json_response(StatusCode::OK, &events))
+}
+
+/// `POST /fleet/evict?member=ID`: forget a registered (`keep_serving`)
+/// member whose lease is gone, so switches stop waiting for it.
+async fn fleet_evict(c: Call<'_>) -> Result<Resp, Reject> {
+    parse_body::<NoBody>(c.body)?;
+    let mut member = None;
+    for pair in c.query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("member", v)) if !v.is_empty() => member = Some(v.to_string()),
+            _ => return Err(bad_request(format!("unknown query parameter `{pair}`"))),
+        }
+    }
+    let member = member.ok_or_else(|| bad_request("query parameter `member` is required"))?;
+    let evicted = c.scheduler().coord.evict(member.clone()).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "member": member, "evicted": evicted }),
+    ))
+}
+
+/// The leader's answer to a forwarded request, relayed as it is.
+fn forwarded_response(reply: ForwardedReply) -> Resp {
+    let mut r = Resp::new(http_body_util::Full::new(Bytes::from(reply.body)));
+    *r.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    if let Ok(v) = HeaderValue::from_str(&reply.content_type) {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// Serves requests other fleet members forward to this one (the leader):
+/// the same handler an HTTP request reaches, answered as status + body.
+pub(super) fn executor(ctx: Arc<Ctx>) -> Executor {
+    Arc::new(move |call: Forwarded| {
+        let ctx = Arc::clone(&ctx);
+        Box::pin(async move {
+            let found = ROUTES
+                .iter()
+                .find(|(p, m, _)| *p == call.path && *m == call.method);
+            let resp = match found {
+                Some(&(_, _, route)) => {
+                    let c = Call {
+                        ctx: &ctx,
+                        query: call.query.as_deref(),
+                        body: call.body.as_bytes(),
+                    };
+                    dispatch(c, route).await
+                }
+                None => Err(Reject::new(
+                    StatusCode::NOT_FOUND,
+                    format!("no route {}", call.path),
+                )),
+            };
+            let resp = resp.unwrap_or_else(|r| error_response(r, &call.path));
+            let status = resp.status().as_u16();
+            let content_type = resp
+                .headers()
+                .get(hyper::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/json")
+                .to_string();
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                .unwrap_or_default();
+            ForwardedReply {
+                status,
+                content_type,
+                body,
+            }
+        }) as super::validation::BoxFuture<'static, ForwardedReply>
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -79,13 +79,25 @@ impl Scheduler {
             .clamp(Duration::from_millis(10), Duration::from_millis(500));
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reported = std::time::Instant::now();
         loop {
             tokio::select! {
                 _ = interval.tick() => {}
                 _ = shutdown.cancelled() => return,
             }
+            // In a fleet only the elected leader moves by itself.
+            if !self.coord.is_leader() {
+                continue;
+            }
             if self.settings.auto_promotion {
                 self.promotion_tick().await;
+            }
+            if self.coord.fleet_status().is_some()
+                && reported.elapsed() >= Duration::from_millis(500)
+            {
+                reported = std::time::Instant::now();
+                let report = self.leader_report().await;
+                self.coord.publish_report(report).await;
             }
         }
     }

@@ -20,7 +20,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::state_machine::State;
 use super::validation::FullOutcome;
@@ -28,7 +28,7 @@ use crate::pattern::{Pattern, Side};
 use crate::stats::DataPathStats;
 
 /// Data-path counters that say the mirror side may have diverged.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MirrorHealth {
     /// Mirrored writes the authoritative side applied (committed) and the
     /// other side did not (`cutover_mirror_failures_total`): divergence.

@@ -44,13 +44,22 @@ impl From<SchedulerError> for Reject {
             | SchedulerError::Blocked { .. }
             | SchedulerError::StateChanged { .. }
             | SchedulerError::Conflict(_)
-            | SchedulerError::DrainTimeout { .. } => StatusCode::CONFLICT,
-            SchedulerError::BackendUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | SchedulerError::DrainTimeout { .. }
+            | SchedulerError::SwitchAborted { .. } => StatusCode::CONFLICT,
+            SchedulerError::BackendUnavailable { .. } | SchedulerError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             SchedulerError::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
             SchedulerError::Validation(v) => validation_status(v),
         };
         let blockers = match &e {
             SchedulerError::Blocked { blockers, .. } => Some(blockers.clone()),
+            SchedulerError::SwitchAborted { silent, .. } if !silent.is_empty() => Some(
+                silent
+                    .iter()
+                    .map(|m| format!("member {m} did not acknowledge"))
+                    .collect(),
+            ),
             _ => None,
         };
         Reject {

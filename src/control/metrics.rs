@@ -111,6 +111,29 @@ pub fn set_backend_probe(side: Side, up: bool, latency: Option<std::time::Durati
     }
 }
 
+/// The fleet as this member sees it: the epoch it applied, live members,
+/// whether it leads (outside a fleet: epoch 0, one member, leading).
+pub fn set_fleet(epoch: u64, members: usize, leader: bool) {
+    gauge!("cutover_epoch").set(epoch as f64);
+    gauge!("cutover_fleet_members").set(members as f64);
+    gauge!("cutover_leader").set(f64::from(u8::from(leader)));
+}
+
+/// Whether the fence holds statements back (`crate::fence`).
+pub fn set_fenced(fenced: bool) {
+    gauge!("cutover_fenced").set(f64::from(u8::from(fenced)));
+}
+
+/// One phase (`prepare`, `commit`) of a fleet switch.
+pub fn record_switch_phase(phase: &'static str, took: std::time::Duration) {
+    histogram!("cutover_switch_phase_seconds", "phase" => phase).record(took.as_secs_f64());
+}
+
+/// A fleet switch ended (`committed`, `aborted`).
+pub fn record_fleet_switch(outcome: &'static str) {
+    counter!("cutover_fleet_switches_total", "outcome" => outcome).increment(1);
+}
+
 pub fn record_validation_run() {
     counter!("cutover_validation_runs_total").increment(1);
 }

@@ -11,6 +11,8 @@
 //! | `state_machine.rs` | states and the legal moves, as data |
 //! | `guard.rs` | the authority-move guard: named blockers, mirror health |
 //! | `scheduler.rs` | the one owner of the state: moves, status |
+//! | `coordinator.rs` | where the state lives: the state file ([`coordinator::Local`]) or an etcd fleet ([`fleet::Fleet`]) |
+//! | `succession.rs` | the scheduler as a fleet member: adopt, lead, step down, report |
 //! | `runs.rs` | validation runs, repairs and events through the seam |
 //! | `automation.rs` | auto-promotion, auto-migrate |
 //! | `admin.rs`, `http.rs` | HTTP: one small handler per route; shared auth, parsing, responses |
@@ -34,7 +36,9 @@
 
 pub mod admin;
 pub mod automation;
+pub mod coordinator;
 pub mod drift;
+pub mod fleet;
 pub mod guard;
 pub mod health;
 mod http;
@@ -44,6 +48,7 @@ pub mod scheduler;
 pub mod state_machine;
 pub mod status;
 pub mod store;
+mod succession;
 pub mod trail;
 pub mod ui;
 pub mod validation;
@@ -84,11 +89,19 @@ pub enum ControlError {
         fresh: State,
         evidence: String,
     },
+    #[error("fleet: {0}")]
+    Fleet(#[from] fleet::FleetError),
+}
+
+/// Where the state lives, before the scheduler exists.
+enum Coordination {
+    Local(Arc<dyn StateStore>),
+    Fleet(Arc<fleet::Fleet>),
 }
 
 /// The operator's side of cutover, loaded and ready to serve.
 pub struct ControlPlane {
-    store: Arc<dyn StateStore>,
+    coordination: Coordination,
     persisted: PersistedState,
     probe: Arc<dyn BackendProbe>,
     validation: Option<Arc<dyn ValidationService>>,
@@ -154,19 +167,58 @@ impl ControlPlane {
         };
         let pattern = persisted.state.pattern();
         let control = ControlPlane {
-            store,
+            coordination: Coordination::Local(store),
             persisted,
             probe: Arc::new(PingProbe::new(cfg)),
             validation: None,
             drift: Some(Arc::new(drift::DriftMonitor::new(cfg))),
             token,
-            settings: scheduler::Settings {
-                auto_promotion: cfg.enable_auto_promotion,
-                quiet_period: Duration::from_millis(cfg.promotion_quiet_period_ms),
-                drain_timeout: Duration::from_millis(cfg.switch_drain_timeout_ms),
-            },
+            settings: settings(cfg),
         };
         Ok((control, pattern))
+    }
+
+    /// Join the fleet of `[coordination] backend = "etcd"` (docs/FLEET.md):
+    /// waits until etcd answers, registers this member and reads the fleet's
+    /// state. The returned handle already carries the fleet's pattern, epoch
+    /// and an armed fence: give it to the data path (nothing may be served
+    /// before this returns) and to [`ControlPlane::serve`]. Validation runs
+    /// on the fleet's leader: plug in [`fleet::Fleet::validation`].
+    ///
+    /// # Errors
+    /// As [`ControlPlane::load`]; a corrupt fleet state; `stop` cancelled
+    /// before etcd answered.
+    pub async fn join_fleet(
+        cfg: &Config,
+        stop: CancellationToken,
+    ) -> Result<(Self, PatternHandle, Arc<fleet::Fleet>), ControlError> {
+        metrics::install();
+        let token = cfg.admin_token.clone().filter(|t| !t.is_empty());
+        if token.is_none() && !is_loopback_addr(&cfg.admin_listen) {
+            return Err(ControlError::InsecureAdmin {
+                addr: cfg.admin_listen.clone(),
+            });
+        }
+        let crate::config::Coordination::Etcd(etcd) = &cfg.coordination else {
+            return Err(ControlError::Fleet(fleet::FleetError::Etcd {
+                endpoints: String::new(),
+                message: "[coordination] backend is not \"etcd\"".into(),
+            }));
+        };
+        let (fleet, handle) = fleet::Fleet::join(cfg, etcd, stop).await?;
+        let persisted = fleet
+            .current_state()
+            .unwrap_or_else(|| PersistedState::fresh(State::fresh(cfg.initial_pattern)));
+        let control = ControlPlane {
+            coordination: Coordination::Fleet(Arc::clone(&fleet)),
+            persisted,
+            probe: Arc::new(PingProbe::new(cfg)),
+            validation: None,
+            drift: Some(Arc::new(drift::DriftMonitor::new(cfg))),
+            token,
+            settings: settings(cfg),
+        };
+        Ok((control, handle, fleet))
     }
 
     /// Replace the backend health probe (the data path's authenticated ping, or a test's).
@@ -208,10 +260,20 @@ impl ControlPlane {
             });
         }
         metrics::install();
+        let coord: Arc<dyn coordinator::Coordinator> = match self.coordination {
+            Coordination::Local(store) => {
+                metrics::set_fleet(0, 1, true);
+                Arc::new(coordinator::Local::new(store, pattern.clone()))
+            }
+            Coordination::Fleet(f) => {
+                f.attach_stats(Arc::clone(&stats));
+                f
+            }
+        };
         let scheduler = Arc::new(scheduler::Scheduler::new(
             self.persisted,
             pattern,
-            self.store,
+            Arc::clone(&coord),
             health::HealthMonitor::new(self.probe).with_drift(self.drift.clone()),
             self.validation.clone(),
             Arc::clone(&stats),
@@ -238,6 +300,8 @@ impl ControlPlane {
             stats,
             token: self.token,
         });
+        coord.attach_executor(admin::executor(Arc::clone(&ctx)));
+        coord.attach(Arc::downgrade(&scheduler));
         admin::serve(listener, ctx, shutdown).await;
         stop.cancel();
         scheduler.shutdown().await;
@@ -248,6 +312,14 @@ impl ControlPlane {
         }
         tracing::info!("admin API stopped");
         Ok(())
+    }
+}
+
+fn settings(cfg: &Config) -> scheduler::Settings {
+    scheduler::Settings {
+        auto_promotion: cfg.enable_auto_promotion,
+        quiet_period: Duration::from_millis(cfg.promotion_quiet_period_ms),
+        drain_timeout: Duration::from_millis(cfg.switch_drain_timeout_ms),
     }
 }
 

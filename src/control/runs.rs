@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::guard::{self, FinishedRun};
+use super::guard::FinishedRun;
 use super::metrics;
 use super::scheduler::{Scheduler, SchedulerError};
 use super::status::LastValidation;
@@ -97,7 +97,9 @@ impl Scheduler {
             inner.persisted.state
         };
         let begun = Instant::now();
-        let mirror_at_start = guard::mirror_health(&self.stats);
+        let begun_ms = super::succession::wall_ms();
+        let epoch = self.coord.epoch();
+        let mirror_at_start = self.mirror_now();
         let run = match service.start_full(req).await {
             Ok(r) => r,
             Err(e) => {
@@ -105,6 +107,7 @@ impl Scheduler {
                 return Err(e.into());
             }
         };
+        self.note_running_full(Some(&run.started)).await;
         let me = Arc::clone(self);
         let done = run.done;
         let task = tokio::spawn(async move {
@@ -116,14 +119,15 @@ impl Scheduler {
                     done.await
                 }
             };
-            me.record_full(FinishedRun {
+            let run = FinishedRun {
                 started: begun,
                 finished: Instant::now(),
                 state,
                 outcome: outcome.clone(),
                 mirror_at_start,
-            })
-            .await;
+            };
+            me.keep_full_record(&run, epoch, begun_ms).await;
+            me.record_full(run).await;
             outcome
         });
         Ok((run.started, task))

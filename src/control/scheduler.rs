@@ -13,7 +13,8 @@ use tokio::sync::{Mutex, MutexGuard};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::guard::{self, FinishedRun, GuardInput};
+use super::coordinator::{Coordinator, Move};
+use super::guard::{self, FinishedRun, GuardInput, MirrorHealth};
 use super::health::HealthMonitor;
 use super::metrics;
 use super::state_machine::{self, IllegalMove, State};
@@ -21,7 +22,7 @@ use super::status::{
     now_rfc3339, AutoMigrateStatus, AutoPromotionStatus, MigrationStats, NextMove, Status,
     Transition, Trigger, ValidationSummary,
 };
-use super::store::{PersistedState, StateStore, StoreError};
+use super::store::{PersistedState, StoreError};
 use super::validation::{ValidationError, ValidationService};
 use crate::pattern::{Pattern, PatternHandle};
 use crate::stats::DataPathStats;
@@ -65,6 +66,18 @@ pub enum SchedulerError {
     Validation(#[from] ValidationError),
     #[error("{0}")]
     Conflict(String),
+    /// A fleet switch did not commit (HTTP 409): members did not acknowledge
+    /// the prepare phase in time, or one could not drain. Nothing changed.
+    #[error("not moving to {to}: {reason}; switch aborted, no member changed pattern")]
+    SwitchAborted {
+        to: State,
+        reason: String,
+        /// Members that did not acknowledge.
+        silent: Vec<String>,
+    },
+    /// The coordinator cannot be reached or no leader is elected (HTTP 503).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Automation settings from the config.
@@ -86,12 +99,14 @@ pub(super) struct Inner {
     pub auto_migrate_cancel: Option<CancellationToken>,
     pub auto_migrate_task: Option<JoinHandle<()>>,
     pub promotion_waiting_for: Option<String>,
+    /// What this process (as the leader) keeps for the next leader.
+    pub leader_record: super::coordinator::LeaderRecord,
 }
 
 pub struct Scheduler {
     pub(super) inner: Mutex<Inner>,
     pattern: PatternHandle,
-    store: Arc<dyn StateStore>,
+    pub(super) coord: Arc<dyn Coordinator>,
     pub(super) health: HealthMonitor,
     pub(super) validation: Option<Arc<dyn ValidationService>>,
     pub(super) stats: Arc<DataPathStats>,
@@ -104,7 +119,7 @@ impl Scheduler {
     pub fn new(
         persisted: PersistedState,
         pattern: PatternHandle,
-        store: Arc<dyn StateStore>,
+        coord: Arc<dyn Coordinator>,
         health: HealthMonitor,
         validation: Option<Arc<dyn ValidationService>>,
         stats: Arc<DataPathStats>,
@@ -126,9 +141,10 @@ impl Scheduler {
                 auto_migrate_cancel: None,
                 auto_migrate_task: None,
                 promotion_waiting_for: None,
+                leader_record: Default::default(),
             }),
             pattern,
-            store,
+            coord,
             health,
             validation,
             stats,
@@ -152,6 +168,12 @@ impl Scheduler {
             .map_or(0, |v| v.open_inconsistencies())
     }
 
+    /// Mirror counters of every process serving the migration (this one
+    /// outside a fleet).
+    pub(super) fn mirror_now(&self) -> MirrorHealth {
+        self.coord.mirror_health(guard::mirror_health(&self.stats))
+    }
+
     /// The authority-move guard's blockers for `from → to` (see `guard`).
     pub(super) fn blockers(&self, inner: &Inner, from: State, to: State) -> Vec<String> {
         let drift = self
@@ -165,7 +187,7 @@ impl Scheduler {
             validation_available: self.validation.is_some(),
             entered_state_at: inner.entered_state_at,
             last_full: inner.last_full.as_ref(),
-            mirror_now: guard::mirror_health(&self.stats),
+            mirror_now: self.mirror_now(),
             open_inconsistencies: self.open_inconsistencies(),
             drift: &drift,
         })
@@ -218,26 +240,16 @@ impl Scheduler {
         let next = next_persisted(&inner.persisted, to, trigger, forced, overridden);
         // A change of authority drains in-flight transactions first (new
         // ones wait at the gate) so no write applies in different orders on
-        // the two sides; the state is persisted only once the drain worked.
-        let drained = if from.pattern().primary() != to.pattern().primary() {
-            let d = self
-                .pattern
-                .drain(self.settings.drain_timeout)
-                .await
-                .map_err(|e| {
-                    tracing::warn!(%from, %to, "switch aborted: {e}");
-                    SchedulerError::DrainTimeout { to, detail: e }
-                })?;
-            Some(d)
-        } else {
-            None
-        };
-        self.save(next.clone()).await?;
-        match &drained {
-            Some(d) => d.swap(to.pattern()),
-            None => self.pattern.swap(to.pattern()),
-        };
-        drop(drained);
+        // the two sides; the state is persisted only once the drain worked
+        // (in a fleet: every member drained and acknowledged).
+        self.coord
+            .commit_move(Move {
+                from,
+                next: next.clone(),
+                drain: from.pattern().primary() != to.pattern().primary(),
+                drain_timeout: self.settings.drain_timeout,
+            })
+            .await?;
         inner.persisted = next;
         inner.entered_state_at = Instant::now();
         metrics::set_state(to);
@@ -279,14 +291,7 @@ impl Scheduler {
     }
 
     async fn save(&self, state: PersistedState) -> Result<(), StoreError> {
-        let store = Arc::clone(&self.store);
-        match tokio::task::spawn_blocking(move || store.save(&state)).await {
-            Ok(r) => r,
-            Err(e) => Err(StoreError::Write {
-                path: self.store.describe().into(),
-                source: std::io::Error::other(e.to_string()),
-            }),
-        }
+        self.coord.save(state).await
     }
 
     /// Save the migration stats after a change that is not a move; failures are logged.

@@ -17,6 +17,7 @@ use crate::classify::{Class, TxKind};
 use crate::codes;
 use crate::determinism;
 use crate::error::{BackendError, RelayError, SessionError};
+use crate::fence::Access;
 use crate::pattern::{Pattern, Side};
 use crate::response::{ResponseKind, Summary};
 use crate::route::{self, Plan};
@@ -44,6 +45,21 @@ pub(super) enum Unsendable {
     Backend(BackendError),
     Malformed,
 }
+
+/// What a statement is, as the fence sees it: reads, session state, BEGIN
+/// and ROLLBACK make nothing durable; everything else may.
+fn access(class: Class, tx: Option<TxKind>) -> Access {
+    match (class, tx) {
+        (Class::Read | Class::SessionState, _) => Access::Read,
+        (Class::Transaction, Some(TxKind::Begin | TxKind::Rollback)) => Access::Read,
+        _ => Access::Write,
+    }
+}
+
+/// How often a statement that passed the fence but found it closed again
+/// after waiting at the switch gate goes back to the fence (each wait there
+/// is bounded by `fence_wait_ms`).
+const FENCE_ATTEMPTS: usize = 3;
 
 /// The SQL text of a statement (a prepared statement's text for EXECUTE;
 /// copied only when it names a user variable).
@@ -79,10 +95,58 @@ impl Session {
         tx: Option<TxKind>,
         remember: Remember,
     ) -> Result<(), SessionError> {
-        let pattern = self.gate.begin(&self.shared.pattern).await;
+        let pattern = match self.begin_admitted(class, tx).await {
+            Ok(pattern) => pattern,
+            Err(refusal) => {
+                warn!("statement refused: {refusal}");
+                return self
+                    .reply_err(codes::ER_OPTION_PREVENTS_STATEMENT, &refusal)
+                    .await;
+            }
+        };
         let result = self.run_statement(pattern, cmd, class, tx, remember).await;
         self.gate.end();
         result
+    }
+
+    /// Pass the fence (a fleet member that cannot vouch for its lease holds
+    /// statements back, writes longest) and the stale-transaction rule of
+    /// [`super::txn::TxnGate::stale_transaction`], then take the gate unit.
+    /// The fence is asked again once the unit is held: a statement that
+    /// waited at the gate through a switch this member let go of (its lease
+    /// lapsed meanwhile) must not then run under the pattern it knew.
+    ///
+    /// # Errors
+    /// The client's message (sent as `ER_OPTION_PREVENTS_STATEMENT`); no
+    /// unit is held then.
+    async fn begin_admitted(
+        &mut self,
+        class: Class,
+        tx: Option<TxKind>,
+    ) -> Result<Pattern, String> {
+        let handle = self.shared.pattern.clone();
+        let access = access(class, tx);
+        for _ in 0..FENCE_ATTEMPTS {
+            handle.fence().admit(access).await.map_err(|f| f.0)?;
+            if let Some((was, now)) = self.gate.stale_transaction(&handle) {
+                if tx != Some(TxKind::Rollback) {
+                    return Err(format!(
+                        "cutover: this transaction started under {was}, and the fleet has switched \
+                         to {now} while this member was fenced; only ROLLBACK is accepted"
+                    ));
+                }
+            }
+            let pattern = self.gate.begin(&handle).await;
+            if handle.fence().admits(access) {
+                return Ok(pattern);
+            }
+            self.gate.end();
+        }
+        Err(
+            "cutover: this fleet member's fence kept closing while the statement waited for a \
+             pattern switch; not executed; retry later"
+                .to_string(),
+        )
     }
 
     async fn run_statement(

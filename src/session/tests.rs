@@ -365,6 +365,38 @@ async fn a_switch_drains_only_once_the_open_transaction_ends() {
     h.stop().await;
 }
 
+#[tokio::test]
+async fn a_write_that_waited_at_the_gate_asks_the_fence_again_before_it_runs() {
+    let mut h = Harness::start(Pattern::SrcFirst, testing::tiny_db(), testing::tiny_db()).await;
+    let pattern = h.shared.pattern.clone();
+    let fence = pattern.fence();
+    fence.set_wait(Duration::from_millis(100));
+    fence.confirm_until(std::time::Instant::now() + LIVE * 6, "lease confirmed");
+    // A switch holds the gate (a prepare this member acknowledged) ...
+    let drained = timeout(LIVE, pattern.drain(LIVE)).await.unwrap().unwrap();
+    h.send("INSERT INTO t VALUES (1)").await;
+    assert!(!h.answered_soon().await, "the write waits at the gate");
+    // ... then the lease lapses: the member lets the prepare go under a
+    // reads-only fence, and the waiting write must not run under the old pattern.
+    fence.reads_only("coordinator unreachable");
+    drop(drained);
+    let p = h.answer().await;
+    assert_eq!(p[0], 0xFF, "expected ERR, got {p:?}");
+    assert_eq!(u16::from_le_bytes([p[1], p[2]]), 1290);
+    let message = String::from_utf8_lossy(&p[9..]).to_string();
+    assert!(message.contains("writes are fenced"), "{message}");
+    for side in [&h.source, &h.destination] {
+        assert!(
+            !side.received().iter().any(|c| c.starts_with("INSERT")),
+            "the fenced write reached a backend"
+        );
+    }
+    // Reads still run under the last known pattern.
+    h.send("SELECT 1").await;
+    assert_ne!(h.answer().await[0], 0xFF);
+    h.stop().await;
+}
+
 /// A mirror script: TinyDb, except that the first `n` commands matching
 /// `fails` get `code` (a deadlock also ends the fake's transaction).
 fn failing_first(n: usize, code: u16, fails: fn(&[u8]) -> bool) -> Script {

@@ -108,6 +108,19 @@ impl TxnGate {
         }
     }
 
+    /// The open transaction started under a fleet epoch other than the
+    /// handle's and the authoritative side changed since: it was never
+    /// drained for that switch (this member was fenced while it ran), so no
+    /// further statement of it may run (ROLLBACK excepted). `None` otherwise.
+    pub fn stale_transaction(&self, handle: &PatternHandle) -> Option<(Pattern, Pattern)> {
+        let State::Transaction(u) = &self.state else {
+            return None;
+        };
+        let now = handle.load();
+        (u._in_flight.epoch() != handle.epoch() && now.primary() != u.pattern.primary())
+            .then_some((u.pattern, now))
+    }
+
     /// Whether a transaction is open.
     pub fn in_transaction(&self) -> bool {
         matches!(self.state, State::Transaction(_))
@@ -202,6 +215,25 @@ mod tests {
         assert!(!gate.mirror_suspended());
         gate.suspend_mirror();
         assert!(!gate.mirror_suspended(), "no effect without a unit");
+    }
+
+    #[tokio::test]
+    async fn a_transaction_older_than_an_authority_change_of_the_fleet_is_stale() {
+        let h = PatternHandle::new(Pattern::SrcFirst);
+        h.adopt(Pattern::SrcFirst, 3);
+        let mut gate = TxnGate::default();
+        gate.begin(&h).await;
+        gate.observe(Some(true));
+        gate.end();
+        h.adopt(Pattern::SrcOnly, 4); // same authority: the frozen pattern is fine
+        assert_eq!(gate.stale_transaction(&h), None);
+        h.adopt(Pattern::DstFirst, 5); // adopted without a drain (a fenced member)
+        assert_eq!(
+            gate.stale_transaction(&h),
+            Some((Pattern::SrcFirst, Pattern::DstFirst))
+        );
+        gate.reset();
+        assert_eq!(gate.stale_transaction(&h), None);
     }
 
     #[tokio::test]

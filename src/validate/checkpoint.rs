@@ -1,15 +1,15 @@
-//! Resumable full runs: `<data_dir>/full-checkpoint.json`, rewritten
-//! atomically (temp file + rename) after every chunk and removed when the run
-//! completes.
+//! Resumable full runs: one checkpoint document (by default
+//! `<data_dir>/full-checkpoint.json`, rewritten atomically with a temp file +
+//! rename), saved after every chunk and removed when the run completes.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use super::events::Direction;
 use super::progress::Tally;
+use super::storage::ValidationStorage;
 use super::{RunId, ValidateError};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -31,33 +31,37 @@ pub struct Checkpoint {
     pub tables: BTreeMap<String, TableCheckpoint>,
 }
 
-pub fn path(dir: &Path) -> PathBuf {
-    dir.join("full-checkpoint.json")
-}
-
-pub fn load(dir: &Path) -> Option<Checkpoint> {
-    let p = path(dir);
-    let text = std::fs::read_to_string(&p).ok()?;
-    match serde_json::from_str(&text) {
+pub fn load(store: &dyn ValidationStorage) -> Option<Checkpoint> {
+    let bytes = match store.read_checkpoint() {
+        Ok(b) => b?,
+        Err(e) => {
+            tracing::warn!(store = %store.describe(), "cannot read the checkpoint: {e}");
+            return None;
+        }
+    };
+    match serde_json::from_slice(&bytes) {
         Ok(c) => Some(c),
         Err(e) => {
-            tracing::warn!(file = %p.display(), "ignoring unreadable checkpoint: {e}");
+            tracing::warn!(store = %store.describe(), "ignoring unreadable checkpoint: {e}");
             None
         }
     }
 }
 
-pub fn save(dir: &Path, c: &Checkpoint) -> Result<(), ValidateError> {
-    let p = path(dir);
-    let tmp = dir.join("full-checkpoint.json.tmp");
+pub fn save(store: &dyn ValidationStorage, c: &Checkpoint) -> Result<(), ValidateError> {
     let text = serde_json::to_vec_pretty(c).expect("checkpoint serializes");
-    std::fs::write(&tmp, text)
-        .and_then(|_| std::fs::rename(&tmp, &p))
-        .map_err(|e| ValidateError::io(&p, e))
+    store
+        .write_checkpoint(Some(&text))
+        .map_err(|e| ValidateError::Io {
+            path: format!("{} (checkpoint)", store.describe()),
+            source: e,
+        })
 }
 
-pub fn remove(dir: &Path) {
-    let _ = std::fs::remove_file(path(dir));
+pub fn remove(store: &dyn ValidationStorage) {
+    if let Err(e) = store.write_checkpoint(None) {
+        tracing::warn!(store = %store.describe(), "cannot remove the checkpoint: {e}");
+    }
 }
 
 #[cfg(test)]
@@ -67,7 +71,9 @@ mod tests {
     #[test]
     fn save_load_remove() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(load(dir.path()).is_none());
+        let store = crate::validate::storage::DataDir::open(dir.path()).unwrap();
+        let path = dir.path().join("full-checkpoint.json");
+        assert!(load(&store).is_none());
         let mut tables = BTreeMap::new();
         tables.insert(
             "t".to_string(),
@@ -89,14 +95,11 @@ mod tests {
             started_at: "x".into(),
             tables,
         };
-        save(dir.path(), &c).unwrap();
-        assert_eq!(load(dir.path()).unwrap(), c);
-        std::fs::write(path(dir.path()), "{not json").unwrap();
-        assert!(
-            load(dir.path()).is_none(),
-            "unreadable checkpoint is ignored"
-        );
-        remove(dir.path());
-        assert!(!path(dir.path()).exists());
+        save(&store, &c).unwrap();
+        assert_eq!(load(&store).unwrap(), c);
+        std::fs::write(&path, "{not json").unwrap();
+        assert!(load(&store).is_none(), "unreadable checkpoint is ignored");
+        remove(&store);
+        assert!(!path.exists());
     }
 }

@@ -122,6 +122,13 @@ async fn run(cfg: Arc<Config>, pattern: Pattern, args: ValidateArgs) -> u8 {
 /// A sentence for the operator: the state file is unreadable, absent
 /// without `--pattern`, or contradicts `--pattern`.
 pub fn authoritative_pattern(cfg: &Config, asked: Option<Pattern>) -> Result<Pattern, String> {
+    if let crate::config::Coordination::Etcd(e) = &cfg.coordination {
+        return Err(format!(
+            "[coordination] backend is \"etcd\": the migration state lives in etcd ({}), and \
+             validation runs on the fleet's leader; use `cutover ctl validate` against any member",
+            e.prefix
+        ));
+    }
     let store = crate::control::FileStateStore::new(&cfg.state_file);
     match crate::control::StateStore::load(&store) {
         Err(e) => Err(format!("{e}; not validating without the migration state")),

@@ -1,4 +1,5 @@
-//! Inconsistency events, durable in an append-only JSONL file.
+//! Inconsistency events, durable in an append-only JSONL journal (a file
+//! under `data_dir` by default, see `storage.rs`).
 //!
 //! `<data_dir>/inconsistencies.jsonl` holds one record per line:
 //! `{"event": {id, table, pk, kind, direction, detected_at, run_id, status}}`
@@ -8,13 +9,13 @@
 //! Each batch of appends is `fsync`ed before the run moves on.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+use super::storage::{DataDir, ValidationStorage};
 use super::{now_ms, utc_text, RunId, ValidateError};
 
 /// What kind of difference.
@@ -116,58 +117,19 @@ enum Record {
     },
 }
 
-/// The in-memory view of the events file plus the open append handle.
+/// The in-memory view of the event journal plus where it is appended.
 ///
-/// One writer per data directory: opening takes an exclusive lock on
-/// `<data_dir>/lock` (an OS file lock, released when the process exits,
-/// so a crash leaves nothing stale) holding the owner's pid.
+/// One writer per journal: the default storage ([`DataDir`]) takes an
+/// exclusive lock on `<data_dir>/lock` (an OS file lock, released when the
+/// process exits, so a crash leaves nothing stale) holding the owner's pid;
+/// a fleet's storage accepts writes from its elected leader only.
 pub struct EventStore {
-    path: PathBuf,
-    file: File,
-    /// Held for the store's lifetime.
-    _lock: File,
+    storage: Arc<dyn ValidationStorage>,
     events: Vec<Inconsistency>,
     by_id: HashMap<u64, usize>,
     /// (table, canonical pk) → id of its open event, for de-duplication.
     open: HashMap<(String, String), u64>,
     next_id: u64,
-}
-
-/// Take `<dir>/lock` exclusively and write our pid into it.
-fn lock_dir(dir: &Path) -> Result<File, ValidateError> {
-    use std::io::{Read, Seek, SeekFrom};
-    let path = dir.join("lock");
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| ValidateError::io(&path, e))?;
-    match f.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = f.read_to_string(&mut holder);
-            let holder = holder.trim();
-            return Err(ValidateError::DataDirLocked {
-                path: dir.display().to_string(),
-                holder: if holder.is_empty() {
-                    "lock held".into()
-                } else {
-                    holder.to_string()
-                },
-            });
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(ValidateError::io(&path, e)),
-    }
-    let me = format!("pid {}", std::process::id());
-    f.set_len(0)
-        .and_then(|_| f.seek(SeekFrom::Start(0)))
-        .and_then(|_| f.write_all(me.as_bytes()))
-        .and_then(|_| f.sync_data())
-        .map_err(|e| ValidateError::io(&path, e))?;
-    Ok(f)
 }
 
 fn dedupe_key(table: &str, pk: &Json) -> (String, String) {
@@ -181,58 +143,46 @@ impl EventStore {
     /// [`ValidateError::DataDirLocked`] when another store (this process or
     /// another) holds the directory; [`ValidateError::Io`].
     pub fn open(dir: &Path) -> Result<EventStore, ValidateError> {
-        std::fs::create_dir_all(dir).map_err(|e| ValidateError::io(dir, e))?;
-        let lock = lock_dir(dir)?;
-        let path = dir.join("inconsistencies.jsonl");
+        EventStore::load_from(Arc::new(DataDir::open(dir)?))
+    }
+
+    /// Load every event of `storage`'s journal.
+    ///
+    /// # Errors
+    /// [`ValidateError::Io`] when the journal cannot be read.
+    pub fn load_from(storage: Arc<dyn ValidationStorage>) -> Result<EventStore, ValidateError> {
         let mut store = EventStore {
-            _lock: lock,
-            file: OpenOptions::new()
-                .create(true)
-                .append(true)
-                .read(true)
-                .open(&path)
-                .map_err(|e| ValidateError::io(&path, e))?,
-            path,
+            storage,
             events: Vec::new(),
             by_id: HashMap::new(),
             open: HashMap::new(),
             next_id: 1,
         };
         store.load()?;
-        // A torn last line (crash mid-append) must not swallow the next record.
-        let len = store.file.metadata().map(|m| m.len()).unwrap_or(0);
-        if len > 0 {
-            use std::io::{Read, Seek, SeekFrom};
-            let mut last = [0u8; 1];
-            let mut f = File::open(&store.path).map_err(|e| ValidateError::io(&store.path, e))?;
-            f.seek(SeekFrom::End(-1))
-                .and_then(|_| f.read_exact(&mut last))
-                .map_err(|e| ValidateError::io(&store.path, e))?;
-            if last[0] != b'\n' {
-                store
-                    .file
-                    .write_all(b"\n")
-                    .map_err(|e| ValidateError::io(&store.path, e))?;
-            }
-        }
         Ok(store)
     }
 
+    fn io_err(&self, e: std::io::Error) -> ValidateError {
+        ValidateError::Io {
+            path: self.storage.describe(),
+            source: e,
+        }
+    }
+
     fn load(&mut self) -> Result<(), ValidateError> {
-        let f = File::open(&self.path).map_err(|e| ValidateError::io(&self.path, e))?;
-        for (n, line) in BufReader::new(f).lines().enumerate() {
-            let line = line.map_err(|e| ValidateError::io(&self.path, e))?;
-            if line.trim().is_empty() {
+        let bytes = self.storage.read_journal().map_err(|e| self.io_err(e))?;
+        for (n, line) in bytes.split(|b| *b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            match serde_json::from_str::<Record>(&line) {
+            match serde_json::from_slice::<Record>(line) {
                 Ok(Record::Event(ev)) => {
                     self.next_id = self.next_id.max(ev.id + 1);
                     self.insert(ev);
                 }
                 Ok(Record::Status { id, status, .. }) => self.apply_status(id, status),
                 Err(e) => tracing::warn!(
-                    file = %self.path.display(),
+                    journal = %self.storage.describe(),
                     line = n + 1,
                     "skipping unreadable event record: {e}"
                 ),
@@ -271,10 +221,9 @@ impl EventStore {
             serde_json::to_writer(&mut buf, r).expect("records serialize");
             buf.push(b'\n');
         }
-        self.file
-            .write_all(&buf)
-            .and_then(|_| self.file.sync_data())
-            .map_err(|e| ValidateError::io(&self.path, e))
+        self.storage
+            .append_journal(&buf)
+            .map_err(|e| self.io_err(e))
     }
 
     /// Record findings; a finding for a row that already has an open event is
@@ -379,6 +328,8 @@ impl EventStore {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::fs::OpenOptions;
+    use std::io::Write;
 
     fn finding(id: i64, kind: Kind) -> Finding {
         Finding {

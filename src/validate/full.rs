@@ -81,7 +81,7 @@ fn key_json(k: &Key) -> serde_json::Value {
 }
 
 pub async fn run(ctx: Arc<RunCtx>, tables: Option<Vec<String>>) -> Result<Outcome, ValidateError> {
-    let saved = checkpoint::load(&ctx.data_dir)
+    let saved = checkpoint::load(ctx.storage.as_ref())
         .filter(|c| c.run_id == ctx.run_id)
         .filter(|c| {
             let same = c.direction == ctx.direction;
@@ -143,11 +143,11 @@ pub async fn run(ctx: Arc<RunCtx>, tables: Option<Vec<String>>) -> Result<Outcom
             None => None,
         };
         if table(&ctx, t, lo, &mut cp).await? == Outcome::Stopped {
-            checkpoint::save(&ctx.data_dir, &cp)?;
+            checkpoint::save(ctx.storage.as_ref(), &cp)?;
             return Ok(Outcome::Stopped);
         }
     }
-    checkpoint::remove(&ctx.data_dir);
+    checkpoint::remove(ctx.storage.as_ref());
     Ok(Outcome::Completed)
 }
 
@@ -279,7 +279,7 @@ async fn table(
         if let Some(tally) = tally {
             state.tally = tally;
         }
-        checkpoint::save(&ctx.data_dir, cp)?;
+        checkpoint::save(ctx.storage.as_ref(), cp)?;
         if done {
             return Ok(Outcome::Completed);
         }

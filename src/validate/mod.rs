@@ -29,6 +29,7 @@ pub mod keyset;
 pub mod progress;
 mod run;
 pub mod schema;
+pub mod storage;
 mod targeted;
 mod throttle;
 mod tls;
@@ -142,6 +143,8 @@ pub(crate) fn utc_text(ms: i64) -> String {
 pub(crate) struct Inner {
     cfg: Arc<Config>,
     pattern: PatternHandle,
+    storage: Arc<dyn storage::ValidationStorage>,
+    /// Where change capture keeps its binlog position (`capture/position.rs`).
     data_dir: PathBuf,
     events: Mutex<events::EventStore>,
     full: Mutex<Option<run::RunSlot>>,
@@ -166,7 +169,7 @@ pub struct Validator {
 impl std::fmt::Debug for Validator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Validator")
-            .field("data_dir", &self.inner.data_dir)
+            .field("storage", &self.inner.storage.describe())
             .finish()
     }
 }
@@ -196,13 +199,28 @@ impl Validator {
     /// `cutover serve`, another `cutover validate`) holds it;
     /// [`ValidateError::Io`] when the directory or event file cannot be opened.
     pub fn new(cfg: Arc<Config>, pattern: PatternHandle) -> Result<Validator, ValidateError> {
-        let data_dir = cfg.data_dir.clone();
-        let events = events::EventStore::open(&data_dir)?;
+        let storage = Arc::new(storage::DataDir::open(&cfg.data_dir)?);
+        Validator::with_storage(cfg, pattern, storage)
+    }
+
+    /// A validator keeping its checkpoint and events in `storage` (a fleet's
+    /// coordinator, so a new leader resumes where the last one stopped).
+    ///
+    /// # Errors
+    /// [`ValidateError::Io`] when the event journal cannot be read.
+    pub fn with_storage(
+        cfg: Arc<Config>,
+        pattern: PatternHandle,
+        storage: Arc<dyn storage::ValidationStorage>,
+    ) -> Result<Validator, ValidateError> {
+        let events = events::EventStore::load_from(Arc::clone(&storage))?;
         let capture = capture::Capture::new(&cfg.validation);
+        let data_dir = cfg.data_dir.clone();
         Ok(Validator {
             inner: Arc::new(Inner {
                 cfg,
                 pattern,
+                storage,
                 data_dir,
                 events: Mutex::new(events),
                 full: Mutex::new(None),
@@ -288,9 +306,9 @@ impl Validator {
             return Err(ValidateError::AlreadyRunning("full"));
         }
         if restart {
-            checkpoint::remove(&self.inner.data_dir);
+            checkpoint::remove(self.inner.storage.as_ref());
         }
-        let saved = checkpoint::load(&self.inner.data_dir);
+        let saved = checkpoint::load(self.inner.storage.as_ref());
         let resumable = saved.filter(|c| c.direction == self.direction());
         let plan = full::resume_plan(resumable.as_ref(), tables, fix);
         let run_id = self.spawn_run(Mode::Full, fix, plan.run_id, {

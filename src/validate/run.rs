@@ -4,7 +4,6 @@
 //! what it does with the differences it finds ([`RunCtx::settle`]).
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,6 +20,7 @@ use super::events::{self, Direction, EventStatus, Finding, Kind};
 use super::keyset::{key_to_json, Key};
 use super::progress::{Mode, Outcome, RunReport, Tally};
 use super::schema::TableInfo;
+use super::storage::ValidationStorage;
 use super::{fix, lock, now_ms, utc_text, Inner, RunId, ValidateError, Validator};
 
 /// What a run needs; shared by the full and incremental drivers.
@@ -35,7 +35,8 @@ pub(crate) struct RunCtx {
     /// Cancelled when the run is asked to stop (after the current chunk).
     pub stop: CancellationToken,
     pub live: Arc<Mutex<RunReport>>,
-    pub data_dir: PathBuf,
+    /// Where the checkpoint is saved.
+    pub storage: Arc<dyn ValidationStorage>,
     events_recorded: AtomicU64,
     events_dropped: AtomicU64,
     events_already_open: AtomicU64,
@@ -110,7 +111,7 @@ impl Validator {
             fix,
             stop: CancellationToken::new(),
             live: Arc::new(Mutex::new(empty_report(run_id, mode, direction, fix))),
-            data_dir: self.inner.data_dir.clone(),
+            storage: Arc::clone(&self.inner.storage),
             events_recorded: AtomicU64::new(0),
             events_dropped: AtomicU64::new(0),
             events_already_open: AtomicU64::new(0),

@@ -240,6 +240,13 @@ fn load_config(
         admin_token: env.get("CUTOVER_ADMIN_TOKEN").cloned(),
         listen: env.get("CUTOVER_LISTEN").cloned(),
         admin_listen: env.get("CUTOVER_ADMIN_LISTEN").cloned(),
+        coordination: cutover::config::CoordinationOverrides {
+            backend: env.get("CUTOVER_COORDINATION_BACKEND").cloned(),
+            endpoints: env.get("CUTOVER_COORDINATION_ENDPOINTS").cloned(),
+            prefix: env.get("CUTOVER_COORDINATION_PREFIX").cloned(),
+            member_id: env.get("CUTOVER_COORDINATION_MEMBER_ID").cloned(),
+            ..Default::default()
+        },
         ..Default::default()
     };
     Config::load(&tmp.path().join(file), &overrides)

@@ -29,6 +29,10 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::*;
 
+mod etcd;
+#[allow(unused_imports)]
+pub use etcd::Etcd;
+
 pub const MARIADBD: &str = "/usr/sbin/mariadbd";
 const NOT_INSTALLED: &str = "MariaDB not installed: run scripts/test (it installs it)";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -101,7 +105,7 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().unwrap().port()
 }
