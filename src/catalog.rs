@@ -218,6 +218,8 @@ async fn read(
 ) -> Result<CatalogData, BackendError> {
     let params = ConnectParams {
         capabilities: CapabilityFlags::CLIENT_PROTOCOL_41 | CapabilityFlags::CLIENT_DEPRECATE_EOF,
+        mariadb: mysql_common::constants::MariadbCapabilities::empty(),
+        credentials: None, // the URL account: cutover's own work
         collation: 45,
         database: None,
         max_packet: 64 * 1024 * 1024,

@@ -31,6 +31,12 @@ pub const ER_CON_COUNT_ERROR: ErrorCode = ErrorCode {
     code: 1040,
     sqlstate: "08004",
 };
+/// 1043 `ER_HANDSHAKE_ERROR` ("Bad handshake"): a handshake packet cutover
+/// refuses to read (larger than the pre-authentication bound).
+pub const ER_HANDSHAKE_ERROR: ErrorCode = ErrorCode {
+    code: 1043,
+    sqlstate: "08S01",
+};
 /// 1045: unknown user or wrong password.
 pub const ER_ACCESS_DENIED_ERROR: ErrorCode = ErrorCode {
     code: 1045,
@@ -51,6 +57,13 @@ pub const ER_NET_PACKET_TOO_LARGE: ErrorCode = ErrorCode {
     code: 1153,
     sqlstate: "08S01",
 };
+/// 1156 `ER_NET_PACKETS_OUT_OF_ORDER` ("Got packets out of order"): a client
+/// packet with another sequence id than the protocol's next one; the
+/// connection is closed after it, as MariaDB does.
+pub const ER_NET_PACKETS_OUT_OF_ORDER: ErrorCode = ErrorCode {
+    code: 1156,
+    sqlstate: "08S01",
+};
 /// 1210: a malformed command (e.g. a COM_STMT_EXECUTE too short to parse).
 pub const ER_WRONG_ARGUMENTS: ErrorCode = ErrorCode {
     code: 1210,
@@ -62,6 +75,13 @@ pub const ER_WRONG_ARGUMENTS: ErrorCode = ErrorCode {
 pub const ER_LOCK_DEADLOCK: ErrorCode = ErrorCode {
     code: 1213,
     sqlstate: "40001",
+};
+/// 1235 `ER_NOT_SUPPORTED_YET` ("This version of MariaDB doesn't yet support
+/// '%s'"): a KILL cutover cannot translate to backend threads (inside a
+/// multi-statement, in a prepared statement, `KILL QUERY ID`).
+pub const ER_NOT_SUPPORTED_YET: ErrorCode = ErrorCode {
+    code: 1235,
+    sqlstate: "42000",
 };
 /// 1243: a prepared-statement id the session does not hold.
 pub const ER_UNKNOWN_STMT_HANDLER: ErrorCode = ErrorCode {

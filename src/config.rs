@@ -12,7 +12,9 @@ use crate::tls::server::ClientTlsConfig;
 use crate::tls::{BackendTls, BackendTlsKeys};
 
 mod mirror;
+mod users;
 pub use mirror::{DdlDefaults, MirrorConfig};
+pub use users::{AuthMode, UserConfig};
 mod coordination;
 pub use coordination::{Coordination, CoordinationOverrides, EtcdCoordination, OnCoordinatorLoss};
 
@@ -25,6 +27,8 @@ pub struct Config {
     pub source: BackendConfig,
     pub destination: BackendConfig,
     pub users: Vec<UserConfig>,
+    /// How client logins are checked (`auth`: `[[users]]` only, or pass-through).
+    pub auth: AuthMode,
     pub limits: Limits,
     pub state_file: PathBuf,
     pub admin_token: Option<String>,
@@ -40,6 +44,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The `[validation]` table.
     pub validation: ValidationConfig,
+    /// `cutover serve --init-state` (not a file key): start as a fresh
+    /// install even when `data_dir` shows an earlier migration.
+    pub init_state: bool,
     /// The `[coordination]` table: state file (default) or an etcd fleet.
     pub coordination: Coordination,
     /// `[tls]`: TLS for applications connecting to cutover.
@@ -163,6 +170,21 @@ pub struct Limits {
     pub secondary_backoff_min_ms: u64,
     /// Longest back-off after repeated failures.
     pub secondary_backoff_max_ms: u64,
+    /// A client that has not completed authentication this long after it
+    /// connected is disconnected (MySQL's `connect_timeout`).
+    pub handshake_timeout_ms: u64,
+    /// At most this many of the `max_connections` may be still
+    /// authenticating; beyond it new connections get ERR 1040, so idle or
+    /// slow unauthenticated sockets cannot take every slot.
+    pub max_unauthenticated_connections: usize,
+    /// Consecutive failed logins from one client address before each further
+    /// failure is answered late (MySQL's `connection_control`); 0 = off.
+    pub failed_login_threshold: u32,
+    /// The delay of the first failure past the threshold; it grows by this
+    /// much per further failure.
+    pub failed_login_delay_min_ms: u64,
+    /// The longest delay.
+    pub failed_login_delay_max_ms: u64,
 }
 
 impl Default for Limits {
@@ -174,6 +196,11 @@ impl Default for Limits {
             shutdown_timeout_ms: 10_000,
             secondary_backoff_min_ms: 200,
             secondary_backoff_max_ms: 10_000,
+            handshake_timeout_ms: 10_000,
+            max_unauthenticated_connections: 512,
+            failed_login_threshold: 3,
+            failed_login_delay_min_ms: 1_000,
+            failed_login_delay_max_ms: 10_000,
         }
     }
 }
@@ -242,18 +269,6 @@ impl BackendConfig {
     }
 }
 
-/// A login an application may use against cutover.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
-#[serde(deny_unknown_fields)]
-pub struct UserConfig {
-    pub name: String,
-    #[serde(default)]
-    pub password: String,
-    /// Refuse this user's logins without TLS (ER_SECURE_TRANSPORT_REQUIRED).
-    #[serde(default)]
-    pub require_tls: bool,
-}
-
 /// Command-line / environment overrides (they win over the file).
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -264,6 +279,8 @@ pub struct Overrides {
     /// `CUTOVER_ADMIN_TOKEN`: keeps the token out of the config file (a
     /// Kubernetes Secret, a systemd `EnvironmentFile`). Empty means unset.
     pub admin_token: Option<String>,
+    /// `--init-state`: see [`Config::init_state`].
+    pub init_state: bool,
     /// `CUTOVER_COORDINATION_*` (a pod template sets `member_id` from the pod name).
     pub coordination: CoordinationOverrides,
 }
@@ -277,7 +294,7 @@ pub enum ConfigError {
     Key { key: String, message: String },
 }
 
-fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn key_err(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Key {
         key: key.to_string(),
         message: message.into(),
@@ -294,12 +311,18 @@ struct RawConfig {
     destination: Option<RawBackend>,
     #[serde(default)]
     users: Vec<UserConfig>,
+    auth: Option<String>,
     max_connections: Option<usize>,
     max_allowed_packet: Option<usize>,
     connect_timeout_ms: Option<u64>,
     shutdown_timeout_ms: Option<u64>,
     secondary_backoff_min_ms: Option<u64>,
     secondary_backoff_max_ms: Option<u64>,
+    handshake_timeout_ms: Option<u64>,
+    max_unauthenticated_connections: Option<usize>,
+    failed_login_threshold: Option<u32>,
+    failed_login_delay_min_ms: Option<u64>,
+    failed_login_delay_max_ms: Option<u64>,
     state_file: Option<PathBuf>,
     admin_token: Option<String>,
     enable_auto_promotion: Option<bool>,
@@ -561,21 +584,11 @@ impl Config {
             })?,
             None => Pattern::SrcOnly,
         };
-        let mut users = raw.users;
-        for (i, u) in users.iter().enumerate() {
-            if u.name.is_empty() {
-                return Err(key_err(&format!("users[{i}].name"), "must not be empty"));
-            }
-        }
-        if users.is_empty() {
-            users.push(UserConfig {
-                name: source.user.clone(),
-                password: source.password.clone(),
-                ..UserConfig::default()
-            });
-        }
+        let users = users::with_defaults(raw.users, &source, &destination)?;
+        let auth = AuthMode::parse(raw.auth.as_deref())?;
+        let max_connections = raw.max_connections.unwrap_or(defaults.max_connections);
         let limits = Limits {
-            max_connections: raw.max_connections.unwrap_or(defaults.max_connections),
+            max_connections,
             max_allowed_packet: raw
                 .max_allowed_packet
                 .unwrap_or(defaults.max_allowed_packet),
@@ -591,7 +604,23 @@ impl Config {
             secondary_backoff_max_ms: raw
                 .secondary_backoff_max_ms
                 .unwrap_or(defaults.secondary_backoff_max_ms),
+            handshake_timeout_ms: raw
+                .handshake_timeout_ms
+                .unwrap_or(defaults.handshake_timeout_ms),
+            max_unauthenticated_connections: raw
+                .max_unauthenticated_connections
+                .unwrap_or((max_connections / 2).max(1)),
+            failed_login_threshold: raw
+                .failed_login_threshold
+                .unwrap_or(defaults.failed_login_threshold),
+            failed_login_delay_min_ms: raw
+                .failed_login_delay_min_ms
+                .unwrap_or(defaults.failed_login_delay_min_ms),
+            failed_login_delay_max_ms: raw
+                .failed_login_delay_max_ms
+                .unwrap_or(defaults.failed_login_delay_max_ms),
         };
+        check_login_limits(&limits)?;
         if limits.max_connections == 0 {
             return Err(key_err("max_connections", "must be at least 1"));
         }
@@ -658,6 +687,7 @@ impl Config {
             source,
             destination,
             users,
+            auth,
             limits,
             state_file,
             admin_token: raw.admin_token.filter(|t| !t.is_empty()),
@@ -667,6 +697,7 @@ impl Config {
             deterministic_mirroring: raw.deterministic_mirroring.unwrap_or(true),
             data_dir,
             validation,
+            init_state: false,
             coordination,
             tls,
             mirror,
@@ -701,6 +732,7 @@ impl Config {
         if let Some(t) = o.admin_token.as_ref().filter(|t| !t.is_empty()) {
             self.admin_token = Some(t.clone());
         }
+        self.init_state |= o.init_state;
         Ok(())
     }
 
@@ -708,6 +740,29 @@ impl Config {
     pub fn user(&self, name: &[u8]) -> Option<&UserConfig> {
         self.users.iter().find(|u| u.name.as_bytes() == name)
     }
+}
+
+/// The limits of the login phase (issue 16): handshake timeout, the
+/// unauthenticated share, failed-login delays.
+fn check_login_limits(l: &Limits) -> Result<(), ConfigError> {
+    if l.handshake_timeout_ms == 0 {
+        return Err(key_err("handshake_timeout_ms", "must be at least 1"));
+    }
+    if l.max_unauthenticated_connections == 0
+        || l.max_unauthenticated_connections > l.max_connections
+    {
+        return Err(key_err(
+            "max_unauthenticated_connections",
+            "must be between 1 and max_connections",
+        ));
+    }
+    if l.failed_login_delay_min_ms > l.failed_login_delay_max_ms {
+        return Err(key_err(
+            "failed_login_delay_min_ms",
+            "must not exceed failed_login_delay_max_ms",
+        ));
+    }
+    Ok(())
 }
 
 fn check_addr(key: &str, addr: &str) -> Result<(), ConfigError> {
@@ -751,10 +806,11 @@ mod tests {
         assert_eq!(
             c.users,
             vec![UserConfig {
-                name: "app".into(),
-                password: "s@cret".into(),
-                require_tls: false,
-            }]
+                destination_user: Some("app".into()),
+                destination_password: Some("app".into()),
+                ..UserConfig::new("app", "s@cret")
+            }],
+            "without [[users]], the source URL's login, mapped to each side's URL account"
         );
         assert_eq!(c.limits.max_connections, 1024);
     }

@@ -93,6 +93,13 @@ pub enum RelayError {
     /// Reading from or writing to the client failed.
     #[error("client i/o: {0}")]
     Client(std::io::Error),
+    /// The client sent LOCAL INFILE data with a wrong sequence id.
+    #[error("client sent packets out of order")]
+    ClientOutOfOrder,
+    /// The client disconnected while the backend was still working; the
+    /// rest of the response is still to be read ([`crate::backend::Backend::finish`]).
+    #[error("client disconnected during the statement")]
+    ClientGone(crate::backend::Unfinished),
 }
 
 /// Why a client session ended abnormally (logged; the client may already be gone).
@@ -107,6 +114,12 @@ pub enum SessionError {
     /// A client packet over `max_allowed_packet` (ER_NET_PACKET_TOO_LARGE sent).
     #[error("client packet larger than max_allowed_packet")]
     PacketTooLarge,
+    /// A client packet with a wrong sequence id (ER_NET_PACKETS_OUT_OF_ORDER sent).
+    #[error("client sent packets out of order")]
+    OutOfOrder,
+    /// The client did not authenticate within `handshake_timeout_ms`.
+    #[error("no login within handshake_timeout_ms")]
+    HandshakeTimeout,
     /// Wrong user or password (the user name; ER_ACCESS_DENIED_ERROR sent).
     #[error("authentication failed for user '{0}'")]
     AccessDenied(String),
@@ -124,6 +137,11 @@ impl From<RelayError> for SessionError {
         match e {
             RelayError::Backend(e) => SessionError::Backend(e),
             RelayError::Client(e) => SessionError::ClientIo(e),
+            RelayError::ClientOutOfOrder => SessionError::OutOfOrder,
+            RelayError::ClientGone(_) => SessionError::ClientIo(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "client disconnected during the statement",
+            )),
         }
     }
 }

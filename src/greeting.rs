@@ -3,8 +3,10 @@
 //!
 //! Relayed packets are in the wire format the client negotiated with
 //! cutover, and after a switch they come from the other backend; so the
-//! capabilities offered are those of cutover ([`offered_capabilities`])
-//! that **both** backends offer, once both greetings are known. The
+//! capabilities offered are those the relay keeps faithful that **both**
+//! backends offer, once both greetings are known
+//! ([`capabilities::offer`], which also decides CLIENT_MYSQL and MariaDB's
+//! extended capabilities). The
 //! version string is the authoritative backend's (what the client talks
 //! to), the default collation the backends' common one, or
 //! utf8mb4_general_ci (45, known to every MySQL ≥ 5.5 and MariaDB) when
@@ -12,11 +14,11 @@
 
 #![warn(missing_docs)]
 
-use mysql_common::constants::CapabilityFlags;
 use mysql_common::packets::HandshakePacket;
 
 use crate::backend::Greeting;
-use crate::session::handshake::{offered_capabilities, ServerIdentity};
+use crate::capabilities;
+use crate::session::handshake::ServerIdentity;
 
 /// utf8mb4_general_ci: the collation id every server knows.
 pub const COMMON_COLLATION: u8 = 45;
@@ -28,6 +30,7 @@ impl Greeting {
             version: hs.server_version_str().into_owned(),
             capabilities: hs.capabilities(),
             collation: hs.default_collation(),
+            mariadb: capabilities::mariadb_of(hs.capabilities(), hs.mariadb_ext_capabilities()),
         }
     }
 }
@@ -35,20 +38,15 @@ impl Greeting {
 /// The identity for client greetings from the authoritative backend's
 /// greeting and, when known, the other backend's.
 pub fn for_clients(authoritative: &Greeting, other: Option<&Greeting>) -> ServerIdentity {
-    let mut caps = offered_capabilities() & authoritative.capabilities;
-    if let Some(o) = other {
-        caps &= o.capabilities;
-    }
-    // MariaDB reads bit 0 as CLIENT_MYSQL ("not a MariaDB client"): keep it
-    // so MariaDB backends speak the plain MySQL protocol.
-    caps |= CapabilityFlags::CLIENT_LONG_PASSWORD;
+    let (capabilities, mariadb) = capabilities::offer([Some(authoritative), other]);
     let collation = match other {
         Some(o) if o.collation != authoritative.collation => COMMON_COLLATION,
         _ => authoritative.collation,
     };
     ServerIdentity {
         version: authoritative.version.clone(),
-        capabilities: caps,
+        capabilities,
+        mariadb,
         collation,
     }
 }

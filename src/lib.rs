@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod backend;
 pub mod build_info;
+pub mod capabilities;
 pub mod catalog;
 pub mod classify;
 pub mod codes;

@@ -1,5 +1,6 @@
-//! The MySQL-protocol listener: the accept loop, the connection limit, one
-//! task per client session, and the graceful drain at shutdown.
+//! The MySQL-protocol listener: the accept loop, the connection limit (and
+//! the share of it that may still be authenticating), one task per client
+//! session, and the graceful drain at shutdown.
 
 #![warn(missing_docs)]
 
@@ -60,17 +61,17 @@ impl Listener {
     }
 
     /// Learn both backends' versions and capabilities before the first
-    /// client arrives, so the greeting offers only what both can relay
-    /// (see [`crate::greeting`]). Best effort: an unreachable side is
-    /// learned at its first connection.
+    /// client arrives, so the greeting offers what will be relayed faithfully
+    /// on either side. Best effort: a side learned later (its first
+    /// connection) updates the greeting from then on.
     pub async fn probe_backends(&self) {
         let timeout = self.shared.connect_timeout();
-        let (src, dst) = tokio::join!(
+        let (source, destination) = tokio::join!(
             crate::backend::ping(&self.shared.config.source, Side::Source, timeout),
             crate::backend::ping(&self.shared.config.destination, Side::Destination, timeout),
         );
-        for (side, result) in [(Side::Source, src), (Side::Destination, dst)] {
-            match result {
+        for (side, probed) in [(Side::Source, source), (Side::Destination, destination)] {
+            match probed {
                 Ok((latency, greeting)) => {
                     info!(%side, version = %greeting.version, latency_ms = latency.as_millis() as u64, "backend reachable");
                     self.shared.learn_greeting(side, &greeting);
@@ -88,10 +89,13 @@ impl Listener {
 
     /// Accept clients until `shutdown` is cancelled, then let sessions finish
     /// their current statement for up to `shutdown_timeout_ms`; sessions
-    /// still running after that are aborted.
+    /// still running after that are aborted. A connection needs a slot of
+    /// `max_connections` and, until it has logged in, one of
+    /// `max_unauthenticated_connections`; without either it gets ERR 1040.
     pub async fn run(self, shutdown: CancellationToken) {
         let limits = self.shared.config.limits.clone();
         let permits = Arc::new(Semaphore::new(limits.max_connections));
+        let unauthenticated = Arc::new(Semaphore::new(limits.max_unauthenticated_connections));
         let mut sessions = JoinSet::new();
         tokio::spawn(keep_catalog_fresh(self.shared.clone(), shutdown.clone()));
         info!(addr = %self.local_addr(), "accepting MySQL clients");
@@ -111,7 +115,10 @@ impl Listener {
                 }
             };
             let stats = self.shared.stats.clone();
-            let Ok(permit) = permits.clone().try_acquire_owned() else {
+            let (Ok(permit), Ok(pre_auth)) = (
+                permits.clone().try_acquire_owned(),
+                unauthenticated.clone().try_acquire_owned(),
+            ) else {
                 DataPathStats::incr(&stats.connections_refused);
                 tokio::spawn(refuse(stream));
                 continue;
@@ -122,7 +129,7 @@ impl Listener {
             let shared = self.shared.clone();
             let stop = shutdown.clone();
             sessions.spawn(async move {
-                crate::session::serve(shared, stream, stop).await;
+                crate::session::serve(shared, stream, stop, pre_auth).await;
                 stats.client_connections.fetch_sub(1, Ordering::Relaxed);
                 metrics::gauge!("cutover_client_connections").decrement(1.0);
                 drop(permit);

@@ -47,6 +47,10 @@ enum Command {
         /// Admin API bearer token (prefer the environment variable: flags show in `ps`).
         #[arg(long, env = "CUTOVER_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
+        /// Start as a fresh install although the state file is missing and
+        /// data_dir shows an earlier migration (which is otherwise refused).
+        #[arg(long)]
+        init_state: bool,
         #[command(flatten)]
         coordination: cutover::config::CoordinationOverrides,
     },
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
             source,
             destination,
             admin_token,
+            init_state,
             coordination,
         } => {
             let overrides = Overrides {
@@ -111,6 +116,7 @@ fn main() -> ExitCode {
                 source,
                 destination,
                 admin_token,
+                init_state,
                 coordination,
             };
             let cfg = match Config::load(&config, &overrides) {

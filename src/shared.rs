@@ -1,21 +1,26 @@
 //! What every session shares: configuration, the pattern handle, counters,
-//! the identity shown to clients, the KILL registry and the per-backend
-//! connect back-off.
+//! the identity shown to clients (learned from both backends' greetings),
+//! the KILL registry, the per-backend connect back-off, login throttling
+//! and the pass-through account directory.
 
 #![warn(missing_docs)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+
+use mysql_common::constants::MariadbCapabilities;
 
 use crate::backend::Greeting;
 use crate::catalog::Catalog;
 use crate::config::{BackendConfig, Config};
 use crate::pattern::{PatternHandle, Side};
 use crate::session::handshake::{offered_capabilities, ServerIdentity};
+use crate::session::passthrough::Directory;
+use crate::session::throttle::LoginThrottle;
 use crate::stats::DataPathStats;
 use crate::tls::server::ServerTls;
 
@@ -34,8 +39,11 @@ pub struct Shared {
     pub tls: Option<Arc<ServerTls>>,
     /// Connect back-off per side (index = [`Side::index`]).
     pub backoff: [ConnectBackoff; 2],
-    /// Client connection id → its backend thread ids (for KILL).
+    /// Client connection id → its user and backend thread ids (for KILL).
     pub sessions: SessionRegistry,
+    /// Consecutive failed logins per client address.
+    pub throttle: LoginThrottle,
+    directory: OnceLock<Directory>,
     /// Stored functions and triggers (what statement text does not show).
     pub catalog: Arc<Catalog>,
     next_conn_id: AtomicU32,
@@ -46,21 +54,36 @@ impl Shared {
     /// as a MariaDB 10.11 placeholder until a backend's greeting is learned.
     pub fn new(config: Arc<Config>, pattern: PatternHandle, stats: Arc<DataPathStats>) -> Self {
         Shared {
-            config,
             pattern,
             stats,
             identity: ArcSwap::from_pointee(ServerIdentity {
                 version: "5.5.5-10.11.0-MariaDB-cutover".into(),
                 capabilities: offered_capabilities(),
+                mariadb: MariadbCapabilities::empty(),
                 collation: 45,
             }),
             greetings: Mutex::new([None, None]),
             tls: None,
             backoff: [ConnectBackoff::default(), ConnectBackoff::default()],
             sessions: SessionRegistry::default(),
+            throttle: LoginThrottle::new(&config.limits),
+            directory: OnceLock::new(),
             catalog: Arc::new(Catalog::default()),
             next_conn_id: AtomicU32::new(1),
+            config,
         }
+    }
+
+    /// The pass-through account directory (`auth = "passthrough"`), opened
+    /// on first use.
+    pub fn passthrough(&self) -> &Directory {
+        self.directory.get_or_init(|| {
+            Directory::new(
+                &self.config.source,
+                &self.config.destination,
+                self.connect_timeout(),
+            )
+        })
     }
 
     /// The configured connection settings of `side`.
@@ -81,27 +104,29 @@ impl Shared {
         self.identity.load_full()
     }
 
-    /// Remember a backend's greeting and recompute what client greetings
-    /// announce: the authoritative side's version, the capabilities both
-    /// backends offer (relayed packets must suit the client whichever side
-    /// they come from), a collation both know (see [`crate::greeting`]).
+    /// Remember `side`'s greeting and recompute what client greetings
+    /// announce ([`crate::greeting::for_clients`]): the authoritative
+    /// backend's version string (the source's until the authoritative one is
+    /// known), what the relay keeps faithful on both backends
+    /// ([`capabilities::offer`]: relayed packets are in the backend's wire
+    /// format, so client and backends must agree), a collation both know.
     pub fn learn_greeting(&self, side: Side, g: &Greeting) {
         let mut known = self.greetings.lock().unwrap_or_else(|e| e.into_inner());
+        if known[side.index()].as_ref() == Some(g) {
+            return;
+        }
         known[side.index()] = Some(g.clone());
         let primary = self.pattern.load().primary();
         let (first, other) = (&known[primary.index()], &known[primary.other().index()]);
         let Some(auth) = first.as_ref().or(other.as_ref()) else {
             return;
         };
-        let rest = if first.is_some() {
-            other.as_ref()
-        } else {
-            None
-        };
+        let rest = first.as_ref().and(other.as_ref());
         let next = crate::greeting::for_clients(auth, rest);
         let current = self.identity.load();
         if current.version != next.version
             || current.capabilities != next.capabilities
+            || current.mariadb != next.mariadb
             || current.collation != next.collation
         {
             self.identity.store(Arc::new(next));
@@ -129,20 +154,45 @@ impl Shared {
     }
 }
 
-/// Which backend threads serve each client connection. Clients learn only
-/// cutover's connection id (from the greeting) and send `KILL <that id>`;
-/// this maps it to the right backend threads instead of killing whatever
-/// backend thread happens to carry the same number.
+/// Which backend threads serve each client connection, and as which user
+/// it logged in. Clients learn only cutover's connection id (from the
+/// greeting) and send `KILL <that id>` / `KILL USER <name>`; this maps them
+/// to the right backend threads instead of killing whatever backend thread
+/// happens to carry the same number.
 #[derive(Default)]
 pub struct SessionRegistry {
-    map: Mutex<HashMap<u32, [Option<u32>; 2]>>,
+    map: Mutex<HashMap<u32, Registered>>,
+}
+
+#[derive(Default, Clone)]
+struct Registered {
+    user: String,
+    threads: [Option<u32>; 2],
 }
 
 impl SessionRegistry {
     /// Record (or with `None` forget) the backend thread serving `conn_id` on `side`.
     pub fn set(&self, conn_id: u32, side: Side, thread: Option<u32>) {
         let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        m.entry(conn_id).or_default()[side.index()] = thread;
+        m.entry(conn_id).or_default().threads[side.index()] = thread;
+    }
+
+    /// Record the user `conn_id` is logged in as (login, COM_CHANGE_USER).
+    pub fn set_user(&self, conn_id: u32, user: &str) {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(conn_id).or_default().user = user.to_string();
+    }
+
+    /// The connection ids logged in as `user` (for `KILL USER`), ascending.
+    pub fn of_user(&self, user: &str) -> Vec<u32> {
+        let m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ids: Vec<u32> = m
+            .iter()
+            .filter(|(_, r)| r.user == user)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Forget a client connection that ended.
@@ -159,7 +209,7 @@ impl SessionRegistry {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&conn_id)
-            .copied()
+            .map(|r| r.threads)
     }
 }
 

@@ -22,8 +22,19 @@ pub struct DataPathStats {
     pub client_connections: AtomicI64,
     /// Client connections accepted since start.
     pub connections_accepted: AtomicU64,
-    /// Connections refused because of `max_connections`.
+    /// Connections refused because of `max_connections` (or the
+    /// unauthenticated share of it, `max_unauthenticated_connections`).
     pub connections_refused: AtomicU64,
+    /// Connections closed because they had not authenticated within
+    /// `handshake_timeout_ms`.
+    pub handshake_timeouts: AtomicU64,
+    /// Logins refused with ER_ACCESS_DENIED_ERROR (first login or COM_CHANGE_USER).
+    pub login_failures: AtomicU64,
+    /// Failed logins answered late by login throttling.
+    pub login_delays: AtomicU64,
+    /// Statements whose client left while they ran (the backend query was
+    /// killed, unless it was a mirror write that had to complete).
+    pub abandoned_statements: AtomicU64,
     /// Statements relayed to the authoritative side.
     pub statements: AtomicU64,
     /// Mirrored statements applied on both sides (inside a transaction:
@@ -127,6 +138,10 @@ pub struct StatsSnapshot {
     pub client_connections: i64,
     pub connections_accepted: u64,
     pub connections_refused: u64,
+    pub handshake_timeouts: u64,
+    pub login_failures: u64,
+    pub login_delays: u64,
+    pub abandoned_statements: u64,
     pub statements: u64,
     pub double_write_success: u64,
     pub double_write_failure: u64,
@@ -173,6 +188,10 @@ impl DataPathStats {
             client_connections: self.client_connections.load(Ordering::Relaxed),
             connections_accepted: r(&self.connections_accepted),
             connections_refused: r(&self.connections_refused),
+            handshake_timeouts: r(&self.handshake_timeouts),
+            login_failures: r(&self.login_failures),
+            login_delays: r(&self.login_delays),
+            abandoned_statements: r(&self.abandoned_statements),
             statements: r(&self.statements),
             double_write_success: r(&self.double_write_success),
             double_write_failure: r(&self.double_write_failure),

@@ -74,7 +74,11 @@ fn fake_capabilities() -> CapabilityFlags {
 /// Client parameters the tests log in with (DEPRECATE_EOF framing).
 pub(crate) fn connect_params() -> ConnectParams {
     ConnectParams {
-        capabilities: CapabilityFlags::CLIENT_PROTOCOL_41 | CapabilityFlags::CLIENT_DEPRECATE_EOF,
+        capabilities: CapabilityFlags::CLIENT_PROTOCOL_41
+            | CapabilityFlags::CLIENT_DEPRECATE_EOF
+            | CapabilityFlags::CLIENT_LONG_PASSWORD,
+        mariadb: mysql_common::constants::MariadbCapabilities::empty(),
+        credentials: None,
         collation: 45,
         database: None,
         max_packet: 16 * 1024 * 1024,

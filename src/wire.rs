@@ -62,6 +62,10 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// [`PacketIo`] batches packets itself and flushes whole responses.
     fn set_nodelay(&self) {}
 
+    /// Make closing this transport reset the connection (TCP RST through
+    /// `SO_LINGER` 0) instead of a graceful close, where the transport can.
+    fn set_reset_on_close(&self) {}
+
     /// Whether the bytes are encrypted (a TLS stream): decides whether a
     /// password may be sent or accepted in cleartext.
     fn is_secure(&self) -> bool {
@@ -76,6 +80,10 @@ impl Transport for TcpStream {
 
     fn set_nodelay(&self) {
         let _ = TcpStream::set_nodelay(self, true);
+    }
+
+    fn set_reset_on_close(&self) {
+        let _ = TcpStream::set_zero_linger(self);
     }
 }
 
@@ -157,28 +165,72 @@ impl PacketIo {
     /// # Errors
     /// The stream's read error; `UnexpectedEof` when it closes mid-packet.
     pub async fn read_frame(&mut self) -> std::io::Result<Option<Frame>> {
+        match self.read_frame_within(MAX_PAYLOAD).await {
+            Ok(f) => Ok(f),
+            Err(ReadError::Io(e)) => Err(e),
+            Err(_) => unreachable!("a payload never exceeds MAX_PAYLOAD"),
+        }
+    }
+
+    /// Read one physical packet whose payload is at most `limit` bytes: the
+    /// length in the header is checked before any of the payload is
+    /// buffered, so a peer announcing 16 MB costs nothing.
+    async fn read_frame_within(&mut self, limit: usize) -> Result<Option<Frame>, ReadError> {
         while self.rbuf.len() < 4 {
             if self.fill().await? == 0 {
                 return if self.rbuf.is_empty() {
                     Ok(None)
                 } else {
-                    Err(truncated())
+                    Err(truncated().into())
                 };
             }
         }
         let len = u32::from_le_bytes([self.rbuf[0], self.rbuf[1], self.rbuf[2], 0]) as usize;
+        if len > limit {
+            return Err(ReadError::TooLarge);
+        }
         let total = 4 + len;
         if self.rbuf.len() < total {
             self.rbuf.reserve(total - self.rbuf.len());
             while self.rbuf.len() < total {
                 if self.fill().await? == 0 {
-                    return Err(truncated());
+                    return Err(truncated().into());
                 }
             }
         }
         Ok(Some(Frame {
             bytes: self.rbuf.split_to(total),
         }))
+    }
+
+    /// A whole packet already in the read buffer, if there is one (no I/O).
+    pub fn buffered_frame(&mut self) -> Option<Frame> {
+        if self.rbuf.len() < 4 {
+            return None;
+        }
+        let len = u32::from_le_bytes([self.rbuf[0], self.rbuf[1], self.rbuf[2], 0]) as usize;
+        (self.rbuf.len() >= 4 + len).then(|| Frame {
+            bytes: self.rbuf.split_to(4 + len),
+        })
+    }
+
+    /// Bytes received and not yet consumed as packets.
+    pub fn unread(&self) -> usize {
+        self.rbuf.len()
+    }
+
+    /// Wait until the peer sends something or closes, without consuming
+    /// anything: bytes read are kept for the next [`Self::read_frame`].
+    /// Cancel-safe (nothing is lost when the future is dropped), so it can
+    /// race other work in `tokio::select!`.
+    ///
+    /// # Errors
+    /// The stream's read error (a reset peer).
+    pub async fn readable(&mut self) -> std::io::Result<Readable> {
+        match self.fill().await? {
+            0 => Ok(Readable::Closed),
+            _ => Ok(Readable::Data),
+        }
     }
 
     /// Read a frame, treating EOF as an error.
@@ -191,28 +243,55 @@ impl PacketIo {
 
     /// Read one logical packet (joining split payloads), refusing payloads
     /// larger than `limit` bytes. Returns the payload and the last sequence
-    /// id; `Ok(None)` on a clean EOF.
+    /// id; `Ok(None)` on a clean EOF. Sequence ids are not checked (see
+    /// [`Self::read_packet_seq`]).
     ///
     /// # Errors
-    /// [`ReadError::TooLarge`] over `limit`; [`ReadError::Io`] as
+    /// [`ReadError::TooLarge`] over `limit` (detected from the packet
+    /// headers, before the payload is buffered); [`ReadError::Io`] as
     /// [`Self::read_frame`].
     pub async fn read_packet(&mut self, limit: usize) -> Result<Option<(Vec<u8>, u8)>, ReadError> {
-        let Some(first) = self.read_frame().await? else {
+        self.read_packet_checked(limit, None).await
+    }
+
+    /// [`Self::read_packet`] for a packet whose first frame must carry
+    /// sequence id `seq` and each further frame the next one (MySQL
+    /// Client/Server Protocol, "Sequence ID"): 0 for a command, 1 for the
+    /// handshake response, the next id for an auth-switch answer.
+    ///
+    /// # Errors
+    /// [`ReadError::OutOfOrder`] for any other sequence id (the server then
+    /// answers ER_NET_PACKETS_OUT_OF_ORDER and closes); otherwise as
+    /// [`Self::read_packet`].
+    pub async fn read_packet_seq(
+        &mut self,
+        limit: usize,
+        seq: u8,
+    ) -> Result<Option<(Vec<u8>, u8)>, ReadError> {
+        self.read_packet_checked(limit, Some(seq)).await
+    }
+
+    async fn read_packet_checked(
+        &mut self,
+        limit: usize,
+        mut expected: Option<u8>,
+    ) -> Result<Option<(Vec<u8>, u8)>, ReadError> {
+        let Some(first) = self.read_frame_within(limit.min(MAX_PAYLOAD)).await? else {
             return Ok(None);
         };
         let mut seq = first.seq();
-        if first.payload_len() > limit {
-            return Err(ReadError::TooLarge);
-        }
+        check_seq(&mut expected, seq)?;
         let mut payload = first.payload().to_vec();
         let mut more = first.continues();
         while more {
-            let next = self.expect_frame().await?;
-            if payload.len() + next.payload_len() > limit {
-                return Err(ReadError::TooLarge);
-            }
-            payload.extend_from_slice(next.payload());
+            let room = limit.saturating_sub(payload.len()).min(MAX_PAYLOAD);
+            let next = match self.read_frame_within(room).await? {
+                Some(f) => f,
+                None => return Err(truncated().into()),
+            };
             seq = next.seq();
+            check_seq(&mut expected, seq)?;
+            payload.extend_from_slice(next.payload());
             more = next.continues();
         }
         Ok(Some((payload, seq)))
@@ -272,11 +351,28 @@ impl PacketIo {
         Ok(next)
     }
 
+    /// Reset the connection when it is dropped (no graceful close): what a
+    /// server does to a session it drops, e.g. MariaDB on `wait_timeout`.
+    /// Nothing queued is sent.
+    pub fn reset_on_drop(&mut self) {
+        self.wbuf.clear();
+        self.stream.set_reset_on_close();
+    }
+
     /// Flush and shut the stream down (errors ignored: the peer may be gone).
     pub async fn shutdown(&mut self) {
         let _ = self.flush().await;
         let _ = self.stream.shutdown().await;
     }
+}
+
+/// What [`PacketIo::readable`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readable {
+    /// Bytes arrived (kept in the read buffer).
+    Data,
+    /// The peer closed its side (EOF).
+    Closed,
 }
 
 /// A transport whose first bytes were already read: they are read again
@@ -329,6 +425,18 @@ impl Transport for Rewind {
     fn peer_addr(&self) -> Option<SocketAddr> {
         self.inner.peer_addr()
     }
+
+    fn set_nodelay(&self) {
+        self.inner.set_nodelay();
+    }
+
+    fn set_reset_on_close(&self) {
+        self.inner.set_reset_on_close();
+    }
+
+    fn is_secure(&self) -> bool {
+        self.inner.is_secure()
+    }
 }
 
 /// Why [`PacketIo::read_packet`] returned no packet.
@@ -337,9 +445,28 @@ pub enum ReadError {
     /// The payload is larger than the limit (the rest is left unread).
     #[error("packet larger than max_allowed_packet")]
     TooLarge,
+    /// A frame carried another sequence id than the protocol's next one.
+    #[error("got packets out of order (sequence id {got}, expected {expected})")]
+    OutOfOrder {
+        /// The id the protocol requires here.
+        expected: u8,
+        /// The id the peer sent.
+        got: u8,
+    },
     /// The stream failed or closed mid-packet.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+/// Check `got` against the expected sequence id (if checking) and advance it.
+fn check_seq(expected: &mut Option<u8>, got: u8) -> Result<(), ReadError> {
+    if let Some(e) = expected {
+        if *e != got {
+            return Err(ReadError::OutOfOrder { expected: *e, got });
+        }
+        *e = e.wrapping_add(1);
+    }
+    Ok(())
 }
 
 fn truncated() -> std::io::Error {

@@ -37,6 +37,12 @@ async fn tls_pair(certs: &Certs) -> Pair {
     pair
 }
 
+/// Each `[[users]]` login's backend accounts (issue 18: a login is its own
+/// account on the backends): the ed25519 user on the source, `app` on the
+/// destination.
+const ACCOUNTS: &str = "source_user = \"edu\"\nsource_password = \"edpw\"\n\
+    destination_user = \"app\"\ndestination_password = \"app\"\n";
+
 /// cutover's config: `verify_identity` on both sides (the source as the
 /// ed25519 user), `[tls]` for clients (required), two `[[users]]`.
 fn config(pair: &Pair, certs: &Certs, pattern: Pattern, data_dir: &Path) -> Config {
@@ -58,14 +64,15 @@ fn config_with(
          [tls]\ncert = \"{cert}\"\nkey = \"{key}\"\nrequire = true\n\
          [source]\nurl = \"mysql://edu:edpw@127.0.0.1:{sp}/shop\"\nssl_mode = \"verify_identity\"\nssl_ca = \"{ca}\"\n\
          [destination]\nurl = \"mysql://app:app@127.0.0.1:{dp}/shop\"\nssl_mode = \"{dst_mode}\"\nssl_ca = \"{dst_ca}\"\n\
-         [[users]]\nname = \"app\"\npassword = \"app\"\n\
-         [[users]]\nname = \"secure\"\npassword = \"pw\"\nrequire_tls = true\n\
+         [[users]]\nname = \"app\"\npassword = \"app\"\n{accounts}\
+         [[users]]\nname = \"secure\"\npassword = \"pw\"\nrequire_tls = true\n{accounts}\
          [validation]\nrecheck_delay_ms = 0\n",
         dir = data_dir.display(),
         cert = certs.server_cert.display(),
         key = certs.server_key.display(),
         ca = certs.ca.display(),
         dst_ca = dst_ca.display(),
+        accounts = ACCOUNTS,
         sp = pair.source.port,
         dp = pair.destination.port,
     );

@@ -224,3 +224,71 @@ async fn refusals_name_the_backend_and_the_plugin() {
         "{e}"
     );
 }
+
+/// How a session's backend connection is opened: as `creds`.
+fn session_params(creds: cutover::backend::Credentials) -> cutover::backend::ConnectParams {
+    use mysql_common::constants::{CapabilityFlags as C, MariadbCapabilities};
+    cutover::backend::ConnectParams {
+        capabilities: C::CLIENT_PROTOCOL_41 | C::CLIENT_DEPRECATE_EOF | C::CLIENT_LONG_PASSWORD,
+        mariadb: MariadbCapabilities::empty(),
+        credentials: Some(creds),
+        collation: 45,
+        database: None,
+        max_packet: 16 * 1024 * 1024,
+        timeout: Duration::from_secs(10),
+        attributes: Vec::new(),
+    }
+}
+
+/// A `[[users]]` login's own backend account logs in with
+/// caching_sha2_password on every path, as the URL account does (the URL
+/// account's password is wrong here, so only the session's account can
+/// succeed); a pass-through login, which knows only SHA1(password), is
+/// refused naming the plugin instead of sending a wrong answer.
+#[tokio::test]
+async fn a_sessions_own_account_logs_in_with_caching_sha2() {
+    use cutover::backend::{Backend, Credentials, Secret};
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs::make(dir.path());
+    let fake = FakeMysql8::start(options(Some(&certs))).await;
+    let own = || session_params(Credentials::password("app", "s3cret-pw"));
+    let tls = backend(
+        &fake,
+        "url-account-pw",
+        &format!(
+            "ssl_mode = \"verify_identity\"\nssl_ca = \"{}\"",
+            certs.ca.display()
+        ),
+    );
+    Backend::<()>::connect(&tls, Side::Destination, &own())
+        .await
+        .expect("the session's account over TLS");
+    fake.flush_cache();
+    let plain = backend(&fake, "url-account-pw", "ssl_mode = \"disabled\"");
+    Backend::<()>::connect(&plain, Side::Destination, &own())
+        .await
+        .expect("the session's account by RSA");
+    Backend::<()>::connect(&plain, Side::Destination, &own())
+        .await
+        .expect("the session's account, fast path");
+    let hash_only = session_params(Credentials {
+        user: "app".into(),
+        secret: Secret::NativeHash([7; 20]),
+    });
+    let e = Backend::<()>::connect(&plain, Side::Destination, &hash_only)
+        .await
+        .err()
+        .expect("a native hash cannot answer caching_sha2_password")
+        .to_string();
+    assert!(
+        e.contains("caching_sha2_password")
+            && e.contains("pass-through")
+            && e.contains("destination"),
+        "{e}"
+    );
+    assert_eq!(
+        fake.paths(),
+        [P::FullTls, P::FullRsaRequested, P::Fast],
+        "no login attempt reached the fake with the hash"
+    );
+}

@@ -5,7 +5,7 @@
 
 use rsa::RsaPublicKey;
 
-use super::{caching_sha2, clear, ed25519, native, Credentials, Plugin};
+use super::{caching_sha2, clear, ed25519, native, Credentials, Plugin, Secret};
 use crate::error::BackendError;
 use crate::pattern::Side;
 use crate::wire::{self, PacketIo};
@@ -13,7 +13,7 @@ use crate::wire::{self, PacketIo};
 /// One login's authentication state.
 pub struct Exchange<'a> {
     side: Side,
-    creds: Credentials<'a>,
+    creds: &'a Credentials,
     /// The connection is TLS: cleartext passwords may be sent.
     secure: bool,
     /// `server_public_key`, if configured.
@@ -29,7 +29,7 @@ impl<'a> Exchange<'a> {
     /// not TLS.
     pub fn new(
         side: Side,
-        creds: Credentials<'a>,
+        creds: &'a Credentials,
         secure: bool,
         server_key: Option<&'a RsaPublicKey>,
     ) -> Self {
@@ -46,11 +46,13 @@ impl<'a> Exchange<'a> {
 
     /// The plugin named in the handshake response and its answer to the
     /// greeting's `nonce`. A plugin cutover cannot answer up front (unknown,
-    /// or cleartext without TLS) is answered as mysql_native_password: the
-    /// server then switches to the account's plugin, where a clear error
-    /// can name it.
+    /// or cleartext without TLS, or any but mysql_native_password for a
+    /// pass-through login, which knows only the native hash) is answered as
+    /// mysql_native_password: the server then switches to the account's
+    /// plugin, where a clear error can name it.
     pub fn first(&mut self, plugin: Option<&[u8]>, nonce: &[u8]) -> (Plugin, Vec<u8>) {
         let chosen = match plugin.and_then(Plugin::from_name) {
+            _ if self.creds.known_password().is_none() => Plugin::Native,
             Some(Plugin::Clear) if !self.secure => Plugin::Native,
             Some(Plugin::Ed25519) | None => Plugin::Native, // ed25519 needs the switch's message
             Some(p) => p,
@@ -61,8 +63,23 @@ impl<'a> Exchange<'a> {
         (chosen, answer)
     }
 
+    /// The account's password; refused (naming `plugin`) for a pass-through
+    /// login, which knows only SHA1(password).
+    fn password(&self, plugin: Plugin) -> Result<&'a str, BackendError> {
+        self.creds.known_password().ok_or_else(|| {
+            self.refuse(
+                plugin.as_str(),
+                "a pass-through login proves itself with the mysql_native_password hash only; \
+                 give this account mysql_native_password on the backends, or list it in [[users]]",
+            )
+        })
+    }
+
     fn answer(&self, plugin: Plugin, nonce: &[u8]) -> Result<Vec<u8>, BackendError> {
-        let pw = self.creds.password;
+        if let (Plugin::Native, Secret::NativeHash(stage1)) = (plugin, &self.creds.secret) {
+            return Ok(native::answer_from_hash(nonce, stage1).to_vec());
+        }
+        let pw = self.password(plugin)?;
         Ok(match plugin {
             Plugin::Native => native::scramble(nonce, pw),
             Plugin::CachingSha2 => caching_sha2::scramble(nonce, pw),
@@ -81,7 +98,7 @@ impl<'a> Exchange<'a> {
     fn refuse(&self, plugin: &str, why: &str) -> BackendError {
         BackendError::Auth {
             side: self.side,
-            user: self.creds.user.to_string(),
+            user: self.creds.user.clone(),
             plugin: plugin.to_string(),
             reason: why.to_string(),
         }
@@ -125,7 +142,7 @@ impl<'a> Exchange<'a> {
         if self.plugin != Plugin::CachingSha2 {
             return Err(self.refuse(self.plugin.as_str(), "unexpected extra authentication data"));
         }
-        let pw = self.creds.password;
+        let pw = self.password(Plugin::CachingSha2)?;
         if self.awaiting_key {
             self.awaiting_key = false;
             let key = caching_sha2::parse_public_key(data).map_err(|e| {
@@ -148,7 +165,7 @@ impl<'a> Exchange<'a> {
     }
 
     fn sealed(&self, key: &RsaPublicKey) -> Result<Vec<u8>, BackendError> {
-        caching_sha2::encrypt_password(self.creds.password, &self.nonce, key)
+        caching_sha2::encrypt_password(self.password(Plugin::CachingSha2)?, &self.nonce, key)
             .map_err(|e| self.refuse("caching_sha2_password", &e))
     }
 }
@@ -207,11 +224,46 @@ mod tests {
     use super::*;
 
     fn ex(secure: bool) -> Exchange<'static> {
-        let creds = Credentials {
-            user: "app",
-            password: "secret",
-        };
+        let creds = Box::leak(Box::new(Credentials::password("app", "secret")));
         Exchange::new(Side::Destination, creds, secure, None)
+    }
+
+    #[test]
+    fn a_pass_through_hash_answers_native_only() {
+        let stage1 = [7u8; 20];
+        let creds = Box::leak(Box::new(Credentials {
+            user: "pt".into(),
+            secret: Secret::NativeHash(stage1),
+        }));
+        let nonce = [5u8; 20];
+        let mut e = Exchange::new(Side::Source, creds, true, None);
+        let (p, a) = e.first(Some(b"caching_sha2_password"), &nonce);
+        assert_eq!(
+            (p, a),
+            (
+                Plugin::Native,
+                native::answer_from_hash(&nonce, &stage1).to_vec()
+            )
+        );
+        let mut native = b"mysql_native_password\0".to_vec();
+        native.extend_from_slice(&[3; 20]);
+        native.push(0);
+        assert_eq!(
+            e.switch(&native).unwrap(),
+            native::answer_from_hash(&[3; 20], &stage1).to_vec()
+        );
+        let mut ed = b"client_ed25519\0".to_vec();
+        ed.extend_from_slice(&[9; 32]);
+        let err = e.switch(&ed).unwrap_err().to_string();
+        assert!(
+            err.contains("client_ed25519") && err.contains("pt"),
+            "{err}"
+        );
+        let err = e
+            .switch(b"caching_sha2_password\0abcdefghijklmnopqrst\0")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("caching_sha2_password"), "{err}");
     }
 
     #[test]

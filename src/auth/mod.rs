@@ -18,13 +18,67 @@ pub mod ed25519;
 pub mod native;
 pub mod server;
 
-/// The account cutover logs in with on a backend.
-#[derive(Debug, Clone, Copy)]
-pub struct Credentials<'a> {
-    /// User name.
-    pub user: &'a str,
-    /// Password in cleartext (the plugins derive what they send from it).
-    pub password: &'a str,
+/// The account a backend connection logs in as: a `[[users]]` login's
+/// backend account, a backend URL's (cutover's own work), or a pass-through
+/// client's own.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The backend user name.
+    pub user: String,
+    /// What proves it.
+    pub secret: Secret,
+}
+
+/// How a backend login is proved.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// The account's password: answers every plugin of [`Plugin`].
+    Password(String),
+    /// SHA1(password), recovered from a pass-through client's
+    /// mysql_native_password answer ([`native::recover_stage1`]): enough
+    /// for mysql_native_password logins, not for other plugins.
+    NativeHash([u8; 20]),
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::Password(_) => f.write_str("Password(<redacted>)"),
+            Secret::NativeHash(_) => f.write_str("NativeHash(<redacted>)"),
+        }
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// `user` with a password.
+    pub fn password(user: &str, password: &str) -> Self {
+        Credentials {
+            user: user.into(),
+            secret: Secret::Password(password.into()),
+        }
+    }
+
+    /// The account of a backend URL.
+    pub fn of(cfg: &crate::config::BackendConfig) -> Self {
+        Credentials::password(&cfg.user, &cfg.password)
+    }
+
+    /// The password, when known (not for a pass-through login's hash).
+    pub fn known_password(&self) -> Option<&str> {
+        match &self.secret {
+            Secret::Password(p) => Some(p),
+            Secret::NativeHash(_) => None,
+        }
+    }
 }
 
 /// An authentication plugin cutover can answer as a client.

@@ -7,10 +7,8 @@
 
 use super::{caching_sha2, constant_time_eq};
 use crate::error::SessionError;
-use crate::wire::{PacketIo, ReadError};
-
-/// Largest password packet accepted, in bytes.
-const LIMIT: usize = 4096;
+use crate::session::handshake::{refuse_read, PRE_AUTH_LIMIT};
+use crate::wire::PacketIo;
 
 /// Send `01 04` (sequence `seq`) and read the client's cleartext password.
 /// Returns it (NUL stripped) and the next sequence id.
@@ -18,7 +16,9 @@ const LIMIT: usize = 4096;
 /// # Errors
 /// [`SessionError::Malformed`] when the connection is not TLS (cutover
 /// never asks for a cleartext password in plaintext) or the client leaves;
-/// [`SessionError::ClientIo`] / [`SessionError::PacketTooLarge`] on read failures.
+/// [`SessionError::ClientIo`] / [`SessionError::PacketTooLarge`] /
+/// [`SessionError::OutOfOrder`] on read failures (the refusals answered,
+/// as every packet before authentication).
 pub async fn full_auth(client: &mut PacketIo, seq: u8) -> Result<(Vec<u8>, u8), SessionError> {
     if !client.is_secure() {
         return Err(SessionError::Malformed(
@@ -28,10 +28,11 @@ pub async fn full_auth(client: &mut PacketIo, seq: u8) -> Result<(Vec<u8>, u8), 
     client
         .send_packet(seq, &[0x01, caching_sha2::FULL_AUTH])
         .await?;
-    let packet = client.read_packet(LIMIT).await.map_err(|e| match e {
-        ReadError::TooLarge => SessionError::PacketTooLarge,
-        ReadError::Io(e) => SessionError::ClientIo(e),
-    })?;
+    let next = seq.wrapping_add(1);
+    let packet = match client.read_packet_seq(PRE_AUTH_LIMIT, next).await {
+        Ok(p) => p,
+        Err(e) => return Err(refuse_read(client, next, e).await),
+    };
     let Some((mut password, s)) = packet else {
         return Err(SessionError::Malformed(
             "client left during full authentication".into(),

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use mysql_common::constants::CapabilityFlags;
+use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::HandshakePacket;
 use mysql_common::proto::MyDeserialize;
@@ -15,7 +15,9 @@ use tokio::net::TcpStream;
 
 use super::Backend;
 use crate::auth::client::{authenticate, Exchange};
-use crate::auth::{Credentials, Plugin};
+use crate::auth::Plugin;
+pub use crate::auth::{Credentials, Secret};
+use crate::capabilities;
 use crate::command::{self, Com};
 use crate::config::BackendConfig;
 use crate::error::BackendError;
@@ -24,7 +26,7 @@ use crate::response::{ResponseKind, IN_TRANS};
 use crate::wire::{self, PacketIo};
 
 /// What a backend announced in its greeting.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Greeting {
     /// Server version string, e.g. `5.5.5-10.11.6-MariaDB`.
     pub version: String,
@@ -32,6 +34,9 @@ pub struct Greeting {
     pub capabilities: CapabilityFlags,
     /// Default collation id of the server.
     pub collation: u8,
+    /// MariaDB extended capabilities (empty unless the greeting clears
+    /// CLIENT_MYSQL, i.e. the server is MariaDB 10.2+).
+    pub mariadb: MariadbCapabilities,
 }
 
 /// How a session wants its backend connections set up.
@@ -39,6 +44,10 @@ pub struct Greeting {
 pub struct ConnectParams {
     /// Capabilities negotiated with the client (wire-format flags must match).
     pub capabilities: CapabilityFlags,
+    /// MariaDB extended capabilities negotiated with the client.
+    pub mariadb: MariadbCapabilities,
+    /// The account to log in as; `None`: the backend URL's (cutover's own work).
+    pub credentials: Option<Credentials>,
     /// Collation id the client logged in with.
     pub collation: u8,
     /// Default database to log in to.
@@ -52,8 +61,9 @@ pub struct ConnectParams {
 }
 
 impl<T> Backend<T> {
-    /// Connect over TCP, authenticate with the configured credentials and
-    /// apply the session's capabilities, collation and default database.
+    /// Connect over TCP, authenticate as `params.credentials` (the URL's
+    /// account when `None`) and apply the session's capabilities, collation
+    /// and default database.
     ///
     /// # Errors
     /// [`BackendError::Connect`] when the TCP connect fails or the whole
@@ -86,16 +96,21 @@ impl<T> Backend<T> {
 
     /// Log in over a connected transport: read the greeting, upgrade to TLS
     /// per the side's `ssl_mode` (SSLRequest, handshake), answer with the
-    /// greeting's auth plugin, follow auth switches and caching_sha2's full
-    /// authentication (see `auth::client`).
+    /// greeting's auth plugin as `params.credentials` (the URL's account when
+    /// `None`), follow auth switches and caching_sha2's full authentication
+    /// (see `auth::client`). The connection gets the session's negotiated
+    /// capabilities (MariaDB extended ones included), limited to what the
+    /// server offers.
     ///
     /// # Errors
     /// [`BackendError::Server`] for an ERR greeting or a refused login,
     /// [`BackendError::Io`] when the connection breaks,
-    /// [`BackendError::Protocol`] for a malformed greeting,
+    /// [`BackendError::Protocol`] for a malformed greeting or a server
+    /// lacking a wire-format capability the session negotiated,
     /// [`BackendError::Tls`] when TLS is required but not offered or the
     /// certificate is refused, [`BackendError::Auth`] naming a plugin
-    /// cutover cannot answer.
+    /// cutover cannot answer (any but mysql_native_password for a
+    /// pass-through login).
     pub async fn handshake(
         mut io: PacketIo,
         cfg: &BackendConfig,
@@ -111,6 +126,11 @@ impl<T> Backend<T> {
         let hs = HandshakePacket::deserialize((), &mut ParseBuf(frame.payload()))
             .map_err(|e| proto(side, format!("bad greeting: {e}")))?;
         let greeting = Greeting::from_handshake(&hs);
+        if let Some(missing) = capabilities::missing(params, &greeting) {
+            return Err(proto(side, format!(
+                "the server lacks {missing}, which this session negotiated with its client (the greeting offered what the backends had then)"
+            )));
+        }
         let caps = backend_capabilities(
             params.capabilities,
             greeting.capabilities,
@@ -118,15 +138,17 @@ impl<T> Backend<T> {
             !params.attributes.is_empty(),
         );
         let seq = frame.seq().wrapping_add(1);
-        let (caps, seq) = secure(&mut io, cfg, side, params, caps, &greeting, seq).await?;
-        let creds = Credentials {
-            user: &cfg.user,
-            password: &cfg.password,
-        };
+        let mariadb = capabilities::backend_mariadb(caps, params.mariadb, greeting.mariadb);
+        let (caps, seq) =
+            secure(&mut io, cfg, side, params, (caps, mariadb), &greeting, seq).await?;
+        let creds = params
+            .credentials
+            .clone()
+            .unwrap_or_else(|| Credentials::of(cfg));
         let server_key = cfg.tls.public_key.as_deref();
-        let mut exchange = Exchange::new(side, creds, io.is_secure(), server_key);
+        let mut exchange = Exchange::new(side, &creds, io.is_secure(), server_key);
         let (plugin, auth) = exchange.first(hs.auth_plugin_name_ref(), &hs.nonce());
-        let payload = handshake_response(cfg, params, caps, &auth, plugin);
+        let payload = handshake_response(&creds.user, params, (caps, mariadb), &auth, plugin);
         io.send_packet(seq, &payload).await.map_err(io_err)?;
         let status = authenticate(&mut io, &mut exchange).await?;
         let backend = Backend::new(side, io, hs.connection_id(), caps, status & IN_TRANS != 0);
@@ -146,7 +168,7 @@ async fn secure(
     cfg: &BackendConfig,
     side: Side,
     params: &ConnectParams,
-    caps: CapabilityFlags,
+    (caps, mariadb): (CapabilityFlags, MariadbCapabilities),
     greeting: &Greeting,
     seq: u8,
 ) -> Result<(CapabilityFlags, u8), BackendError> {
@@ -160,21 +182,22 @@ async fn secure(
         return Ok((caps, seq));
     }
     let caps = caps | CapabilityFlags::CLIENT_SSL;
-    let request = &handshake_response(cfg, params, caps, &[], Plugin::Native)[..32];
+    let request = &handshake_response("", params, (caps, mariadb), &[], Plugin::Native)[..32];
     crate::tls::client::upgrade(io, &upgrade, request, seq).await?;
     Ok((caps, seq.wrapping_add(1)))
 }
 
 /// The capabilities cutover asks a backend for: the client's wire-format
-/// choices, limited to what the backend offers, plus what the proxy needs.
+/// choices (CLIENT_MYSQL, the lowest bit, included: it says whether MariaDB
+/// extended capabilities follow), limited to what the backend offers, plus
+/// what the proxy needs.
 fn backend_capabilities(
     client: CapabilityFlags,
     server: CapabilityFlags,
     with_db: bool,
     attrs: bool,
 ) -> CapabilityFlags {
-    let wanted = CapabilityFlags::CLIENT_LONG_PASSWORD
-        | CapabilityFlags::CLIENT_PROTOCOL_41
+    let wanted = CapabilityFlags::CLIENT_PROTOCOL_41
         | CapabilityFlags::CLIENT_SECURE_CONNECTION
         | CapabilityFlags::CLIENT_PLUGIN_AUTH
         | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
@@ -186,9 +209,12 @@ fn backend_capabilities(
             | CapabilityFlags::CLIENT_CONNECT_WITH_DB
             | CapabilityFlags::CLIENT_CONNECT_ATTRS,
     );
-    // CLIENT_LONG_PASSWORD doubles as MariaDB's "CLIENT_MYSQL": keep it so the
-    // server speaks the plain MySQL protocol (no MariaDB extended metadata).
-    caps.insert(CapabilityFlags::CLIENT_LONG_PASSWORD);
+    // CLIENT_LONG_PASSWORD doubles as MariaDB's "CLIENT_MYSQL": set, the
+    // server speaks the plain MySQL protocol; clear (the client's choice
+    // against a MariaDB greeting), MariaDB extended capabilities follow.
+    let mariadb_client = !client.contains(CapabilityFlags::CLIENT_LONG_PASSWORD)
+        && !server.contains(CapabilityFlags::CLIENT_LONG_PASSWORD);
+    caps.set(CapabilityFlags::CLIENT_LONG_PASSWORD, !mariadb_client);
     if with_db {
         caps.insert(CapabilityFlags::CLIENT_CONNECT_WITH_DB);
     }
@@ -198,11 +224,12 @@ fn backend_capabilities(
     caps
 }
 
-/// The HandshakeResponse41 payload.
+/// The HandshakeResponse41 payload (MariaDB's extended capabilities in the
+/// last 4 of the 23 filler bytes).
 fn handshake_response(
-    cfg: &BackendConfig,
+    user: &str,
     params: &ConnectParams,
-    caps: CapabilityFlags,
+    (caps, mariadb): (CapabilityFlags, MariadbCapabilities),
     auth: &[u8],
     plugin: Plugin,
 ) -> Vec<u8> {
@@ -210,8 +237,9 @@ fn handshake_response(
     p.extend_from_slice(&caps.bits().to_le_bytes());
     p.extend_from_slice(&params.max_packet.to_le_bytes());
     p.push(params.collation);
-    p.extend_from_slice(&[0u8; 23]);
-    p.extend_from_slice(cfg.user.as_bytes());
+    p.extend_from_slice(&[0u8; 19]);
+    p.extend_from_slice(&mariadb.bits().to_le_bytes());
+    p.extend_from_slice(user.as_bytes());
     p.push(0);
     if caps.contains(CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA) {
         wire::put_lenenc_int(&mut p, auth.len() as u64);
@@ -252,7 +280,11 @@ pub async fn ping(
 ) -> Result<(Duration, Greeting), BackendError> {
     let started = Instant::now();
     let params = ConnectParams {
-        capabilities: CapabilityFlags::CLIENT_PROTOCOL_41 | CapabilityFlags::CLIENT_DEPRECATE_EOF,
+        capabilities: CapabilityFlags::CLIENT_PROTOCOL_41
+            | CapabilityFlags::CLIENT_DEPRECATE_EOF
+            | CapabilityFlags::CLIENT_LONG_PASSWORD,
+        mariadb: MariadbCapabilities::empty(),
+        credentials: None,
         collation: 45,
         database: None,
         max_packet: 16 * 1024 * 1024,

@@ -18,14 +18,40 @@ use std::collections::VecDeque;
 use mysql_common::constants::CapabilityFlags;
 
 pub use capture::{Captured, Cell, ColumnMeta};
-pub use login::{ping, ConnectParams, Greeting};
+pub use login::{ping, ConnectParams, Credentials, Greeting, Secret};
 pub use query::TextRow;
 
 use crate::command::{self, Com};
 use crate::error::{BackendError, RelayError};
 use crate::pattern::Side;
 use crate::response::{ResponseKind, Step, Summary, Tracker};
-use crate::wire::{self, PacketIo, FLUSH_THRESHOLD};
+use crate::wire::{self, Frame, PacketIo, Readable, FLUSH_THRESHOLD};
+
+/// Bytes a peer may send ahead while it is watched for a disconnect (a
+/// client pipelining commands during a statement, a backend's answers to
+/// commands sent ahead); beyond it, watching stops and the bytes wait.
+const PIPELINED_LIMIT: usize = 1 << 20;
+
+/// A response the client left in the middle of: where it stands, for
+/// [`Backend::finish`].
+pub struct Unfinished {
+    tracker: Tracker,
+}
+
+impl std::fmt::Debug for Unfinished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Unfinished")
+    }
+}
+
+/// How a backend connection ended while idle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// The server closed it (FIN).
+    Eof,
+    /// The connection was reset (RST), as MariaDB does on `wait_timeout`.
+    Reset,
+}
 
 /// A logged-in backend connection; `T` tags deferred answers (see
 /// [`Backend::send_deferred`]).
@@ -267,9 +293,18 @@ impl<T> Backend<T> {
     /// caller flushes them once the mirror has applied the statement.
     /// Outstanding answers (silent, deferred) are read first.
     ///
+    /// While it waits for the backend, the client's socket is watched: a
+    /// client that disconnects ends the relay at once with
+    /// [`RelayError::ClientGone`], so the caller can stop the backend's work
+    /// and finish the response with [`Self::finish`]. Bytes a client sends
+    /// meanwhile (pipelined commands) stay buffered for later.
+    ///
     /// # Errors
     /// [`RelayError::Backend`] when the backend fails (the client may have
-    /// part of the response), [`RelayError::Client`] when the client does.
+    /// part of the response), [`RelayError::Client`] when the client does,
+    /// [`RelayError::ClientGone`] when it disconnects while waiting,
+    /// [`RelayError::ClientOutOfOrder`] for LOCAL INFILE data with a wrong
+    /// sequence id.
     pub async fn relay(
         &mut self,
         client: &mut PacketIo,
@@ -282,8 +317,11 @@ impl<T> Backend<T> {
         let mut tracker = Tracker::new(kind, self.deprecate_eof());
         let mut infile = None;
         let mut first = true;
+        let mut watching = true;
         loop {
-            let mut frame = self.io.expect_frame().await.map_err(|e| self.io_err(e))?;
+            let Some(mut frame) = self.next_watching(client, &mut watching).await? else {
+                return Err(RelayError::ClientGone(Unfinished { tracker }));
+            };
             let step = tracker
                 .feed(frame.payload())
                 .map_err(|e| self.malformed(e))?;
@@ -303,7 +341,8 @@ impl<T> Backend<T> {
                 Step::Done => break,
                 Step::LocalInfile => {
                     client.flush().await.map_err(RelayError::Client)?;
-                    infile = Some(self.relay_infile(client, infile_limit).await?);
+                    let seq = frame.seq().wrapping_add(1);
+                    infile = Some(self.relay_infile(client, infile_limit, seq).await?);
                     tracker.resume_after_infile();
                 }
             }
@@ -315,14 +354,104 @@ impl<T> Backend<T> {
         Ok((tracker.summary, infile))
     }
 
+    /// The next backend frame; while waiting for it, watch `client` for a
+    /// disconnect (`Ok(None)`). Watching stops (`watching` cleared) once the
+    /// client has pipelined more than [`PIPELINED_LIMIT`] bytes.
+    async fn next_watching(
+        &mut self,
+        client: &mut PacketIo,
+        watching: &mut bool,
+    ) -> Result<Option<Frame>, RelayError> {
+        loop {
+            if let Some(f) = self.io.buffered_frame() {
+                return Ok(Some(f));
+            }
+            if !*watching {
+                return Ok(Some(
+                    self.io.expect_frame().await.map_err(|e| self.io_err(e))?,
+                ));
+            }
+            tokio::select! {
+                biased;
+                f = self.io.expect_frame() => return Ok(Some(f.map_err(|e| self.io_err(e))?)),
+                r = client.readable() => match r {
+                    Ok(Readable::Data) => *watching = client.unread() <= PIPELINED_LIMIT,
+                    Ok(Readable::Closed) | Err(_) => return Ok(None),
+                },
+            }
+        }
+    }
+
+    /// Read and drop the rest of a response the client left in the middle
+    /// of ([`RelayError::ClientGone`]); what it amounted to.
+    ///
+    /// # Errors
+    /// As [`Self::discard`].
+    pub async fn finish(&mut self, unfinished: Unfinished) -> Result<Summary, BackendError> {
+        let mut tracker = unfinished.tracker;
+        while !tracker.is_done() {
+            let frame = self.io.expect_frame().await.map_err(|e| self.io_err(e))?;
+            match tracker
+                .feed(frame.payload())
+                .map_err(|e| self.malformed(e))?
+            {
+                Step::More | Step::Done => {}
+                Step::LocalInfile => {
+                    // Nobody is left to send the file: an empty one.
+                    self.io.queue_packet(frame.seq().wrapping_add(1), &[]);
+                    self.io.flush().await.map_err(|e| self.io_err(e))?;
+                    tracker.resume_after_infile();
+                }
+            }
+        }
+        self.note_status(&tracker.summary);
+        Ok(tracker.summary)
+    }
+
+    /// Wait until the backend closes the connection (or resets it), without
+    /// consuming anything it sends meanwhile (answers to commands sent
+    /// ahead stay buffered). For an idle session: a server that drops it
+    /// (`wait_timeout`) is noticed at once. Never resolves while the backend
+    /// has sent more than [`PIPELINED_LIMIT`] unread bytes.
+    pub async fn closed(&mut self) -> Closed {
+        loop {
+            if self.io.unread() > PIPELINED_LIMIT {
+                return std::future::pending().await;
+            }
+            match self.io.readable().await {
+                Ok(Readable::Data) => continue,
+                Ok(Readable::Closed) => return Closed::Eof,
+                Err(_) => return Closed::Reset,
+            }
+        }
+    }
+
+    /// Complete packets the backend sent that no command asked for (a
+    /// server's last word before it closes an idle session, as MySQL 8's
+    /// ER_CLIENT_INTERACTION_TIMEOUT), to pass on to the client.
+    pub fn unsolicited(&mut self) -> Vec<Frame> {
+        let mut out = Vec::new();
+        if self.expected.is_empty() {
+            while let Some(f) = self.io.buffered_frame() {
+                out.push(f);
+            }
+        }
+        out
+    }
+
     async fn relay_infile(
         &mut self,
         client: &mut PacketIo,
         limit: usize,
+        mut seq: u8,
     ) -> Result<InfileCopy, RelayError> {
         let mut copy = InfileCopy::default();
         loop {
             let frame = client.expect_frame().await.map_err(RelayError::Client)?;
+            if frame.seq() != seq {
+                return Err(RelayError::ClientOutOfOrder);
+            }
+            seq = seq.wrapping_add(1);
             let empty = frame.payload_len() == 0;
             if copy.data.len() + frame.payload_len() <= limit {
                 copy.data.extend_from_slice(frame.payload());

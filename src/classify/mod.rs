@@ -27,6 +27,10 @@
 //!   Transaction(Other). `COMMIT AND CHAIN` is Commit; `BEGIN WORK junk` Write.
 //! - `USE` takes a bare, backticked or double-quoted name (else Write); non-UTF-8
 //!   names are converted lossily.
+//! - `kills` counts statements starting with `KILL` (after comments), and
+//!   `PREPARE … FROM '<KILL …>'` / `EXECUTE IMMEDIATE '<KILL …>'` with the
+//!   KILL in a literal: a KILL names a thread id, which the session must
+//!   translate (or refuse), never relay.
 
 #![warn(missing_docs)]
 
@@ -84,17 +88,20 @@ pub struct Classified {
     /// trailing ";" or whitespace/comments after the last ";" do not count;
     /// 0 for an empty or comment-only payload).
     pub statements: usize,
+    /// Statements that are a KILL, or prepare / execute a literal KILL text.
+    pub kills: usize,
 }
 
 /// Classify one COM_QUERY payload (may contain several statements when the
 /// client enabled multi-statements).
 pub fn classify(sql: &[u8]) -> Classified {
-    let (class, tx, db, statements) = run(sql);
+    let (class, tx, db, statements, kills) = run(sql);
     Classified {
         class,
         tx,
         use_db: db.and_then(db_name),
         statements,
+        kills,
     }
 }
 
@@ -102,6 +109,12 @@ pub fn classify(sql: &[u8]) -> Classified {
 /// returns the class only.
 pub fn classify_class(sql: &[u8]) -> Class {
     run(sql).0
+}
+
+/// Whether a statement text (COM_STMT_PREPARE) contains a KILL (see
+/// [`Classified::kills`]).
+pub fn names_a_thread(sql: &[u8]) -> bool {
+    run(sql).4 > 0
 }
 
 fn is(t: Option<Tok<'_>>, kw: &[u8]) -> bool {
@@ -160,9 +173,11 @@ type Res<'a> = (Class, Option<TxKind>, Option<Tok<'a>>);
 /// > SessionState > Read.
 const RANK: [u8; 5] = [0, 4, 3, 2, 1];
 
-fn run(sql: &[u8]) -> (Class, Option<TxKind>, Option<Tok<'_>>, usize) {
+type Run<'a> = (Class, Option<TxKind>, Option<Tok<'a>>, usize, usize);
+
+fn run(sql: &[u8]) -> Run<'_> {
     let mut lx = Lexer::new(sql);
-    let (mut class, mut tx, mut db, mut n) = (Class::Read, None, None, 0);
+    let (mut class, mut tx, mut db, mut n, mut kills) = (Class::Read, None, None, 0, 0);
     loop {
         let start = lx.clone();
         match lx.next() {
@@ -182,6 +197,7 @@ fn run(sql: &[u8]) -> (Class, Option<TxKind>, Option<Tok<'_>>, usize) {
             end,
             done: false,
         };
+        kills += usize::from(names_kill(toks.clone()));
         let (c, t, d) = stmt_class(&mut toks, 0);
         while toks.next().is_some() {}
         lx = toks.lx;
@@ -198,7 +214,25 @@ fn run(sql: &[u8]) -> (Class, Option<TxKind>, Option<Tok<'_>>, usize) {
     if class != Class::Transaction {
         tx = None;
     }
-    (class, tx, db, n)
+    (class, tx, db, n, kills)
+}
+
+/// Whether the statement is a KILL, or prepares / executes a literal KILL
+/// text (`PREPARE s FROM 'KILL 5'`, `EXECUTE IMMEDIATE 'KILL 5'`).
+fn names_kill(mut t: Toks<'_>) -> bool {
+    let literal_kill = |t: Option<Tok<'_>>| match t {
+        Some(Tok::Quoted(b'\'' | b'"', text)) => is(Lexer::new(text).next().map(|x| x.0), b"KILL"),
+        _ => false,
+    };
+    match t.next() {
+        Some(w) if w.is(b"KILL") => true,
+        Some(w) if w.is(b"PREPARE") => {
+            t.next(); // the statement name
+            is(t.next(), b"FROM") && literal_kill(t.next())
+        }
+        Some(w) if w.is(b"EXECUTE") => is(t.next(), b"IMMEDIATE") && literal_kill(t.next()),
+        _ => false,
+    }
 }
 
 fn db_name(t: Tok<'_>) -> Option<String> {

@@ -131,8 +131,23 @@ pub(super) fn parse_query(q: Option<&str>, is_move: bool) -> Result<Query, Rejec
     Ok(query)
 }
 
+/// How long a request body may take to arrive in full: a client that
+/// announces more bytes (`Content-Length`) than it sends gets 408 instead of
+/// holding the connection.
+pub(super) const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub(super) async fn read_body(req: Request<Incoming>) -> Result<Bytes, Reject> {
-    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+    let collect = Limited::new(req.into_body(), MAX_BODY).collect();
+    let Ok(collected) = tokio::time::timeout(BODY_TIMEOUT, collect).await else {
+        return Err(Reject::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "request body not received within {} s (Content-Length larger than the body?)",
+                BODY_TIMEOUT.as_secs()
+            ),
+        ));
+    };
+    match collected {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Reject::new(
             StatusCode::PAYLOAD_TOO_LARGE,

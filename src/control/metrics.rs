@@ -156,6 +156,10 @@ pub fn render(stats: &DataPathStats, open_inconsistencies: u64) -> String {
         .absolute(s.double_write_rolled_back);
     counter!("cutover_client_connections_accepted_total").absolute(s.connections_accepted);
     counter!("cutover_client_connections_refused_total").absolute(s.connections_refused);
+    counter!("cutover_handshake_timeouts_total").absolute(s.handshake_timeouts);
+    counter!("cutover_login_failures_total").absolute(s.login_failures);
+    counter!("cutover_login_delays_total").absolute(s.login_delays);
+    counter!("cutover_abandoned_statements_total").absolute(s.abandoned_statements);
     gauge!("cutover_inconsistencies_open").set(open_inconsistencies as f64);
     handle.render()
 }

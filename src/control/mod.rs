@@ -18,6 +18,7 @@
 //! | `admin.rs`, `http.rs` | HTTP: one small handler per route; shared auth, parsing, responses |
 //! | `validation.rs` | the seam to `crate::validate` |
 //! | `health.rs`, `metrics.rs`, `status.rs`, `store.rs` | probes, Prometheus, JSON shapes, persistence |
+//! | `trail.rs` | the last saved state recorded in `data_dir`: a lost state file is refused |
 //!
 //! ```no_run
 //! # async fn run(cfg: cutover::config::Config) -> Result<(), Box<dyn std::error::Error>> {
@@ -48,6 +49,7 @@ pub mod state_machine;
 pub mod status;
 pub mod store;
 mod succession;
+pub mod trail;
 pub mod ui;
 pub mod validation;
 
@@ -80,6 +82,13 @@ pub enum ControlError {
     InsecureAdmin { addr: String },
     #[error("admin listener: {0}")]
     Listener(#[source] std::io::Error),
+    #[error("state file {state_file} is missing, but data_dir {data_dir} shows the migration went further than a fresh install in {fresh} ({evidence}); refusing to start over: restore the state file, or start with --init-state to begin anew deliberately")]
+    LostState {
+        state_file: String,
+        data_dir: String,
+        fresh: State,
+        evidence: String,
+    },
     #[error("fleet: {0}")]
     Fleet(#[from] fleet::FleetError),
 }
@@ -106,9 +115,11 @@ impl ControlPlane {
     /// Load persisted state (or `initial_pattern` on a fresh install),
     /// returning the pattern the data path must start with.
     ///
-    /// Refuses to start when the state file exists but cannot be read, or
-    /// when `admin_listen` is not loopback and no `admin_token` is set. A
-    /// fresh state is written at once, so an unwritable path fails here.
+    /// Refuses to start when the state file exists but cannot be read, when
+    /// it is missing but `data_dir` shows the migration went further (see
+    /// `trail.rs`; `cfg.init_state` overrides), or when `admin_listen` is
+    /// not loopback and no `admin_token` is set. A fresh state is written
+    /// at once, so an unwritable path fails here.
     pub fn load(cfg: &Config) -> Result<(Self, Pattern), ControlError> {
         Self::load_with_store(cfg, Arc::new(FileStateStore::new(&cfg.state_file)))
     }
@@ -118,6 +129,7 @@ impl ControlPlane {
         cfg: &Config,
         store: Arc<dyn StateStore>,
     ) -> Result<(Self, Pattern), ControlError> {
+        let store: Arc<dyn StateStore> = Arc::new(trail::Trailed::new(store, &cfg.data_dir));
         // Before the data path accepts anyone: its gauges start from the registered 0.
         metrics::install();
         let token = cfg.admin_token.clone().filter(|t| !t.is_empty());
@@ -132,7 +144,22 @@ impl ControlPlane {
                 p
             }
             None => {
-                let fresh = PersistedState::fresh(State::fresh(cfg.initial_pattern));
+                let state = State::fresh(cfg.initial_pattern);
+                match trail::evidence(&cfg.data_dir, state) {
+                    Some(evidence) if !cfg.init_state => {
+                        return Err(ControlError::LostState {
+                            state_file: store.describe(),
+                            data_dir: cfg.data_dir.display().to_string(),
+                            fresh: state,
+                            evidence,
+                        })
+                    }
+                    Some(evidence) => {
+                        tracing::warn!(%evidence, "--init-state: starting over although data_dir shows an earlier migration")
+                    }
+                    None => {}
+                }
+                let fresh = PersistedState::fresh(state);
                 store.save(&fresh)?;
                 tracing::info!(store = %store.describe(), state = %fresh.state, "fresh install");
                 fresh

@@ -13,11 +13,12 @@ use std::time::Duration;
 use tracing::{debug, warn};
 
 use super::align::Alignment;
+use super::auth::Accounts;
 use super::exec::{Cmd, Remember, Unsendable};
 use super::prepared::Statements;
 use super::secondary::MirrorCheck;
 use super::state::SessionState;
-use crate::backend::{Backend, ConnectParams};
+use crate::backend::{Backend, Closed, ConnectParams};
 use crate::command::{self, Com};
 use crate::error::BackendError;
 use crate::pattern::Side;
@@ -35,6 +36,8 @@ pub(super) struct Backends {
     conn_id: u32,
     /// Capabilities, collation and attributes from the client's login.
     params: ConnectParams,
+    /// The account each side's connection logs in as (the session's user).
+    accounts: Accounts,
     /// Replayed on every connection opened later.
     pub state: SessionState,
     /// Prepared statements: cutover's ids and each side's own.
@@ -46,8 +49,13 @@ pub(super) struct Backends {
 
 impl Backends {
     /// No connection yet; `params` describe the client's login (its default
-    /// database starts `state`).
-    pub fn new(shared: Arc<Shared>, conn_id: u32, params: ConnectParams) -> Self {
+    /// database starts `state`), `accounts` whom it logs in as on each side.
+    pub fn new(
+        shared: Arc<Shared>,
+        conn_id: u32,
+        params: ConnectParams,
+        accounts: Accounts,
+    ) -> Self {
         Backends {
             state: SessionState::new(params.database.clone()),
             stmts: Statements::default(),
@@ -56,6 +64,28 @@ impl Backends {
             shared,
             conn_id,
             params,
+            accounts,
+        }
+    }
+
+    /// How to open one more connection to `side` as this session's user
+    /// (no default database, no attributes): for a KILL QUERY from outside.
+    pub fn side_channel(&self, side: Side) -> ConnectParams {
+        let mut params = self.params.clone();
+        params.database = None;
+        params.attributes = Vec::new();
+        params.credentials = Some(self.accounts[side.index()].clone());
+        params
+    }
+
+    /// Resolves when an open connection is closed or reset by its server
+    /// while the session is idle: which side, and how. Pending while none
+    /// is open. Cancel-safe.
+    pub async fn closed(&mut self) -> (Side, Closed) {
+        let [source, destination] = &mut self.conns;
+        tokio::select! {
+            how = watch_closed(source.as_mut()) => (Side::Source, how),
+            how = watch_closed(destination.as_mut()) => (Side::Destination, how),
         }
     }
 
@@ -73,6 +103,11 @@ impl Backends {
     /// The open connection to `side`, if any.
     pub fn get(&mut self, side: Side) -> Option<&mut Conn> {
         self.conns[side.index()].as_mut()
+    }
+
+    /// The backend thread id of the open connection to `side`.
+    pub fn thread(&self, side: Side) -> Option<u32> {
+        self.conns[side.index()].as_ref().map(|c| c.thread_id)
     }
 
     /// Whether a connection to `side` is open.
@@ -100,6 +135,7 @@ impl Backends {
         let shared = self.shared.clone();
         let mut params = self.params.clone();
         params.database = self.state.database.clone();
+        params.credentials = Some(self.accounts[side.index()].clone());
         let cfg = shared.backend_config(side);
         let (mut backend, greeting) = match Backend::connect(cfg, side, &params).await {
             Ok(ok) => ok,
@@ -184,9 +220,15 @@ impl Backends {
         }
     }
 
-    /// COM_CHANGE_USER: log every connection out and start over with
-    /// `database` and, if given, a new collation.
-    pub async fn change_user(&mut self, database: Option<String>, collation: Option<u8>) {
+    /// COM_CHANGE_USER: log every connection out and start over as
+    /// `accounts`, with `database` and, if given, a new collation.
+    pub async fn change_user(
+        &mut self,
+        accounts: Accounts,
+        database: Option<String>,
+        collation: Option<u8>,
+    ) {
+        self.accounts = accounts;
         for side in [Side::Source, Side::Destination] {
             if let Some(b) = self.conns[side.index()].take() {
                 b.quit().await;
@@ -233,6 +275,14 @@ impl Backends {
                     .ok_or(Unsendable::Malformed)
             }
         }
+    }
+}
+
+/// [`Backend::closed`] of an open connection; pending without one.
+async fn watch_closed(conn: Option<&mut Conn>) -> Closed {
+    match conn {
+        Some(c) => c.closed().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -336,6 +336,9 @@ impl Session {
     /// Send to the authoritative backend and stream its answer to the client
     /// (the end held in the client's buffer with `hold`). A backend that
     /// breaks mid-answer ends the session: its transaction and state are gone.
+    /// A client that leaves while the backend works gets its query killed
+    /// (`Session::client_gone`); what the statement amounted to is still
+    /// returned, so a write that completed anyway is mirrored.
     pub(super) async fn relay_primary(
         &mut self,
         side: Side,
@@ -365,7 +368,17 @@ impl Session {
                 self.drop_backend(e.side());
                 Err(e.into())
             }
-            Err(RelayError::Client(e)) => Err(e.into()),
+            Err(RelayError::ClientGone(unfinished)) => {
+                let summary = self.client_gone(side, unfinished).await?;
+                Ok((summary, None))
+            }
+            Err(e @ (RelayError::Client(_) | RelayError::ClientOutOfOrder)) => {
+                if matches!(e, RelayError::ClientOutOfOrder) {
+                    let p = codes::ER_NET_PACKETS_OUT_OF_ORDER.payload("Got packets out of order");
+                    let _ = self.client.send_packet(0, &p).await;
+                }
+                Err(e.into())
+            }
         }
     }
 

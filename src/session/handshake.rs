@@ -1,56 +1,46 @@
-//! The client-facing handshake: greeting, mysql_native_password
-//! verification (switching clients that default to another plugin),
-//! and COM_CHANGE_USER.
+//! The client-facing handshake: greeting, TLS upgrade on an SSLRequest,
+//! capability negotiation, login checks (mysql_native_password,
+//! caching_sha2_password full authentication over TLS, switching clients
+//! that default to another plugin), and COM_CHANGE_USER. What a login maps to on the backends is
+//! decided in `auth`; answering a denied login (after any throttling delay)
+//! is the caller's, in `login`.
 
-use mysql_common::constants::{CapabilityFlags, StatusFlags};
+use mysql_common::constants::{CapabilityFlags, MariadbCapabilities, StatusFlags};
 use mysql_common::io::ParseBuf;
-use mysql_common::packets::{AuthPlugin, HandshakePacket, HandshakeResponse};
+use mysql_common::packets::{HandshakePacket, HandshakeResponse};
 use mysql_common::proto::{MyDeserialize, MySerialize};
-use mysql_common::scramble::scramble_native;
 use rand::Rng;
 
-use crate::auth;
-use crate::codes::{ER_ACCESS_DENIED_ERROR, ER_NOT_SUPPORTED_AUTH_MODE};
-use crate::config::Config;
-use crate::error::SessionError;
-use crate::tls::server::ServerTls;
-use crate::wire::{self, PacketIo};
-
+use super::auth::{self, Accounts, Proof};
 use super::secure;
+use crate::capabilities::{self, Negotiated};
+use crate::codes::{
+    ER_ACCESS_DENIED_ERROR, ER_HANDSHAKE_ERROR, ER_NET_PACKETS_OUT_OF_ORDER,
+    ER_NOT_SUPPORTED_AUTH_MODE,
+};
+use crate::error::SessionError;
+use crate::shared::Shared;
+use crate::wire::{self, PacketIo};
 
 const NATIVE: &[u8] = b"mysql_native_password";
 
-/// Capabilities cutover can offer a client (before limiting them to what
-/// the backends offer). No SSL, no compression, no MariaDB extensions.
+/// Capabilities cutover can offer a client before limiting them to what
+/// the backends offer ([`capabilities::RELAYED`]).
 pub fn offered_capabilities() -> CapabilityFlags {
-    CapabilityFlags::CLIENT_LONG_PASSWORD
-        | CapabilityFlags::CLIENT_FOUND_ROWS
-        | CapabilityFlags::CLIENT_LONG_FLAG
-        | CapabilityFlags::CLIENT_CONNECT_WITH_DB
-        | CapabilityFlags::CLIENT_LOCAL_FILES
-        | CapabilityFlags::CLIENT_IGNORE_SPACE
-        | CapabilityFlags::CLIENT_PROTOCOL_41
-        | CapabilityFlags::CLIENT_INTERACTIVE
-        | CapabilityFlags::CLIENT_IGNORE_SIGPIPE
-        | CapabilityFlags::CLIENT_TRANSACTIONS
-        | CapabilityFlags::CLIENT_SECURE_CONNECTION
-        | CapabilityFlags::CLIENT_MULTI_STATEMENTS
-        | CapabilityFlags::CLIENT_MULTI_RESULTS
-        | CapabilityFlags::CLIENT_PS_MULTI_RESULTS
-        | CapabilityFlags::CLIENT_PLUGIN_AUTH
-        | CapabilityFlags::CLIENT_CONNECT_ATTRS
-        | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
-        | CapabilityFlags::CLIENT_SESSION_TRACK
-        | CapabilityFlags::CLIENT_DEPRECATE_EOF
+    capabilities::RELAYED
 }
 
 /// What the server side of the greeting says about itself.
 #[derive(Debug, Clone)]
 pub struct ServerIdentity {
-    /// Server version string (the authoritative backend's, once learned).
+    /// Server version string: the authoritative backend's, verbatim (e.g.
+    /// `5.5.5-10.11.19-MariaDB-0+deb12u1`), once learned.
     pub version: String,
     /// Capabilities offered to clients.
     pub capabilities: CapabilityFlags,
+    /// MariaDB extended capabilities offered (sent only when
+    /// `capabilities` lacks CLIENT_MYSQL, as MariaDB does).
+    pub mariadb: MariadbCapabilities,
     /// Default collation id.
     pub collation: u8,
 }
@@ -64,6 +54,10 @@ pub struct Login {
     pub database: Option<String>,
     /// Capabilities in effect (the client's, limited to what was offered).
     pub capabilities: CapabilityFlags,
+    /// MariaDB extended capabilities in effect.
+    pub mariadb: MariadbCapabilities,
+    /// The account each backend connection logs in as.
+    pub accounts: Accounts,
     /// The client's collation id.
     pub collation: u8,
     /// Connection attributes the client sent, sorted by name.
@@ -83,76 +77,116 @@ fn new_scramble() -> [u8; 20] {
 }
 
 /// Largest packet accepted before authentication (handshake response,
-/// auth-switch answer), in bytes.
-const PRE_AUTH_LIMIT: usize = 64 * 1024;
+/// auth-switch answer), in bytes. A real response is under 1 KB plus the
+/// connection attributes; a bigger one is refused from its header alone,
+/// before any of it is buffered.
+pub const PRE_AUTH_LIMIT: usize = 16 * 1024;
 
-/// Greet, upgrade to TLS on an SSLRequest (when `tls` is configured),
-/// authenticate. Returns the login and the scramble the password was
-/// checked against.
+/// A login attempt with a wrong user or password, not answered yet: the
+/// caller sends the ERR (with [`deny`]) after any throttling delay.
+#[derive(Debug)]
+pub struct Denial {
+    /// The user name the client tried.
+    pub user: String,
+    /// The sequence id the ERR must carry.
+    pub seq: u8,
+    /// Whether the client sent a password.
+    pub with_password: bool,
+}
+
+/// How a login attempt ended.
+#[derive(Debug)]
+pub enum Accepted {
+    /// Authenticated: the login and the scramble its password was checked against.
+    Login(Login, [u8; 20]),
+    /// Wrong user or password.
+    Denied(Denial),
+}
+
+/// Greet, upgrade to TLS on an SSLRequest (when `[tls]` is configured),
+/// negotiate capabilities, check the login.
 ///
 /// # Errors
-/// [`SessionError::AccessDenied`] for a wrong user or password,
+/// [`SessionError::Malformed`] for a client asking for TLS that is not
+/// configured, a pre-4.1 client or an unparsable response (an ERR is sent),
 /// [`SessionError::InsecureTransport`] for a plaintext login that the TLS
-/// policy refuses, [`SessionError::Malformed`] for a client asking for TLS
-/// that is not configured, a pre-4.1 client or an unparsable response,
-/// [`SessionError::ClientIo`] when the client leaves or its TLS handshake
-/// fails. On failure the ERR has been sent already.
+/// policy refuses (ER_SECURE_TRANSPORT_REQUIRED sent),
+/// [`SessionError::PacketTooLarge`] for a packet over [`PRE_AUTH_LIMIT`]
+/// (ER_HANDSHAKE_ERROR sent), [`SessionError::OutOfOrder`] for a wrong
+/// sequence id (ER_NET_PACKETS_OUT_OF_ORDER sent),
+/// [`SessionError::ClientIo`] when the client leaves.
 pub async fn accept(
     client: &mut PacketIo,
-    config: &Config,
-    identity: &ServerIdentity,
+    shared: &Shared,
     conn_id: u32,
-    tls: Option<&ServerTls>,
-) -> Result<(Login, [u8; 20]), SessionError> {
+) -> Result<Accepted, SessionError> {
     let scramble = new_scramble();
-    let mut identity = identity.clone();
+    let (identity, resp, seq) = greet(client, shared, conn_id, &scramble).await?;
+    let client_caps = response_caps(&resp);
+    refuse_unsupported(client, seq, client_caps, resp.len()).await?;
+    let negotiated = capabilities::negotiate(
+        client_caps,
+        capabilities::response_mariadb(&resp),
+        &identity,
+    );
+    let masked = capabilities::masked_response(&resp, negotiated.capabilities)
+        .ok_or_else(|| SessionError::Malformed("handshake response too short".into()))?;
+    let hs = HandshakeResponse::deserialize((), &mut ParseBuf(&masked))
+        .map_err(|e| SessionError::Malformed(format!("handshake response: {e}")))?;
+    let user = String::from_utf8_lossy(hs.user()).into_owned();
+    let plugin = hs.auth_plugin().map(|p| p.as_bytes().to_vec());
+    let mut scramble = scramble;
+    let (answer, seq, cleartext) = client_answer(
+        client,
+        plugin.as_deref(),
+        hs.scramble_buf().to_vec(),
+        seq,
+        &mut scramble,
+    )
+    .await?;
+    let proof = proof(&answer, cleartext);
+    let authoritative = shared.pattern.load().primary();
+    match auth::verify(shared, &user, &scramble, proof, authoritative).await {
+        Some(accounts) => {
+            secure::enforce(client, seq, &shared.config, false, Some(&user)).await?;
+            Ok(Accepted::Login(
+                login(&hs, user, negotiated, accounts, seq),
+                scramble,
+            ))
+        }
+        None => Ok(Accepted::Denied(Denial {
+            user,
+            seq,
+            with_password: !answer.is_empty(),
+        })),
+    }
+}
+
+/// Send the greeting (CLIENT_SSL added when `[tls]` is configured), read
+/// the handshake response, upgrading to TLS first on an SSLRequest, and
+/// refuse a plaintext one when `[tls] require` is set. Returns the identity
+/// announced, the response and the sequence id to answer with.
+async fn greet(
+    client: &mut PacketIo,
+    shared: &Shared,
+    conn_id: u32,
+    scramble: &[u8; 20],
+) -> Result<(ServerIdentity, Vec<u8>, u8), SessionError> {
+    let tls = shared.tls.as_deref();
+    let mut identity = ServerIdentity::clone(&shared.identity());
     if tls.is_some() {
         identity.capabilities |= CapabilityFlags::CLIENT_SSL;
     }
-    send_greeting(client, &identity, conn_id, &scramble).await?;
-    let (mut resp, mut seq) = read_response(client).await?;
-    let mut client_caps = response_caps(&resp);
-    if let Some(tls) = tls.filter(|_| secure::is_ssl_request(client_caps, resp.len())) {
+    send_greeting(client, &identity, conn_id, scramble).await?;
+    let (mut resp, mut seq) = read_pre_auth(client, 1).await?;
+    if let Some(tls) = tls.filter(|_| secure::is_ssl_request(response_caps(&resp), resp.len())) {
         secure::upgrade(client, tls).await?;
-        (resp, seq) = read_response(client).await?;
-        client_caps = response_caps(&resp);
+        (resp, seq) = read_pre_auth(client, seq.wrapping_add(1)).await?;
     }
-    refuse_unsupported(client, seq, client_caps, resp.len()).await?;
+    let seq = seq.wrapping_add(1);
     let require = tls.is_some_and(|t| t.require);
-    secure::enforce(client, seq, config, require, None).await?;
-    let hs = HandshakeResponse::deserialize((), &mut ParseBuf(&resp))
-        .map_err(|e| SessionError::Malformed(format!("handshake response: {e}")))?;
-    let user = String::from_utf8_lossy(hs.user()).into_owned();
-    let mut auth_data = hs.scramble_buf().to_vec();
-    let mut cleartext = false;
-    match hs.auth_plugin() {
-        None | Some(AuthPlugin::MysqlNativePassword) => {}
-        // Over TLS: full authentication, no switch (auth::server).
-        Some(AuthPlugin::CachingSha2Password) if client.is_secure() => {
-            (auth_data, seq) = auth::server::full_auth(client, seq).await?;
-            cleartext = true;
-        }
-        // e.g. caching_sha2_password in plaintext: answer the native way.
-        Some(_) => (auth_data, seq) = switch_to_native(client, seq, &scramble).await?,
-    }
-    let capabilities = client_caps & identity.capabilities;
-    if !check(config, &user, &scramble, &auth_data, cleartext) {
-        deny(client, seq, &user, !auth_data.is_empty()).await?;
-        return Err(SessionError::AccessDenied(user));
-    }
-    secure::enforce(client, seq, config, false, Some(&user)).await?;
-    Ok((login(&hs, user, capabilities, seq), scramble))
-}
-
-/// Read the handshake response (or SSLRequest) and the next sequence id.
-async fn read_response(client: &mut PacketIo) -> Result<(Vec<u8>, u8), SessionError> {
-    let Some((resp, seq)) = client.read_packet(PRE_AUTH_LIMIT).await.map_err(read_err)? else {
-        return Err(SessionError::ClientIo(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "client left during handshake",
-        )));
-    };
-    Ok((resp, seq.wrapping_add(1)))
+    secure::enforce(client, seq, &shared.config, require, None).await?;
+    Ok((identity, resp, seq))
 }
 
 /// The capability flags at the start of a handshake response.
@@ -164,16 +198,86 @@ fn response_caps(resp: &[u8]) -> CapabilityFlags {
     ))
 }
 
-/// A native-password answer to `scramble`, or (`cleartext`) the password
-/// itself, received over TLS.
-fn check(config: &Config, user: &str, scramble: &[u8; 20], answer: &[u8], cleartext: bool) -> bool {
-    match config.user(user.as_bytes()) {
-        Some(u) if cleartext => auth::server::verify_cleartext(&u.password, answer),
-        _ => verify(config, user, scramble, answer),
+/// The client's proof of its password, for the plugin it logged in with
+/// (`answer`: its first answer, to `scramble`). mysql_native_password: the
+/// answer itself; caching_sha2_password over TLS: full authentication, the
+/// password itself (`auth::server`, no switch); anything else (e.g.
+/// caching_sha2_password in plaintext): switched to mysql_native_password
+/// with a fresh `scramble`. Returns the answer, the next sequence id and
+/// whether the answer is the cleartext password.
+async fn client_answer(
+    client: &mut PacketIo,
+    plugin: Option<&[u8]>,
+    answer: Vec<u8>,
+    seq: u8,
+    scramble: &mut [u8; 20],
+) -> Result<(Vec<u8>, u8, bool), SessionError> {
+    match plugin {
+        None | Some(b"") | Some(NATIVE) => Ok((answer, seq, false)),
+        Some(crate::auth::caching_sha2::NAME) if client.is_secure() => {
+            let (password, seq) = crate::auth::server::full_auth(client, seq).await?;
+            Ok((password, seq, true))
+        }
+        Some(_) => {
+            *scramble = new_scramble();
+            let (answer, seq) = switch_to_native(client, seq, scramble).await?;
+            Ok((answer, seq, false))
+        }
     }
 }
 
-/// The initial handshake packet (protocol 10) announcing `identity`.
+fn proof(answer: &[u8], cleartext: bool) -> Proof<'_> {
+    if cleartext {
+        Proof::Cleartext(answer)
+    } else {
+        Proof::Native(answer)
+    }
+}
+
+/// Read a packet before authentication: at most [`PRE_AUTH_LIMIT`] bytes,
+/// first sequence id `seq`. Refusals are answered (ER_HANDSHAKE_ERROR,
+/// ER_NET_PACKETS_OUT_OF_ORDER) before the error is returned.
+async fn read_pre_auth(client: &mut PacketIo, seq: u8) -> Result<(Vec<u8>, u8), SessionError> {
+    match client.read_packet_seq(PRE_AUTH_LIMIT, seq).await {
+        Ok(Some(p)) => Ok(p),
+        Ok(None) => Err(SessionError::ClientIo(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "client left during handshake",
+        ))),
+        Err(e) => Err(refuse_read(client, seq, e).await),
+    }
+}
+
+/// Answer a refused client packet the way MariaDB does (ERR, then the
+/// caller closes): a packet over the limit before authentication gets
+/// ER_HANDSHAKE_ERROR, one with a wrong sequence id
+/// ER_NET_PACKETS_OUT_OF_ORDER. Returns the error ending the session.
+pub(crate) async fn refuse_read(
+    client: &mut PacketIo,
+    seq: u8,
+    e: wire::ReadError,
+) -> SessionError {
+    match e {
+        wire::ReadError::TooLarge => {
+            let msg = format!(
+                "Bad handshake: a packet larger than {PRE_AUTH_LIMIT} bytes before authentication"
+            );
+            let _ = client
+                .send_packet(seq.wrapping_add(1), &ER_HANDSHAKE_ERROR.payload(&msg))
+                .await;
+            SessionError::PacketTooLarge
+        }
+        wire::ReadError::OutOfOrder { got, .. } => {
+            let p = ER_NET_PACKETS_OUT_OF_ORDER.payload("Got packets out of order");
+            let _ = client.send_packet(got.wrapping_add(1), &p).await;
+            SessionError::OutOfOrder
+        }
+        wire::ReadError::Io(e) => SessionError::ClientIo(e),
+    }
+}
+
+/// The initial handshake packet (protocol 10) announcing `identity`
+/// (MariaDB's extended capabilities in the last 4 reserved bytes).
 async fn send_greeting(
     client: &mut PacketIo,
     identity: &ServerIdentity,
@@ -192,7 +296,8 @@ async fn send_greeting(
         identity.collation,
         StatusFlags::SERVER_STATUS_AUTOCOMMIT,
         Some(NATIVE),
-    );
+    )
+    .with_mariadb_ext_capabilities(identity.mariadb);
     let mut payload = Vec::with_capacity(128);
     greeting.serialize(&mut payload);
     client.send_packet(0, &payload).await?;
@@ -236,11 +341,7 @@ async fn switch_to_native(
     switch.extend_from_slice(scramble);
     switch.push(0);
     client.send_packet(seq, &switch).await?;
-    let Some((answer, s)) = client.read_packet(PRE_AUTH_LIMIT).await.map_err(read_err)? else {
-        return Err(SessionError::Malformed(
-            "client left during auth switch".into(),
-        ));
-    };
+    let (answer, s) = read_pre_auth(client, seq.wrapping_add(1)).await?;
     Ok((answer, s.wrapping_add(1)))
 }
 
@@ -248,9 +349,11 @@ async fn switch_to_native(
 fn login(
     hs: &HandshakeResponse<'_>,
     user: String,
-    capabilities: CapabilityFlags,
+    negotiated: Negotiated,
+    accounts: Accounts,
     seq: u8,
 ) -> Login {
+    let capabilities = negotiated.capabilities;
     let database = hs
         .db_name()
         .filter(|d| !d.is_empty() && capabilities.contains(CapabilityFlags::CLIENT_CONNECT_WITH_DB))
@@ -265,32 +368,13 @@ fn login(
         user,
         database,
         capabilities,
+        mariadb: negotiated.mariadb,
+        accounts,
         collation: hs.collation(),
         attributes,
         seq,
     }
 }
-
-fn read_err(e: wire::ReadError) -> SessionError {
-    match e {
-        wire::ReadError::TooLarge => SessionError::PacketTooLarge,
-        wire::ReadError::Io(e) => SessionError::ClientIo(e),
-    }
-}
-
-/// mysql_native_password: the client proves it knows the password by
-/// sending SHA1(pw) XOR SHA1(scramble + SHA1(SHA1(pw))).
-pub fn verify(config: &Config, user: &str, scramble: &[u8; 20], answer: &[u8]) -> bool {
-    let Some(u) = config.user(user.as_bytes()) else {
-        return false;
-    };
-    match scramble_native(scramble, u.password.as_bytes()) {
-        None => answer.is_empty(),
-        Some(expected) => answer.len() == 20 && constant_time_eq(&expected, answer),
-    }
-}
-
-use auth::constant_time_eq;
 
 /// Send ER_ACCESS_DENIED_ERROR worded like the server's
 /// (`Access denied for user 'u'@'host' (using password: YES)`).
@@ -371,39 +455,35 @@ pub fn parse_change_user(body: &[u8], caps: CapabilityFlags) -> Option<ChangeUse
 }
 
 /// Authenticate a COM_CHANGE_USER; switches plugins like the first login
-/// (caching_sha2_password over TLS: full authentication). Returns the next
-/// sequence id on success.
+/// (caching_sha2_password over TLS: full authentication).
+/// Returns the next sequence id and the new user's backend accounts, or the
+/// denial (not answered yet, as for [`accept`]).
 ///
 /// # Errors
-/// [`SessionError::AccessDenied`] (the ERR is sent),
+/// As the reads of [`accept`]: [`SessionError::ClientIo`],
+/// [`SessionError::PacketTooLarge`], [`SessionError::OutOfOrder`];
 /// [`SessionError::InsecureTransport`] for a `require_tls` user on a
-/// plaintext connection (the ERR is sent),
-/// [`SessionError::Malformed`] when the client leaves mid-switch,
-/// [`SessionError::ClientIo`] on a broken client connection.
+/// plaintext connection (the ERR is sent).
 pub async fn change_user(
     client: &mut PacketIo,
-    config: &Config,
+    shared: &Shared,
     scramble: &mut [u8; 20],
     cu: &ChangeUser,
-) -> Result<u8, SessionError> {
-    let mut seq = 1u8;
-    let mut answer = cu.auth.clone();
-    let mut cleartext = false;
-    match cu.plugin.as_deref() {
-        None | Some(b"") | Some(NATIVE) => {}
-        Some(auth::caching_sha2::NAME) if client.is_secure() => {
-            (answer, seq) = auth::server::full_auth(client, seq).await?;
-            cleartext = true;
+) -> Result<Result<(u8, Accounts), Denial>, SessionError> {
+    let plugin = cu.plugin.as_deref();
+    let (answer, seq, cleartext) =
+        client_answer(client, plugin, cu.auth.clone(), 1, scramble).await?;
+    let authoritative = shared.pattern.load().primary();
+    let proof = proof(&answer, cleartext);
+    match auth::verify(shared, &cu.user, scramble, proof, authoritative).await {
+        Some(accounts) => {
+            secure::enforce(client, seq, &shared.config, false, Some(&cu.user)).await?;
+            Ok(Ok((seq, accounts)))
         }
-        Some(_) => {
-            *scramble = new_scramble();
-            (answer, seq) = switch_to_native(client, seq, scramble).await?;
-        }
+        None => Ok(Err(Denial {
+            user: cu.user.clone(),
+            seq,
+            with_password: !answer.is_empty(),
+        })),
     }
-    if !check(config, &cu.user, scramble, &answer, cleartext) {
-        deny(client, seq, &cu.user, !answer.is_empty()).await?;
-        return Err(SessionError::AccessDenied(cu.user.clone()));
-    }
-    secure::enforce(client, seq, config, false, Some(&cu.user)).await?;
-    Ok(seq)
 }

@@ -9,14 +9,17 @@
 #![warn(missing_docs)]
 
 mod align;
+mod auth;
 mod backends;
 mod ddl_defaults;
 mod exec;
 pub mod handshake;
 mod kill;
 mod ledger;
+mod login;
 mod metrics;
 mod mirror_txn;
+pub mod passthrough;
 mod pinning;
 pub mod prepared;
 mod secondary;
@@ -25,13 +28,16 @@ pub mod state;
 mod temptables;
 #[cfg(test)]
 mod tests;
+pub mod throttle;
 mod txn;
 mod uservars;
+mod watch;
 
 use std::sync::Arc;
 
 use mysql_common::constants::StatusFlags;
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
@@ -52,7 +58,14 @@ use txn::TxnGate;
 
 /// Serve one accepted client until it quits, fails, or `shutdown` is
 /// cancelled (checked between commands: a running statement finishes).
-pub async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: CancellationToken) {
+/// `unauthenticated` is the connection's share of
+/// `max_unauthenticated_connections`, given back once it logged in.
+pub async fn serve(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    shutdown: CancellationToken,
+    unauthenticated: OwnedSemaphorePermit,
+) {
     let conn_id = shared.next_conn_id();
     let peer = stream
         .peer_addr()
@@ -62,7 +75,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: Cancellatio
         tracing::info_span!("conn", id = conn_id, peer = %peer, user = tracing::field::Empty);
     async move {
         let client = PacketIo::new(stream);
-        match Session::start(shared, client, conn_id).await {
+        match Session::start(shared, client, conn_id, unauthenticated).await {
             Ok(Some(mut session)) => {
                 tracing::Span::current().record("user", session.login.user.as_str());
                 debug!("authenticated");
@@ -77,6 +90,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, shutdown: Cancellatio
             Ok(None) => {}
             // A bare TCP check (load balancer, port probe) is not worth an INFO line.
             Err(SessionError::ClientIo(e)) => debug!("client left before logging in: {e}"),
+            Err(SessionError::HandshakeTimeout) => {}
             Err(e) => info!("login failed: {e}"),
         }
     }
@@ -98,6 +112,9 @@ pub struct Session {
     login: Login,
     /// The scramble the client's password was last checked against.
     scramble: [u8; 20],
+    /// Close the client connection with a reset (the authoritative backend
+    /// reset the idle session) instead of gracefully.
+    reset_client: bool,
     /// Backend connections, replayable session state, prepared statements.
     backends: Backends,
     /// The open transaction's frozen pattern and the pattern gate unit.
@@ -118,16 +135,11 @@ impl Session {
         shared: Arc<Shared>,
         mut client: PacketIo,
         conn_id: u32,
+        unauthenticated: OwnedSemaphorePermit,
     ) -> Result<Option<Session>, SessionError> {
-        let identity = shared.identity();
-        let (login, scramble) = handshake::accept(
-            &mut client,
-            &shared.config,
-            &identity,
-            conn_id,
-            shared.tls.as_deref(),
-        )
-        .await?;
+        let (login, scramble) = login::log_in(&shared, &mut client, conn_id).await?;
+        drop(unauthenticated);
+        shared.sessions.set_user(conn_id, &login.user);
         let seq = login.seq;
         let mut session = Session::new(shared, client, conn_id, login, scramble);
         let primary = session.shared.pattern.load().primary();
@@ -153,6 +165,8 @@ impl Session {
     ) -> Session {
         let params = ConnectParams {
             capabilities: login.capabilities,
+            mariadb: login.mariadb,
+            credentials: None,
             collation: login.collation,
             database: login.database.clone(),
             max_packet: shared.config.limits.max_allowed_packet as u32,
@@ -160,7 +174,7 @@ impl Session {
             attributes: login.attributes.clone(),
         };
         Session {
-            backends: Backends::new(shared.clone(), conn_id, params),
+            backends: Backends::new(shared.clone(), conn_id, params, login.accounts.clone()),
             gate: TxnGate::default(),
             secondary: Secondary::new(shared.clone()),
             vars: uservars::UserVars::default(),
@@ -171,6 +185,7 @@ impl Session {
             conn_id,
             login,
             scramble,
+            reset_client: false,
         }
     }
 
@@ -182,18 +197,20 @@ impl Session {
             if shutdown.is_cancelled() {
                 return Ok(());
             }
-            let packet = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => return Ok(()),
-                p = self.client.read_packet(limit) => p,
-            };
-            let payload = match packet {
+            if let Flow::Quit = self.idle(&shutdown).await? {
+                return Ok(());
+            }
+            // Every command starts a new exchange: sequence id 0.
+            let payload = match self.client.read_packet_seq(limit, 0).await {
                 Ok(Some((payload, _))) => payload,
                 Ok(None) => return Ok(()),
                 Err(ReadError::TooLarge) => {
                     let msg = "Got a packet bigger than 'max_allowed_packet' bytes";
                     self.reply_err(codes::ER_NET_PACKET_TOO_LARGE, msg).await?;
                     return Err(SessionError::PacketTooLarge);
+                }
+                Err(e @ ReadError::OutOfOrder { .. }) => {
+                    return Err(handshake::refuse_read(&mut self.client, 0, e).await)
                 }
                 Err(ReadError::Io(e)) => return Err(e.into()),
             };
@@ -257,14 +274,33 @@ impl Session {
         }
     }
 
-    /// COM_QUERY: KILL of a cutover connection id is translated; everything
-    /// else is classified and run under the pattern.
+    /// COM_QUERY: a KILL is translated to backend threads (or refused);
+    /// everything else is classified and run under the pattern.
     async fn on_query(&mut self, payload: &[u8], sql: &[u8]) -> Result<(), SessionError> {
-        if let Some(kill) = kill::parse(sql) {
-            return self.kill(kill).await;
+        let c = classify::classify(sql);
+        let Some(plan) = kill::plan(sql, &c, &self.login.user) else {
+            return self.run_query(payload, c).await;
+        };
+        let Some(rest) = self.kill(sql, plan).await? else {
+            return Ok(());
+        };
+        // The leading KILL was the only one: the rest names no thread (and
+        // is never relayed if it somehow did).
+        let c = classify::classify(&rest);
+        if c.kills > 0 {
+            let plan = kill::KillPlan::Refuse("a second KILL in a multi-statement");
+            return self.kill(&rest, plan).await.map(drop);
         }
-        let mut c = classify::classify(sql);
-        c.class = self.hidden_writes(sql, c.class);
+        self.run_query(&crate::command::query(&rest), c).await
+    }
+
+    /// Run a classified COM_QUERY under the pattern.
+    async fn run_query(
+        &mut self,
+        payload: &[u8],
+        mut c: classify::Classified,
+    ) -> Result<(), SessionError> {
+        c.class = self.hidden_writes(payload.get(1..).unwrap_or_default(), c.class);
         let remember = match (c.use_db, c.class) {
             (Some(db), _) => exec::Remember::Database(db),
             (None, Class::SessionState) => exec::Remember::Statement,
@@ -332,25 +368,30 @@ impl Session {
         let Some(cu) = handshake::parse_change_user(body, self.login.capabilities) else {
             return Err(SessionError::Malformed("COM_CHANGE_USER".into()));
         };
-        let seq = match handshake::change_user(
-            &mut self.client,
-            &self.shared.config,
-            &mut self.scramble,
-            &cu,
-        )
-        .await
-        {
-            Ok(seq) => seq,
-            Err(SessionError::AccessDenied(u) | SessionError::InsecureTransport(u)) => {
-                info!(user = %u, "change user denied; closing");
+        let changed =
+            handshake::change_user(&mut self.client, &self.shared, &mut self.scramble, &cu).await;
+        let (seq, accounts) = match changed {
+            Ok(Ok(ok)) => ok,
+            Err(SessionError::InsecureTransport(u)) => {
+                info!(user = %u, "change user refused without TLS; closing");
                 return Ok(Flow::Quit);
             }
             Err(e) => return Err(e),
+            Ok(Err(denial)) => {
+                login::answer_denied(&self.shared, &mut self.client, &denial).await?;
+                info!(user = %denial.user, "change user denied; closing");
+                return Ok(Flow::Quit);
+            }
         };
-        self.backends.change_user(cu.database, cu.collation).await;
+        self.backends
+            .change_user(accounts.clone(), cu.database, cu.collation)
+            .await;
         self.vars.reset();
         self.temps.clear();
         self.secondary.reset();
+        self.shared.sessions.set_user(self.conn_id, &cu.user);
+        tracing::Span::current().record("user", cu.user.as_str());
+        self.login.accounts = accounts;
         self.login.user = cu.user;
         if let Some(c) = cu.collation {
             self.login.collation = c;
@@ -375,10 +416,15 @@ impl Session {
             .unwrap_or_else(|| self.shared.pattern.load())
     }
 
-    /// Log every backend connection out and close the client's.
+    /// Log every backend connection out and close the client's (with a
+    /// reset when the authoritative backend reset the idle session).
     async fn close(mut self) {
         self.backends.quit_all().await;
-        self.client.shutdown().await;
+        if self.reset_client {
+            self.client.reset_on_drop();
+        } else {
+            self.client.shutdown().await;
+        }
         debug!(conn = self.conn_id, "closed");
     }
 }

@@ -231,6 +231,10 @@ impl Session {
                 .reply_err(codes::ER_MAX_PREPARED_STMT_COUNT_REACHED, msg)
                 .await;
         }
+        if classify::names_a_thread(sql) {
+            let msg = "This version of cutover doesn't yet support 'KILL in a prepared statement through cutover'";
+            return self.reply_err(codes::ER_NOT_SUPPORTED_YET, msg).await;
+        }
         let class = self.hidden_writes(sql, classify::classify_class(sql));
         let plan = route::plan(self.current_pattern(), class);
         if let Err(e) = self.backends.ensure(plan.primary).await {
@@ -273,7 +277,7 @@ impl Session {
         let summary = match result {
             Ok((s, _)) => s,
             Err(RelayError::Backend(e)) => return self.reply_backend_error(e).await.map(|_| None),
-            Err(RelayError::Client(e)) => return Err(e.into()),
+            Err(e) => return Err(e.into()),
         };
         let Some((backend_id, _, params)) = summary.prepared else {
             return Ok(None);

@@ -59,6 +59,10 @@ impl Harness {
             database: None,
             capabilities: testing::connect_params().capabilities
                 | CapabilityFlags::CLIENT_TRANSACTIONS,
+            mariadb: mysql_common::constants::MariadbCapabilities::empty(),
+            accounts: super::auth::configured_accounts(&crate::config::UserConfig::new(
+                "app", "app",
+            )),
             collation: 45,
             attributes: Vec::new(),
             seq: 2,

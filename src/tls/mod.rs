@@ -241,6 +241,14 @@ impl Transport for tokio_rustls::client::TlsStream<Box<dyn Transport>> {
         self.get_ref().0.peer_addr()
     }
 
+    fn set_nodelay(&self) {
+        self.get_ref().0.set_nodelay();
+    }
+
+    fn set_reset_on_close(&self) {
+        self.get_ref().0.set_reset_on_close();
+    }
+
     fn is_secure(&self) -> bool {
         true
     }
@@ -249,6 +257,14 @@ impl Transport for tokio_rustls::client::TlsStream<Box<dyn Transport>> {
 impl Transport for tokio_rustls::server::TlsStream<Box<dyn Transport>> {
     fn peer_addr(&self) -> Option<SocketAddr> {
         self.get_ref().0.peer_addr()
+    }
+
+    fn set_nodelay(&self) {
+        self.get_ref().0.set_nodelay();
+    }
+
+    fn set_reset_on_close(&self) {
+        self.get_ref().0.set_reset_on_close();
     }
 
     fn is_secure(&self) -> bool {

@@ -247,6 +247,7 @@ fn load_config(
             member_id: env.get("CUTOVER_COORDINATION_MEMBER_ID").cloned(),
             ..Default::default()
         },
+        ..Default::default()
     };
     Config::load(&tmp.path().join(file), &overrides)
         .unwrap_or_else(|e| panic!("ConfigMap cutover.toml: {e}"))

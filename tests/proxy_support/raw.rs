@@ -81,3 +81,49 @@ pub fn err_code(p: &[u8]) -> u16 {
     assert_eq!(p[0], 0xFF, "expected ERR, got {p:?}");
     u16::from_le_bytes([p[1], p[2]])
 }
+
+/// What a raw login saw: the greeting, and the server's reply payload.
+pub struct RawLogin {
+    pub io: PacketIo,
+    pub greeting: HandshakePacket<'static>,
+    pub reply: Vec<u8>,
+}
+
+/// Log in as `user` with exactly `caps` and MariaDB extended capabilities
+/// `mariadb` (sent in the last 4 filler bytes, as MariaDB clients do when
+/// they clear CLIENT_MYSQL), mysql_native_password, database `shop`.
+pub async fn login_as(
+    port: u16,
+    caps: CapabilityFlags,
+    mariadb: u32,
+    user: &str,
+    password: &str,
+) -> RawLogin {
+    let mut io = PacketIo::new(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    let frame = io.expect_frame().await.unwrap();
+    let greeting = HandshakePacket::deserialize((), &mut ParseBuf(frame.payload()))
+        .unwrap()
+        .into_owned();
+    let auth = scramble_native(&greeting.nonce(), password.as_bytes())
+        .map(|a| a.to_vec())
+        .unwrap_or_default();
+    let caps = caps | CapabilityFlags::CLIENT_CONNECT_WITH_DB;
+    let mut p = caps.bits().to_le_bytes().to_vec();
+    p.extend_from_slice(&(1u32 << 24).to_le_bytes());
+    p.push(45);
+    p.extend_from_slice(&[0; 19]);
+    p.extend_from_slice(&mariadb.to_le_bytes());
+    p.extend_from_slice(user.as_bytes());
+    p.push(0);
+    p.push(auth.len() as u8);
+    p.extend_from_slice(&auth);
+    p.extend_from_slice(b"shop\0");
+    p.extend_from_slice(b"mysql_native_password\0");
+    io.send_packet(1, &p).await.unwrap();
+    let reply = io.expect_frame().await.unwrap().payload().to_vec();
+    RawLogin {
+        io,
+        greeting,
+        reply,
+    }
+}
