@@ -15,17 +15,12 @@ use cutover::wire::PacketIo;
 use mysql_async::prelude::*;
 use proxy_support::raw::{self, err_code, login_as};
 use proxy_support::{config_text, server_code, TestProxy};
-use support::Pair;
+use support::{free_port, Pair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Generous bound for what must happen (liveness, not timing).
 const LIVE: Duration = Duration::from_secs(10);
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 /// Whether the server closed `s` (EOF or reset) within `wait`; bytes it
 /// sends first (an ERR) are read and dropped.
