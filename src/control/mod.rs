@@ -132,12 +132,7 @@ impl ControlPlane {
         let store: Arc<dyn StateStore> = Arc::new(trail::Trailed::new(store, &cfg.data_dir));
         // Before the data path accepts anyone: its gauges start from the registered 0.
         metrics::install();
-        let token = cfg.admin_token.clone().filter(|t| !t.is_empty());
-        if token.is_none() && !is_loopback_addr(&cfg.admin_listen) {
-            return Err(ControlError::InsecureAdmin {
-                addr: cfg.admin_listen.clone(),
-            });
-        }
+        let token = admin_token(cfg)?;
         let persisted = match store.load()? {
             Some(p) => {
                 tracing::info!(store = %store.describe(), state = %p.state, "loaded persisted state");
@@ -166,15 +161,7 @@ impl ControlPlane {
             }
         };
         let pattern = persisted.state.pattern();
-        let control = ControlPlane {
-            coordination: Coordination::Local(store),
-            persisted,
-            probe: Arc::new(PingProbe::new(cfg)),
-            validation: None,
-            drift: Some(Arc::new(drift::DriftMonitor::new(cfg))),
-            token,
-            settings: settings(cfg),
-        };
+        let control = Self::assemble(cfg, Coordination::Local(store), persisted, token);
         Ok((control, pattern))
     }
 
@@ -193,12 +180,7 @@ impl ControlPlane {
         stop: CancellationToken,
     ) -> Result<(Self, PatternHandle, Arc<fleet::Fleet>), ControlError> {
         metrics::install();
-        let token = cfg.admin_token.clone().filter(|t| !t.is_empty());
-        if token.is_none() && !is_loopback_addr(&cfg.admin_listen) {
-            return Err(ControlError::InsecureAdmin {
-                addr: cfg.admin_listen.clone(),
-            });
-        }
+        let token = admin_token(cfg)?;
         let crate::config::Coordination::Etcd(etcd) = &cfg.coordination else {
             return Err(ControlError::Fleet(fleet::FleetError::Etcd {
                 endpoints: String::new(),
@@ -209,16 +191,32 @@ impl ControlPlane {
         let persisted = fleet
             .current_state()
             .unwrap_or_else(|| PersistedState::fresh(State::fresh(cfg.initial_pattern)));
-        let control = ControlPlane {
-            coordination: Coordination::Fleet(Arc::clone(&fleet)),
+        let control = Self::assemble(
+            cfg,
+            Coordination::Fleet(Arc::clone(&fleet)),
+            persisted,
+            token,
+        );
+        Ok((control, handle, fleet))
+    }
+
+    /// A control plane over `coordination` with the default probe, the
+    /// drift monitor and no validator yet.
+    fn assemble(
+        cfg: &Config,
+        coordination: Coordination,
+        persisted: PersistedState,
+        token: Option<String>,
+    ) -> Self {
+        ControlPlane {
+            coordination,
             persisted,
             probe: Arc::new(PingProbe::new(cfg)),
             validation: None,
             drift: Some(Arc::new(drift::DriftMonitor::new(cfg))),
             token,
             settings: settings(cfg),
-        };
-        Ok((control, handle, fleet))
+        }
     }
 
     /// Replace the backend health probe (the data path's authenticated ping, or a test's).
@@ -313,6 +311,21 @@ impl ControlPlane {
         tracing::info!("admin API stopped");
         Ok(())
     }
+}
+
+/// The admin token (`admin_token`, empty = none).
+///
+/// # Errors
+/// [`ControlError::InsecureAdmin`] when there is none and `admin_listen` is
+/// not a loopback address.
+fn admin_token(cfg: &Config) -> Result<Option<String>, ControlError> {
+    let token = cfg.admin_token.clone().filter(|t| !t.is_empty());
+    if token.is_none() && !is_loopback_addr(&cfg.admin_listen) {
+        return Err(ControlError::InsecureAdmin {
+            addr: cfg.admin_listen.clone(),
+        });
+    }
+    Ok(token)
 }
 
 fn settings(cfg: &Config) -> scheduler::Settings {
