@@ -6,14 +6,13 @@
 //! Needs what `scripts/test` installs: the mariadb client, `.venv` with
 //! PyMySQL, Java with `libmariadb-java`.
 
-mod proxy_support;
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cutover::pattern::Pattern;
-use proxy_support::TestProxy;
+use support::proxy::TestProxy;
 use support::Pair;
 use tokio::process::Command;
 

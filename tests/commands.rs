@@ -1,7 +1,6 @@
 //! The less common commands and framings, spoken byte by byte: classic EOF,
 //! FIELD_LIST, STATISTICS, SET_OPTION, SEND_LONG_DATA, LOCAL INFILE, KILL.
 
-mod proxy_support;
 mod support;
 
 use std::time::Duration;
@@ -9,8 +8,8 @@ use std::time::Duration;
 use cutover::pattern::Pattern;
 use mysql_async::prelude::*;
 use mysql_common::constants::CapabilityFlags;
-use proxy_support::raw::{self, command, err_code, next, until_terminator};
-use proxy_support::TestProxy;
+use support::proxy::raw::{self, command, err_code, next, until_terminator};
+use support::proxy::TestProxy;
 use support::Pair;
 
 fn classic_caps() -> CapabilityFlags {
@@ -233,10 +232,10 @@ async fn kill_uses_cutover_connection_ids() {
     // SLEEP() interrupted by KILL QUERY returns 1 (or the query is aborted)
     match got {
         Ok(v) => assert_eq!(v, Some(1)),
-        Err(e) => assert_eq!(proxy_support::server_code(&e), 1317),
+        Err(e) => assert_eq!(support::proxy::server_code(&e), 1317),
     }
     // an id cutover never handed out is not passed to the backend
     let e = killer.query_drop("KILL 999999").await.unwrap_err();
-    assert_eq!(proxy_support::server_code(&e), 1094);
+    assert_eq!(support::proxy::server_code(&e), 1094);
     proxy.stop().await;
 }

@@ -6,18 +6,17 @@
 //! fixed report, to exercise the scheduler's rules (validation, quiet period,
 //! inconsistencies, cancel); they say nothing about real data comparison.
 
-mod control_support;
 mod support;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use control_support::{config, Admin};
 use cutover::control::{
     BoxFuture, ControlPlane, FullOutcome, FullRequest, FullRun, FullStarted, ValidationError,
     ValidationService,
 };
+use support::control::{config, Admin};
 use support::Pair;
 use tokio_util::sync::CancellationToken;
 

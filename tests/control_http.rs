@@ -1,13 +1,12 @@
 //! The admin API over real TCP, against real MariaDB backends: every route,
 //! every status code, every (from, to) move, and 100 concurrent moves.
 
-mod control_support;
 mod support;
 
-use control_support::{closed_port_url, config, Admin};
 use cutover::control::admin::ROUTES;
 use cutover::control::State;
 use cutover::pattern::Pattern;
+use support::control::{closed_port_url, config, Admin};
 use support::Pair;
 
 async fn admin_for(pair: &Pair, dir: &tempfile::TempDir, extra: &str) -> Admin {
@@ -222,7 +221,7 @@ async fn hundred_concurrent_moves_leave_state_and_pattern_agreeing() {
         );
         let addr = admin.addr;
         tasks.push(tokio::spawn(async move {
-            control_support::request(addr, "POST", &path, "", None).await
+            support::control::request(addr, "POST", &path, "", None).await
         }));
     }
     let mut ok = 0;

@@ -1,16 +1,15 @@
 //! `/metrics` read by a real Prometheus text-format parser, with the real
 //! proxy serving traffic so the data path's series are there too.
 
-mod control_support;
 mod support;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use control_support::{config, Admin};
 use cutover::listener::Listener;
 use mysql_async::prelude::*;
 use prometheus_parse::{Sample, Scrape, Value};
+use support::control::{config, Admin};
 use support::Pair;
 use tokio_util::sync::CancellationToken;
 

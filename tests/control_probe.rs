@@ -2,14 +2,13 @@
 //! probe, against real MariaDB; the greeting probe's edge cases against a
 //! tiny fake listener (only the probe itself is under test there).
 
-mod control_support;
 mod support;
 
 use std::time::Duration;
 
-use control_support::{closed_port_url, config};
 use cutover::control::{BackendProbe, PingProbe, TcpGreetingProbe};
 use cutover::pattern::Side;
+use support::control::{closed_port_url, config};
 use support::MariaDb;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;

@@ -2,16 +2,15 @@
 //! it is still dst_first and routing to the destination (real MariaDB pair,
 //! real proxy, real admin API).
 
-mod control_support;
 mod support;
 
 use std::sync::Arc;
 
-use control_support::{config, Admin};
 use cutover::control::ControlPlane;
 use cutover::listener::Listener;
 use cutover::pattern::Pattern;
 use mysql_async::prelude::*;
+use support::control::{config, Admin};
 use support::Pair;
 use tokio_util::sync::CancellationToken;
 

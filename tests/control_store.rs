@@ -1,16 +1,16 @@
 //! The state file: atomic writes, a corrupt file refuses to start, a
 //! restart keeps the state, and the admin bind-address safety check.
 
-mod control_support;
+mod support;
 
 use std::sync::Arc;
 
-use control_support::{closed_port_url, config, Admin};
 use cutover::control::{
     ControlError, ControlPlane, FileStateStore, PersistedState, State, StateStore, StoreError,
 };
 use cutover::pattern::{Pattern, PatternHandle};
 use cutover::stats::DataPathStats;
+use support::control::{closed_port_url, config, Admin};
 
 #[test]
 fn save_replaces_the_file_atomically_and_leaves_no_temp_file() {

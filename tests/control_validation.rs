@@ -1,12 +1,11 @@
 //! The validation routes of the admin API with the real validator plugged
 //! in (as `cutover serve` does): full run, inconsistencies, fix, incremental.
 
-mod control_support;
 mod support;
 
 use std::time::Duration;
 
-use control_support::{config, Admin};
+use support::control::{config, Admin};
 use support::Pair;
 
 async fn wait_last_full(admin: &Admin, before: &serde_json::Value) -> serde_json::Value {

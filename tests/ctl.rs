@@ -1,12 +1,11 @@
 //! `cutover ctl` against a running admin API (real validator, real MariaDB
 //! pair): exit codes and output of each command.
 
-mod control_support;
 mod support;
 
 use std::path::Path;
 
-use control_support::{config, Admin};
+use support::control::{config, Admin};
 use support::Pair;
 use tokio::process::Command;
 

@@ -8,8 +8,6 @@
 //! kubernetes-validate (pip, `tests/deploy/requirements.txt` in `.venv`),
 //! systemd-analyze (systemd), curl.
 
-mod binary_support;
-mod control_support;
 mod support;
 
 #[path = "deploy/docker.rs"]
@@ -26,8 +24,8 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use binary_support::{free_port, repo_path, Cutover};
 use cutover::metric_catalog::{MetricKind, CATALOG};
+use support::binary::{free_port, repo_path, Cutover};
 use support::Pair;
 
 /// Names Prometheus itself attaches to a scrape (not exported by cutover).
@@ -327,7 +325,7 @@ fn version_names_the_git_commit() {
 /// Returns (exit code, stderr).
 fn serve_and_stop(env: &[(&str, &str)], via_terminal: bool) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
-    let closed = control_support::closed_port_url();
+    let closed = support::control::closed_port_url();
     let config = format!(
         "listen = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\nstate_file = \"{}\"\nconnect_timeout_ms = 200\n\
          [source]\nurl = \"{closed}\"\n[destination]\nurl = \"{closed}\"\n",

@@ -2,14 +2,11 @@
 //! still store the same values for mirrored statements, and the drift is
 //! reported before it bites.
 
-mod control_support;
-mod proxy_support;
 mod support;
-mod validate_common;
 
 use cutover::pattern::Pattern;
 use mysql_async::prelude::*;
-use proxy_support::TestProxy;
+use support::proxy::TestProxy;
 use support::{MariaDb, Pair};
 
 /// Source: local time +02:00, latin1, strict, 8 division digits;
@@ -127,7 +124,7 @@ async fn client_sets_are_replayed_on_top_of_the_reference_values() {
 }
 
 fn admin_config(pair: &Pair, dir: &std::path::Path, extra: &str) -> cutover::config::Config {
-    control_support::config(
+    support::control::config(
         &pair.source.url("shop"),
         &pair.destination.url("shop"),
         &dir.join("state.json"),
@@ -156,7 +153,7 @@ async fn status_shows_drift_and_an_authority_move_with_blocking_drift_is_409() {
     let ddl = "CREATE TABLE shop.x (id INT PRIMARY KEY, s VARCHAR(10))";
     pair.source.exec(ddl).await;
     pair.destination.exec(ddl).await;
-    let admin = control_support::Admin::start(&admin_config(&pair, dir.path(), "")).await;
+    let admin = support::control::Admin::start(&admin_config(&pair, dir.path(), "")).await;
     let st = admin.get("/status").await.json();
     let names = drift_names(&st);
     for blocking in [
@@ -224,7 +221,7 @@ async fn drift_declared_intended_does_not_block() {
     let dir = tempfile::tempdir().unwrap();
     let extra = "[mirror]\nddl_defaults = \"own\"\n\
                  intended_drift = [\"time_zone\", \"sql_mode\", \"DIV_PRECISION_INCREMENT\"]\n";
-    let admin = control_support::Admin::start(&admin_config(&pair, dir.path(), extra)).await;
+    let admin = support::control::Admin::start(&admin_config(&pair, dir.path(), extra)).await;
     let st = admin.get("/status").await.json();
     let names = drift_names(&st);
     assert!(
@@ -319,7 +316,7 @@ async fn validator_compares_text_across_intended_charset_drift_and_reports_schem
     names_table(&pair).await;
     let dir = tempfile::tempdir().unwrap();
     // ddl_defaults = "primary": a charset difference is a schema mismatch, per table, before rows.
-    let strict = validate_common::validator(&pair, Pattern::SrcFirst, &dir.path().join("a"), "");
+    let strict = support::validate::validator(&pair, Pattern::SrcFirst, &dir.path().join("a"), "");
     let r = strict.run_full_to_completion(None, false).await.unwrap();
     assert_eq!(r.skipped.len(), 1, "{r:?}");
     assert_eq!(r.skipped[0].table, "names");
@@ -331,7 +328,7 @@ async fn validator_compares_text_across_intended_charset_drift_and_reports_schem
     assert!(r.skipped[0].reason.contains("latin1") && r.skipped[0].reason.contains("utf8mb4"));
     // ddl_defaults = "own": converted text and UTC instants compare equal …
     let own = "[mirror]\nddl_defaults = \"own\"";
-    let v = validate_common::validator(&pair, Pattern::SrcFirst, &dir.path().join("b"), own);
+    let v = support::validate::validator(&pair, Pattern::SrcFirst, &dir.path().join("b"), own);
     let r = v.run_full_to_completion(None, false).await.unwrap();
     assert!(r.skipped.is_empty(), "{:?}", r.skipped);
     assert_eq!(r.totals.found(), 0, "{r:?}");

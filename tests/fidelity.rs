@@ -1,13 +1,12 @@
 //! What the client receives through cutover is exactly what the server sent:
 //! values, column definitions, OK/ERR packets, multiple result sets.
 
-mod proxy_support;
 mod support;
 
 use cutover::pattern::Pattern;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row, Value};
-use proxy_support::{server_code, TestProxy};
+use support::proxy::{server_code, TestProxy};
 use support::Pair;
 
 const TYPES_DDL: &str = "CREATE TABLE typed (

@@ -3,15 +3,13 @@
 //! MariaDB pair: coordinated two-phase switches, membership, fencing, leader
 //! failover of background work (docs/FLEET.md).
 
-mod binary_support;
-mod control_support;
 mod support;
 
 use std::time::{Duration, Instant};
 
-use binary_support::Cutover;
 use mysql_async::prelude::*;
 use serde_json::Value;
+use support::binary::Cutover;
 use support::{Etcd, Pair};
 
 const PREFIX: &str = "/cutover/test";

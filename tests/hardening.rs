@@ -2,8 +2,6 @@
 //! both ports — each finding as a regression test against real MariaDB
 //! servers and the real binary where memory or start-up is the subject.
 
-mod control_support;
-mod proxy_support;
 mod support;
 
 use std::path::Path;
@@ -13,8 +11,8 @@ use std::time::{Duration, Instant};
 use cutover::pattern::Pattern;
 use cutover::wire::PacketIo;
 use mysql_async::prelude::*;
-use proxy_support::raw::{self, err_code, login_as};
-use proxy_support::{config_text, server_code, TestProxy};
+use support::proxy::raw::{self, err_code, login_as};
+use support::proxy::{config_text, server_code, TestProxy};
 use support::{free_port, Pair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -309,7 +307,7 @@ async fn a_deleted_state_file_is_refused_when_data_dir_shows_the_migration_moved
     wait_listening(port).await;
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], admin));
     for step in ["/src_only", "/src_first"] {
-        let r = control_support::request(addr, "POST", step, "", None).await;
+        let r = support::control::request(addr, "POST", step, "", None).await;
         assert_eq!(r.status, 200, "{step}: {}", r.body);
     }
     let _ = Command::new("kill")
@@ -339,9 +337,9 @@ async fn a_deleted_state_file_is_refused_when_data_dir_shows_the_migration_moved
 #[tokio::test]
 async fn the_admin_api_refuses_oversized_requests_and_times_out_a_short_body() {
     let dir = tempfile::tempdir().unwrap();
-    let url = control_support::closed_port_url();
-    let cfg = control_support::config(&url, &url, &dir.path().join("state.json"), "");
-    let admin = control_support::Admin::start(&cfg).await;
+    let url = support::control::closed_port_url();
+    let cfg = support::control::config(&url, &url, &dir.path().join("state.json"), "");
+    let admin = support::control::Admin::start(&cfg).await;
     let send = |raw: Vec<u8>| async move {
         let mut s = TcpStream::connect(admin.addr).await.unwrap();
         let _ = s.write_all(&raw).await;

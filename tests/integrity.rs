@@ -2,18 +2,16 @@
 //! the microsecond, AUTO_INCREMENT ids, UUID(), RAND()), and authority
 //! switches drain in-flight work so clients never fail because of them.
 
-mod control_support;
-mod proxy_support;
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use control_support::Admin;
 use cutover::pattern::Pattern;
 use mysql_async::prelude::*;
-use proxy_support::TestProxy;
+use support::control::Admin;
+use support::proxy::TestProxy;
 use support::Pair;
 
 const TABLE: &str = "CREATE TABLE m (
@@ -195,7 +193,7 @@ async fn unsafe_statements_are_flagged_and_queued_for_recheck() {
 }
 
 async fn control_with_proxy(pair: &Pair, dir: &std::path::Path, extra: &str) -> (Admin, TestProxy) {
-    let cfg = control_support::config(
+    let cfg = support::control::config(
         &pair.source.url("shop"),
         &pair.destination.url("shop"),
         &dir.join("state.json"),

@@ -4,14 +4,13 @@
 //! be translated is refused before anything runs (ER_NOT_SUPPORTED_YET). A
 //! multi-statement led by its only KILL runs the KILL translated, then the rest.
 
-mod proxy_support;
 mod support;
 
 use std::time::Duration;
 
 use cutover::pattern::Pattern;
 use mysql_async::prelude::*;
-use proxy_support::{server_code, TestProxy};
+use support::proxy::{server_code, TestProxy};
 use support::{MariaDb, Pair};
 
 const NOT_SUPPORTED: u16 = 1235;

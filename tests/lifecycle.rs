@@ -3,7 +3,6 @@
 //! (issue 16 item 3). Through cutover both are noticed at once, not at the
 //! next statement.
 
-mod proxy_support;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -11,8 +10,8 @@ use std::time::{Duration, Instant};
 use cutover::pattern::Pattern;
 use cutover::wire::PacketIo;
 use mysql_async::prelude::*;
-use proxy_support::raw::{self, login_as};
-use proxy_support::TestProxy;
+use support::proxy::raw::{self, login_as};
+use support::proxy::TestProxy;
 use support::{MariaDb, Pair};
 
 /// Generous bound for what must happen (liveness, not timing).

@@ -5,8 +5,6 @@
 //! a statement cannot be made deterministic (triggers), it is counted and
 //! repaired. Against real MariaDB pairs, in src_first and dst_first.
 
-mod control_support;
-mod proxy_support;
 mod support;
 
 use std::time::Duration;
@@ -14,7 +12,7 @@ use std::time::Duration;
 use cutover::pattern::Pattern;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row};
-use proxy_support::TestProxy;
+use support::proxy::TestProxy;
 use support::{MariaDb, Pair};
 
 const DOUBLE: [Pattern; 2] = [Pattern::SrcFirst, Pattern::DstFirst];
@@ -425,14 +423,14 @@ async fn control_with_proxy(
     pair: &Pair,
     dir: &std::path::Path,
     extra: &str,
-) -> (control_support::Admin, TestProxy) {
-    let cfg = control_support::config(
+) -> (support::control::Admin, TestProxy) {
+    let cfg = support::control::config(
         &pair.source.url("shop"),
         &pair.destination.url("shop"),
         &dir.join("state.json"),
         extra,
     );
-    let admin = control_support::Admin::start_with_validation(&cfg).await;
+    let admin = support::control::Admin::start_with_validation(&cfg).await;
     let mut proxy_cfg = cfg.clone();
     proxy_cfg.listen = "127.0.0.1:0".into();
     let proxy = TestProxy::attach(proxy_cfg, admin.pattern.clone(), admin.stats.clone()).await;

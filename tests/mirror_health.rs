@@ -4,16 +4,14 @@
 //! dirty record only when the retries do not help. Against real MariaDB
 //! pairs, through cutover in src_first.
 
-mod control_support;
-mod proxy_support;
 mod support;
 
 use std::time::Duration;
 
-use control_support::Admin;
 use cutover::pattern::Pattern;
 use mysql_async::prelude::*;
-use proxy_support::{server_code, TestProxy};
+use support::control::Admin;
+use support::proxy::{server_code, TestProxy};
 use support::{MariaDb, Pair};
 
 const LIVE: Duration = Duration::from_secs(30);
@@ -47,7 +45,7 @@ async fn lock_waits(db: &MariaDb, n: u64) {
 }
 
 async fn control_with_proxy(pair: &Pair, dir: &std::path::Path, extra: &str) -> (Admin, TestProxy) {
-    let cfg = control_support::config(
+    let cfg = support::control::config(
         &pair.source.url("shop"),
         &pair.destination.url("shop"),
         &dir.join("state.json"),

@@ -10,7 +10,6 @@
 //! Needs what `scripts/test` installs: node with tests/compat/node's
 //! mysql2, Java with `libmariadb-java`, the mariadb client.
 
-mod proxy_support;
 mod support;
 
 use std::path::PathBuf;
@@ -19,8 +18,8 @@ use std::time::Duration;
 use cutover::pattern::Pattern;
 use cutover::wire::PacketIo;
 use mysql_common::constants::{CapabilityFlags, MariadbCapabilities};
-use proxy_support::raw::{self, login_as};
-use proxy_support::TestProxy;
+use support::proxy::raw::{self, login_as};
+use support::proxy::TestProxy;
 use support::Pair;
 use tokio::process::Command;
 

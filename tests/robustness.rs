@@ -1,7 +1,6 @@
 //! Bad input, limits, failures and shutdown: clear MySQL errors, no panics,
 //! no hangs, bounded memory.
 
-mod proxy_support;
 mod support;
 
 use std::process::Stdio;
@@ -11,8 +10,8 @@ use cutover::pattern::Pattern;
 use cutover::wire::PacketIo;
 use mysql_async::prelude::*;
 use mysql_common::scramble::scramble_native;
-use proxy_support::raw::{self, command, err_code};
-use proxy_support::{config_text, server_code, TestProxy};
+use support::proxy::raw::{self, command, err_code};
+use support::proxy::{config_text, server_code, TestProxy};
 use support::Pair;
 use tokio::net::TcpStream;
 

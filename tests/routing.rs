@@ -1,11 +1,10 @@
 //! Routing by pattern, checked by reading each backend directly.
 
-mod proxy_support;
 mod support;
 
 use cutover::pattern::Pattern;
 use mysql_async::prelude::*;
-use proxy_support::TestProxy;
+use support::proxy::TestProxy;
 use support::Pair;
 
 async fn with_table(pair: &Pair) {

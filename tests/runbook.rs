@@ -2,17 +2,15 @@
 //! real MariaDB pairs with the demo's own schema (`deploy/sample/shop.sql`,
 //! foreign keys included) plus a self-referencing table and an FK cycle.
 
-mod control_support;
-mod proxy_support;
 mod support;
 
 use std::path::Path;
 use std::time::Duration;
 
-use control_support::{config, Admin};
 use cutover::config::Config;
-use proxy_support::TestProxy;
 use serde_json::{json, Value};
+use support::control::{config, Admin};
+use support::proxy::TestProxy;
 use support::{MariaDb, Pair};
 use tokio::process::Command;
 

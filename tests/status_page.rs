@@ -6,15 +6,13 @@
 //! check every move both on the page and through `GET /status`.
 //! A screenshot is kept at `target/status-page.png`.
 
-mod binary_support;
-mod control_support;
 mod support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use binary_support::{free_port, target_dir, Cutover};
 use fantoccini::{Client, ClientBuilder, Locator};
+use support::binary::{free_port, target_dir, Cutover};
 use support::Pair;
 
 const TOKEN: &str = "page-test-token";
@@ -447,7 +445,7 @@ async fn operator_walks_the_migration_from_the_status_page() {
 async fn the_page_is_served_without_a_token_and_holds_no_data() {
     let pair = Pair::start().await;
     let cutover = Cutover::start(&pair, &format!("admin_token = \"{TOKEN}\""), &[]).await;
-    let r = control_support::request(cutover.admin, "GET", "/", "", None).await;
+    let r = support::control::request(cutover.admin, "GET", "/", "", None).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
     let csp = r
@@ -467,8 +465,8 @@ async fn the_page_is_served_without_a_token_and_holds_no_data() {
         );
     }
     // Every other route still needs the token.
-    let r = control_support::request(cutover.admin, "GET", "/status", "", None).await;
+    let r = support::control::request(cutover.admin, "GET", "/status", "", None).await;
     assert_eq!(r.status, 401);
-    let r = control_support::request(cutover.admin, "POST", "/", "", None).await;
+    let r = support::control::request(cutover.admin, "POST", "/", "", None).await;
     assert_eq!(r.status, 401, "only GET / is open");
 }

@@ -4,7 +4,6 @@
 //! `ed25519` user, serves its own clients over TLS, and the validator and
 //! fixer connect over TLS too.
 
-mod proxy_support;
 mod support;
 
 use std::path::Path;
@@ -15,8 +14,8 @@ use cutover::config::Config;
 use cutover::pattern::{Pattern, PatternHandle, Side};
 use cutover::validate::Validator;
 use mysql_async::prelude::*;
-use proxy_support::{server_code, TestProxy};
 use support::certs::{self, Certs};
+use support::proxy::{server_code, TestProxy};
 use support::Pair;
 
 /// A pair refusing plaintext, serving the test CA's certificate, with an

@@ -5,12 +5,11 @@
 //! is only for cutover's own work. `auth = "passthrough"` lets accounts
 //! created on the server at run time log in without a config change.
 
-mod proxy_support;
 mod support;
 
 use cutover::pattern::Pattern;
 use mysql_async::prelude::*;
-use proxy_support::{server_code, TestProxy};
+use support::proxy::{server_code, TestProxy};
 use support::Pair;
 
 const ACCESS_DENIED: u16 = 1045;

@@ -7,14 +7,13 @@
 //! to start without its prerequisites.
 
 mod support;
-mod validate_common;
 
 use cutover::pattern::Pattern;
 use cutover::validate::capture::{CaptureError, DirtyKey, ReaderState};
 use cutover::validate::{EventStatus, Kind, Validator};
 use serde_json::json;
+use support::validate::*;
 use support::{binlog_flags, Pair};
-use validate_common::*;
 
 const SCHEMA: &str = "CREATE TABLE t (id INT UNSIGNED PRIMARY KEY, v VARCHAR(20), n INT);\n\
     CREATE TABLE c (a INT NOT NULL, b VARCHAR(10) CHARACTER SET latin1 NOT NULL, v INT, PRIMARY KEY (a, b));\n\

@@ -3,7 +3,6 @@
 //! and during the outage are all reported once, and `/status` and
 //! `/metrics` show the capture.
 
-mod control_support;
 mod support;
 
 use std::collections::BTreeSet;
@@ -12,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use control_support::request;
+use support::control::request;
 use support::{free_port, Pair};
 
 const SCHEMA: &str = "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20));\n\
@@ -35,7 +34,7 @@ impl Serve {
         Serve { child, admin }
     }
 
-    async fn get(&self, path: &str) -> Option<control_support::Reply> {
+    async fn get(&self, path: &str) -> Option<support::control::Reply> {
         tokio::net::TcpStream::connect(self.admin).await.ok()?;
         Some(request(self.admin, "GET", path, "", None).await)
     }

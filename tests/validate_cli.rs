@@ -2,7 +2,6 @@
 //! 2 for configuration errors; `--fix` repairs; a summary table on stdout.
 
 mod support;
-mod validate_common;
 
 use cutover::control::{FileStateStore, PersistedState, State, StateStore};
 use cutover::pattern::Pattern;
@@ -51,7 +50,7 @@ async fn exit_codes_summary_and_fix() {
     std::fs::write(
         &cfg,
         state_line.clone()
-            + &validate_common::config_text(
+            + &support::validate::config_text(
                 &pair,
                 Pattern::SrcFirst,
                 &data,

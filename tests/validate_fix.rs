@@ -1,9 +1,7 @@
 //! The fixer repairs open events while an application writes the same rows
 //! through cutover (src_first): the end state is consistent.
 
-mod proxy_support;
 mod support;
-mod validate_common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,9 +10,9 @@ use std::time::Duration;
 use cutover::pattern::Pattern;
 use cutover::validate::EventStatus;
 use mysql_async::prelude::*;
-use proxy_support::TestProxy;
+use support::proxy::TestProxy;
+use support::validate::*;
 use support::Pair;
-use validate_common::*;
 
 #[tokio::test]
 async fn fixer_repairs_while_a_writer_updates_the_same_rows_through_the_proxy() {

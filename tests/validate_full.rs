@@ -3,13 +3,12 @@
 //! key are reported as skipped.
 
 mod support;
-mod validate_common;
 
 use cutover::pattern::Pattern;
 use cutover::validate::{EventStatus, Kind, Outcome};
 use serde_json::json;
+use support::validate::*;
 use support::Pair;
-use validate_common::*;
 
 const ITEMS: &str = "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(40) NOT NULL, \
     note VARCHAR(40) NULL, price DECIMAL(12,2), at DATETIME(6), doc JSON, bin VARBINARY(16), \

@@ -2,7 +2,6 @@
 //! updated while the scan runs are not skipped.
 
 mod support;
-mod validate_common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -10,8 +9,8 @@ use std::time::Duration;
 use cutover::pattern::Pattern;
 use cutover::validate::{EventStatus, Kind, Outcome};
 use serde_json::json;
+use support::validate::*;
 use support::Pair;
-use validate_common::*;
 
 const T: &str = "CREATE TABLE t (id INT PRIMARY KEY, v INT, utime BIGINT NOT NULL, KEY (utime));";
 

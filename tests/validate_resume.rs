@@ -2,15 +2,14 @@
 //! Backfill: a full run with fixing enabled fills an empty destination.
 
 mod support;
-mod validate_common;
 
 use std::time::Duration;
 
 use cutover::pattern::Pattern;
 use cutover::validate::{EventStatus, Kind, Outcome};
 use serde_json::json;
+use support::validate::*;
 use support::Pair;
-use validate_common::*;
 
 #[tokio::test]
 async fn stopped_run_resumes_from_checkpoint() {

@@ -9,7 +9,7 @@ use std::process::Command;
 use cutover::config::{Config, Overrides};
 use cutover::control::admin::ROUTES;
 
-use crate::binary_support::repo_path;
+use crate::support::binary::repo_path;
 use crate::{env_vars_read, read, run, tool};
 
 /// One instruction, with its stage.

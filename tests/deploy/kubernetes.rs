@@ -12,8 +12,8 @@ use cutover::config::{Config, Overrides};
 use cutover::control::admin::ROUTES;
 use yaml_serde::Value;
 
-use crate::binary_support::repo_path;
 use crate::docker::Dockerfile;
+use crate::support::binary::repo_path;
 use crate::{env_vars_read, read, run, tool};
 
 const DIR: &str = "deploy/kubernetes";

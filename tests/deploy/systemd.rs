@@ -7,7 +7,7 @@ use std::process::Command;
 
 use cutover::config::{Config, Overrides};
 
-use crate::binary_support::repo_path;
+use crate::support::binary::repo_path;
 use crate::{env_vars_read, read, run, tool};
 
 /// `Key=value` lines of the unit, all values per key in order.

@@ -16,8 +16,12 @@
 //! outlives its test.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod certs;
+pub mod control;
 pub mod mysql8;
+pub mod proxy;
+pub mod validate;
 
 use std::fs;
 use std::io::Write;

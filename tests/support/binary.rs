@@ -1,7 +1,7 @@
 //! Runs the real `cutover serve` binary (as an operator would) against a
 //! MariaDB pair, on free 127.0.0.1 ports, and talks to its admin API.
 //!
-//! Needs `mod support;` and `mod control_support;` in the test file.
+//! `support::binary`: needs `mod support;` in the test file.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::control_support::{request, Reply};
+use crate::support::control::{request, Reply};
 use crate::support::Pair;
 
 pub use crate::support::free_port;
