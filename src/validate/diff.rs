@@ -138,19 +138,7 @@ pub async fn recheck_one(
     run_id: RunId,
 ) -> Result<Option<Inconsistency>, ValidateError> {
     let cfg = inner.validation_cfg();
-    let (tables, skipped) =
-        schema::discover(base, target, &[table.to_string()], &cfg.utime_column).await?;
-    let Some(t) = tables.into_iter().next() else {
-        let reason = skipped
-            .into_iter()
-            .next()
-            .map(|s| s.reason)
-            .unwrap_or_default();
-        return Err(ValidateError::Table {
-            table: table.into(),
-            reason,
-        });
-    };
+    let t = schema::discover_one(base, target, table, &cfg.utime_column).await?;
     let key = key_from_json(&t.pk, &pk).ok_or_else(|| ValidateError::BadKey {
         table: table.into(),
         message: format!("expected {{{}}}, got {pk}", column_list(&t.pk)),

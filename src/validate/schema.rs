@@ -162,6 +162,31 @@ async fn row_hash(base: &Db, target: &Db) -> Result<RowHash, ValidateError> {
     })
 }
 
+/// [`discover`] for the one table `table`.
+///
+/// # Errors
+/// [`ValidateError::Table`] with the skip reason when it cannot be
+/// validated (no primary key, missing on a side, …); as [`discover`].
+pub async fn discover_one(
+    base: &Db,
+    target: &Db,
+    table: &str,
+    utime_column: &str,
+) -> Result<TableInfo, ValidateError> {
+    let (tables, skipped) = discover(base, target, &[table.to_string()], utime_column).await?;
+    tables
+        .into_iter()
+        .next()
+        .ok_or_else(|| ValidateError::Table {
+            table: table.into(),
+            reason: skipped
+                .into_iter()
+                .next()
+                .map(|s| s.reason)
+                .unwrap_or_default(),
+        })
+}
+
 /// Discover the tables to validate. `wanted` empty = every base table of the
 /// base database. Returns (tables, skipped) in name order.
 pub async fn discover(

@@ -36,19 +36,7 @@ pub async fn recheck_table(
     run_id: RunId,
 ) -> Result<u64, ValidateError> {
     let cfg = inner.validation_cfg();
-    let (tables, skipped) =
-        schema::discover(base, target, &[table.to_string()], &cfg.utime_column).await?;
-    let Some(t) = tables.into_iter().next() else {
-        let reason = skipped
-            .into_iter()
-            .next()
-            .map(|s| s.reason)
-            .unwrap_or_default();
-        return Err(ValidateError::Table {
-            table: table.into(),
-            reason,
-        });
-    };
+    let t = schema::discover_one(base, target, table, &cfg.utime_column).await?;
     let n = cfg.chunk_max_rows.max(1);
     let delay = Duration::from_millis(cfg.recheck_delay_ms);
     let mut lo: Option<Key> = None;
