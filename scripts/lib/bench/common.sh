@@ -63,6 +63,7 @@ listen = "127.0.0.1:$port"
 admin_listen = "127.0.0.1:$admin"
 initial_pattern = "$pattern"
 state_file = "$dir/$name.state.json"
+data_dir = "$dir/$name.data"
 max_connections = 4000
 ${BENCH_CUTOVER_TOP:-}
 [source]
