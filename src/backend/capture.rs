@@ -158,6 +158,7 @@ impl<T> Backend<T> {
     /// result is read (before that command's) into [`Self::take_captured`].
     /// At most `limit` bytes of rows are kept.
     pub fn queue_capture(&mut self, payload: &[u8], limit: usize) {
+        self.before_command();
         self.io.queue_packet(0, payload);
         self.expected.push_back(super::Expected::Captured(limit));
     }

@@ -80,6 +80,12 @@ pub struct Backend<T = ()> {
     /// sent before the next statement that does not read the previous
     /// statement's diagnostics (see `Session::relay_primary`).
     pub pending_reset: Option<&'static [u8]>,
+    /// `SET autocommit=1` is owed: cutover switched autocommit off on this
+    /// (mirror) connection for a transaction that has ended. Sent before
+    /// the next command of any kind, unless [`Self::keep_autocommit_off`]
+    /// takes it first (the next command is a mirrored BEGIN, which needs
+    /// autocommit off again): one command less per transaction.
+    restore_autocommit: bool,
 }
 
 /// An answer owed by the backend for a command sent ahead.
@@ -122,6 +128,7 @@ impl<T> Backend<T> {
             settled: Vec::new(),
             captured: Vec::new(),
             pending_reset: None,
+            restore_autocommit: false,
         }
     }
 
@@ -146,6 +153,34 @@ impl<T> Backend<T> {
             .contains(CapabilityFlags::CLIENT_DEPRECATE_EOF)
     }
 
+    /// Owe `SET autocommit=1` (see the field): it goes before the next
+    /// command this connection sends.
+    pub fn owe_autocommit_restore(&mut self) {
+        self.restore_autocommit = true;
+    }
+
+    /// Whether `SET autocommit=1` is owed.
+    pub fn autocommit_restore_owed(&self) -> bool {
+        self.restore_autocommit
+    }
+
+    /// Take the owed `SET autocommit=1` without sending it: the next command
+    /// is a BEGIN that wants autocommit off. `false` when none was owed.
+    pub fn keep_autocommit_off(&mut self) -> bool {
+        std::mem::take(&mut self.restore_autocommit)
+    }
+
+    /// Every command goes through here first: an owed `SET autocommit=1`
+    /// is queued ahead of it, so no path can send a command on a connection
+    /// whose autocommit cutover left off.
+    fn before_command(&mut self) {
+        if std::mem::take(&mut self.restore_autocommit) {
+            self.io.queue_packet(0, &command::query("SET autocommit=1"));
+            self.expected.push_back(Expected::Silent);
+            self.autocommit = true;
+        }
+    }
+
     /// Send a command packet (sequence 0), with any queued silent commands
     /// before it. Commands without a response (STMT_CLOSE, SEND_LONG_DATA)
     /// end here.
@@ -153,6 +188,7 @@ impl<T> Backend<T> {
     /// # Errors
     /// [`BackendError::Io`] when the write fails.
     pub async fn send(&mut self, payload: &[u8]) -> Result<(), BackendError> {
+        self.before_command();
         self.io.queue_packet(0, payload);
         self.io.flush().await.map_err(|e| self.io_err(e))
     }
@@ -161,6 +197,7 @@ impl<T> Backend<T> {
     /// itself (e.g. pinning SETs around a mirrored write). Sent with the next
     /// command, so it costs no round trip of its own; an ERR answer is logged.
     pub fn queue_silent(&mut self, payload: &[u8]) {
+        self.before_command();
         self.io.queue_packet(0, payload);
         self.expected.push_back(Expected::Silent);
     }
@@ -172,6 +209,7 @@ impl<T> Backend<T> {
     /// # Errors
     /// [`BackendError::Io`] when the write fails (the tag stays outstanding).
     pub async fn send_deferred(&mut self, payload: &[u8], tag: T) -> Result<(), BackendError> {
+        self.before_command();
         self.io.queue_packet(0, payload);
         self.expected.push_back(Expected::Deferred(tag));
         self.io.flush().await.map_err(|e| self.io_err(e))

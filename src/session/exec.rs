@@ -8,6 +8,7 @@ use std::time::Instant;
 use tracing::warn;
 
 use super::ledger::TxnEnd;
+use super::pinning::{OwedReset, TimestampPin};
 use super::prepared::Statements;
 use super::secondary::{Mirrored, Pinning};
 use super::uservars::VarSync;
@@ -184,7 +185,7 @@ impl Session {
         }
         let text = statement_text(&cmd, &mut self.backends.stmts);
         let mut sync = self.plan_var_sync(&text, plan.mirror, class);
-        let on_primary = self.on_primary(&plan, &cmd, pinning.as_ref(), &mut sync);
+        let on_primary = self.on_primary(&plan, (&cmd, tx), pinning.as_ref(), &mut sync);
         let Some((summary, infile)) = on_primary.await? else {
             return Ok(());
         };
@@ -262,7 +263,7 @@ impl Session {
     async fn on_primary(
         &mut self,
         plan: &Plan,
-        cmd: &Cmd<'_>,
+        (cmd, tx): (&Cmd<'_>, Option<TxKind>),
         pinning: Option<&Pinning>,
         sync: &mut VarSync,
     ) -> Result<Option<(Summary, Option<InfileCopy>)>, SessionError> {
@@ -272,22 +273,21 @@ impl Session {
             Err(u) => return self.reply_unsendable(u).await.map(|()| None),
         };
         let limit = self.shared.config.limits.max_allowed_packet;
-        self.owed_reset(side, cmd);
+        let mariadb = self.backends.get(side).is_some_and(|b| b.mariadb);
+        let (payload, pre, post, clock) = match pinning {
+            Some(p) => {
+                let x = p.apply(payload.into_owned(), mariadb, None);
+                (Cow::Owned(x.payload), x.pre, x.post, x.timestamp)
+            }
+            None => (payload, None, None, TimestampPin::Untouched),
+        };
+        self.owed_reset(side, cmd, clock, tx);
         if let Some(b) = self.backends.get(side) {
             sync.queue(b, limit);
-        }
-        let mut post = None;
-        let payload = match (pinning, self.backends.get(side)) {
-            (Some(p), Some(b)) => {
-                let pinned = p.apply(payload.into_owned(), b.mariadb, None);
-                if let Some(pre) = &pinned.pre {
-                    b.queue_silent(pre);
-                }
-                post = pinned.post;
-                Cow::Owned(pinned.payload)
+            if let Some(pre) = &pre {
+                b.queue_silent(pre);
             }
-            _ => payload,
-        };
+        }
         // With a mirror, the client gets its answer only once the other side
         // has applied the statement too: a client that reacts to the answer
         // (or tells another client) cannot get ahead of the mirror, so the
@@ -299,7 +299,7 @@ impl Session {
         if let Some(b) = self.backends.get(side) {
             // Not sent now: it would reset the diagnostics (ROW_COUNT(),
             // warnings) the client may read next. See `owed_reset`.
-            b.pending_reset = b.pending_reset.or(post);
+            b.pending_reset = post.or(b.pending_reset);
             sync.answered(b);
         }
         Ok(Some(result))
@@ -307,10 +307,11 @@ impl Session {
 
     /// A pinning reset owed by the authoritative connection (pinned around
     /// a prepared statement, or on a server without `SET STATEMENT`) is
-    /// sent before this statement, unless the statement reads the previous
+    /// sent before this statement when it may read the clock
+    /// ([`OwedReset::before`]), unless the statement reads the previous
     /// one's diagnostics: then it waits for the next one (meanwhile NOW()
     /// there returns the pinned write's time).
-    fn owed_reset(&mut self, side: Side, cmd: &Cmd<'_>) {
+    fn owed_reset(&mut self, side: Side, cmd: &Cmd<'_>, clock: TimestampPin, tx: Option<TxKind>) {
         let owed = self
             .backends
             .get(side)
@@ -318,17 +319,24 @@ impl Session {
         if !owed {
             return;
         }
-        let reads = match cmd {
-            Cmd::Raw(p) => determinism::reads_diagnostics(p.get(1..).unwrap_or_default()),
-            Cmd::Execute { id, .. } => self
-                .backends
-                .stmts
-                .get_mut(*id)
-                .is_some_and(|s| determinism::reads_diagnostics(&s.sql)),
+        let text = match cmd {
+            Cmd::Raw(p) => p.get(1..).unwrap_or_default(),
+            Cmd::Execute { id, .. } => match self.backends.stmts.get_mut(*id) {
+                Some(s) => &s.sql[..],
+                None => &[],
+            },
         };
-        if let Some(b) = self.backends.get(side).filter(|_| !reads) {
-            if let Some(reset) = b.pending_reset.take() {
-                b.queue_silent(reset);
+        let rule = OwedReset::before(clock, tx, text);
+        let send = rule == OwedReset::Send && !determinism::reads_diagnostics(text);
+        if let Some(b) = self.backends.get(side) {
+            match rule {
+                OwedReset::Drop => b.pending_reset = None,
+                OwedReset::Send if send => {
+                    if let Some(reset) = b.pending_reset.take() {
+                        b.queue_silent(reset);
+                    }
+                }
+                _ => {}
             }
         }
     }

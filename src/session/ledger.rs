@@ -105,10 +105,17 @@ pub struct Entry {
     pub pre: Vec<Vec<u8>>,
     /// The command itself.
     pub payload: Vec<u8>,
-    /// A silent command queued after it (pinning reset).
+    /// A silent command owed after it (pinning reset).
     pub post: Option<&'static [u8]>,
     /// What its answer is compared with.
     pub check: MirrorCheck,
+    /// A BEGIN that runs with autocommit off on the mirror (switched off by
+    /// `pre`, or still off from the previous transaction): the share stays
+    /// uncommitted after a mirror-only deadlock until it is replayed.
+    pub forces_autocommit_off: bool,
+    /// A BEGIN that takes the `SET autocommit=1` the connection owed
+    /// instead of sending it (autocommit is still off).
+    pub keeps_autocommit_off: bool,
 }
 
 impl Entry {
@@ -347,6 +354,8 @@ mod tests {
             payload: vec![b'x'; 100],
             post: None,
             check: check(n),
+            forces_autocommit_off: false,
+            keeps_autocommit_off: false,
         };
         t.record(entry(1));
         assert!(t.replayable());

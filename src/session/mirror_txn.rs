@@ -234,9 +234,10 @@ impl Secondary {
             }
         }
         if t.autocommit_forced_off && primary_autocommit != Some(false) {
+            // Owed rather than sent: a BEGIN next (the usual case) wants it
+            // off again; anything else gets it first (`Backend`).
             if let Some(b) = up.get(side) {
-                b.queue_silent(&command::query("SET autocommit=1"));
-                b.autocommit = true;
+                b.owe_autocommit_restore();
             }
         }
     }

@@ -2,8 +2,10 @@
 //! `SET STATEMENT … FOR <statement>` on MariaDB, or with a `SET` before and
 //! a reset after, the client's own pinning variables left alone.
 
+use crate::classify::TxKind;
 use crate::command::{self, Com};
 use crate::determinism::{self, Analysis, ClientPins, Pin, Pinnable};
+use crate::lexer::{Lexer, Tok};
 
 /// How one mirrored write is made deterministic (the same pin on both sides).
 pub(super) struct Pinning {
@@ -18,6 +20,74 @@ pub(super) struct Pinned {
     pub payload: Vec<u8>,
     pub pre: Option<Vec<u8>>,
     pub post: Option<&'static [u8]>,
+    /// What the command does to the connection's `timestamp`.
+    pub timestamp: TimestampPin,
+}
+
+/// What a command does to its connection's `timestamp` (its clock).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) enum TimestampPin {
+    /// Nothing: the command runs on the session's clock.
+    #[default]
+    Untouched,
+    /// `SET timestamp=…` goes before it: the session's clock stays pinned
+    /// until a `SET timestamp=DEFAULT` (owed afterwards).
+    Session,
+    /// `SET STATEMENT timestamp=… FOR`: pinned for this statement only; the
+    /// session's clock is as before afterwards.
+    Statement,
+}
+
+/// What becomes of a `SET timestamp=DEFAULT` a connection owes (a pinned
+/// prepared write ran on it) when `next` goes to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OwedReset {
+    /// Sent before the command: it may read the clock.
+    Send,
+    /// Not needed: the command pins the session's clock itself and owes a
+    /// reset of its own.
+    Drop,
+    /// Still owed: the command reads no clock of the session (it pins its
+    /// own for itself, or it is a lone BEGIN / COMMIT / ROLLBACK).
+    Keep,
+}
+
+impl OwedReset {
+    /// The rule for one command: `pin` as [`Pinned::timestamp`], `tx` its
+    /// transaction-control kind, `text` its SQL (a prepared statement's
+    /// text is always one statement; a COM_QUERY may hold several, and
+    /// then only a clock-free pin keeps the reset owed).
+    ///
+    /// Sending the reset only where a clock can be read saves one command
+    /// per pinned prepared write on each side (`BEGIN`, n writes, `COMMIT`
+    /// owe it once instead of n times) while NOW() on the connection still
+    /// reads the real time (issue #17).
+    pub fn before(pin: TimestampPin, tx: Option<TxKind>, text: &[u8]) -> OwedReset {
+        match pin {
+            TimestampPin::Session => OwedReset::Drop,
+            TimestampPin::Statement => OwedReset::Keep,
+            TimestampPin::Untouched => {
+                let clock_free =
+                    matches!(tx, Some(TxKind::Begin | TxKind::Commit | TxKind::Rollback));
+                if clock_free && single_statement(text) {
+                    OwedReset::Keep
+                } else {
+                    OwedReset::Send
+                }
+            }
+        }
+    }
+}
+
+/// `text` holds one statement (an optional trailing `;` aside).
+fn single_statement(text: &[u8]) -> bool {
+    let mut lx = Lexer::new(text);
+    while let Some((t, _)) = lx.next() {
+        if t == Tok::Semi {
+            return lx.next().is_none();
+        }
+    }
+    true
 }
 
 impl Pinning {
@@ -31,6 +101,7 @@ impl Pinning {
             payload,
             pre: None,
             post: None,
+            timestamp: TimestampPin::Untouched,
         };
         if self.analysis.pinnable == Pinnable::No {
             return plain(payload);
@@ -42,13 +113,27 @@ impl Pinning {
         let text = (payload.first() == Some(&(Com::COM_QUERY as u8))).then(|| &payload[1..]);
         if let (true, Pinnable::Wrap, Some(text)) = (mariadb, self.analysis.pinnable, text) {
             if let Some(wrapped) = determinism::set_statement(text, &assign, self.analysis.multi) {
-                return plain(wrapped);
+                let timestamp = if self.client.timestamp {
+                    TimestampPin::Untouched
+                } else {
+                    TimestampPin::Statement
+                };
+                return Pinned {
+                    timestamp,
+                    ..plain(wrapped)
+                };
             }
         }
+        let (post, timestamp) = if self.client.timestamp {
+            (None, TimestampPin::Untouched)
+        } else {
+            (Some(determinism::reset()), TimestampPin::Session)
+        };
         Pinned {
             payload,
             pre: Some(command::query(format!("SET {assign}"))),
-            post: (!self.client.timestamp).then(determinism::reset),
+            post,
+            timestamp,
         }
     }
 }

@@ -31,8 +31,8 @@ use super::backends::{Backends, Conn};
 use super::exec::{Cmd, Unsendable};
 use super::ledger::{is_transient, Entry, FailureReason, MirrorTxn, TxnEnd};
 use super::mirror_txn::mismatch;
-use super::pinning::Pinned;
 pub(super) use super::pinning::Pinning;
+use super::pinning::{OwedReset, Pinned, TimestampPin};
 use super::prepared::Statements;
 use super::txn::TxnGate;
 use crate::backend::InfileCopy;
@@ -245,7 +245,7 @@ impl Secondary {
                 self.begin_txn(entry, s.as_ref(), side);
             }
         } else if m.in_txn_after() || self.txn.is_some() {
-            let forced = m.tx == Some(TxKind::Begin) && !entry.pre.is_empty();
+            let forced = entry.forces_autocommit_off;
             if self.txn.is_none() {
                 self.txn = Some(MirrorTxn::new(self.shared.config.mirror.replay_max_bytes));
             }
@@ -283,7 +283,7 @@ impl Secondary {
     /// previous one ended).
     fn begin_txn(&mut self, entry: Entry, s: Option<&Summary>, side: Side) {
         let mut t = MirrorTxn::new(self.shared.config.mirror.replay_max_bytes);
-        t.autocommit_forced_off = !entry.pre.is_empty();
+        t.autocommit_forced_off = entry.forces_autocommit_off;
         t.record(entry.clone());
         self.txn = Some(t);
         if let Some(s) = s {
@@ -360,24 +360,27 @@ impl Secondary {
             None => payload,
         }
         .into_owned();
-        let (autocommit, mariadb) = up
-            .get(m.side)
-            .map_or((false, false), |b| (b.autocommit, b.mariadb));
+        let (autocommit, mariadb, restore_owed) =
+            up.get(m.side).map_or((false, false, false), |b| {
+                (b.autocommit, b.mariadb, b.autocommit_restore_owed())
+            });
+        let begin = m.tx == Some(TxKind::Begin);
+        let keeps = begin && restore_owed;
+        let unpinned = |payload, pre| Pinned {
+            payload,
+            pre,
+            post: None,
+            timestamp: TimestampPin::Untouched,
+        };
         let pinned = match m.pinning {
             Some(p) => p.apply(payload, mariadb, m.primary.ok.map(|o| o.last_insert_id)),
-            None if m.tx == Some(TxKind::Begin) && autocommit => Pinned {
-                payload,
-                pre: Some(command::query("SET autocommit=0")),
-                post: None,
-            },
-            None => Pinned {
-                payload,
-                pre: None,
-                post: None,
-            },
+            None if begin && autocommit && !keeps => {
+                unpinned(payload, Some(command::query("SET autocommit=0")))
+            }
+            None => unpinned(payload, None),
         };
-        // a reset owed from when this connection was the authoritative one
-        let owed = up.get(m.side).and_then(|b| b.pending_reset.take());
+        let forces = begin && m.pinning.is_none() && (keeps || autocommit);
+        let owed = self.owed_reset(up, m, pinned.timestamp);
         let pre = owed
             .map(<[u8]>::to_vec)
             .into_iter()
@@ -389,7 +392,31 @@ impl Secondary {
             payload: pinned.payload,
             post: pinned.post,
             check,
+            forces_autocommit_off: forces,
+            keeps_autocommit_off: keeps,
         })
+    }
+
+    /// The `SET timestamp=DEFAULT` this connection owes (a pinned prepared
+    /// write ran on it, as mirror or as the authoritative side), if it is
+    /// to go before `m` ([`OwedReset::before`]); dropped when `m` pins the
+    /// session's clock itself, kept owed when `m` reads no clock.
+    fn owed_reset(
+        &self,
+        up: &mut Backends,
+        m: &Mirrored<'_, '_>,
+        clock: TimestampPin,
+    ) -> Option<&'static [u8]> {
+        let text = match m.cmd {
+            Cmd::Raw(p) => p.get(1..).unwrap_or_default(),
+            Cmd::Execute { .. } => &[],
+        };
+        let b = up.get(m.side)?;
+        match OwedReset::before(clock, m.tx, text) {
+            OwedReset::Send => b.pending_reset.take(),
+            OwedReset::Drop => b.pending_reset.take().and(None),
+            OwedReset::Keep => None,
+        }
     }
 
     /// Why the absent mirror connection is not (re)opened now, if it is not.
@@ -416,15 +443,16 @@ impl Secondary {
         e: &Entry,
     ) -> Result<(), Unsendable> {
         let b = up.get(side).ok_or(Unsendable::Malformed)?;
+        if e.keeps_autocommit_off {
+            b.keep_autocommit_off();
+        }
         for pre in &e.pre {
             b.queue_silent(pre);
         }
         b.send_deferred(&e.payload, e.check.clone())
             .await
             .map_err(Unsendable::Backend)?;
-        if let Some(post) = e.post {
-            b.queue_silent(post);
-        }
+        b.pending_reset = e.post.or(b.pending_reset);
         Ok(())
     }
 
@@ -446,6 +474,9 @@ impl Secondary {
         let mut attempt = 0;
         loop {
             let b = up.get(side).ok_or(Unsendable::Malformed)?;
+            if e.keeps_autocommit_off {
+                b.keep_autocommit_off();
+            }
             for pre in &e.pre {
                 b.queue_silent(pre);
             }
@@ -454,9 +485,9 @@ impl Secondary {
                 Err(e) => Err(e),
             };
             let s = r.map_err(Unsendable::Backend)?;
-            if let Some(post) = e.post {
-                b.queue_silent(post);
-            }
+            // owed, not sent: the next statement on the mirror may pin the
+            // clock itself or read none (`OwedReset::before`)
+            b.pending_reset = e.post.or(b.pending_reset);
             let transient = s.err.as_ref().filter(|err| is_transient(err));
             match transient {
                 Some(err) if attempt < max => {
