@@ -40,6 +40,9 @@ use crate::error::BackendError;
 use crate::lexer::{Lexer, Tok};
 use crate::pattern::Side;
 
+mod clock;
+pub use clock::{needs, Needs, TableFacts};
+
 /// What a stored routine's or trigger's body may do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Effects {
@@ -67,6 +70,9 @@ pub struct CatalogData {
     pub functions: HashMap<(String, String), Effects>,
     /// Triggers by (schema, table), lower-case.
     pub triggers: HashMap<(String, String), Vec<Trigger>>,
+    /// What writes to each table may read implicitly (for `[mirror]
+    /// pinning = "when_needed"`).
+    pub tables: TableFacts,
 }
 
 impl CatalogData {
@@ -238,8 +244,9 @@ async fn read(
     let autoinc = b
         .query_rows(&q(format!("SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.COLUMNS WHERE EXTRA LIKE '%auto_increment%' AND TABLE_SCHEMA NOT IN {SYSTEM_SCHEMAS}")), limit)
         .await?;
+    let clocked = b.query_rows(&q(clock::clocked_tables_sql()), limit).await?;
     b.quit().await;
-    for c in [&routines, &triggers, &autoinc] {
+    for c in [&routines, &triggers, &autoinc, &clocked] {
         if let Some(err) = &c.err {
             return Err(BackendError::Server {
                 side,
@@ -247,7 +254,10 @@ async fn read(
             });
         }
     }
-    Ok(build(&routines, &triggers, &autoinc))
+    let mut data = build(&routines, &triggers, &autoinc);
+    let trigger_tables = data.triggers.keys().map(|(_, t)| t.as_str());
+    data.tables = TableFacts::build(&clocked, &autoinc, trigger_tables);
+    Ok(data)
 }
 
 fn text(cell: &Option<Vec<u8>>) -> Option<String> {

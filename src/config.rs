@@ -13,7 +13,7 @@ use crate::tls::{BackendTls, BackendTlsKeys};
 
 mod mirror;
 mod users;
-pub use mirror::{DdlDefaults, MirrorConfig};
+pub use mirror::{DdlDefaults, MirrorConfig, Pinning as PinningMode};
 pub use users::{AuthMode, UserConfig};
 mod coordination;
 pub use coordination::{Coordination, CoordinationOverrides, EtcdCoordination, OnCoordinatorLoss};
@@ -813,6 +813,18 @@ mod tests {
             "without [[users]], the source URL's login, mapped to each side's URL account"
         );
         assert_eq!(c.limits.max_connections, 1024);
+    }
+
+    #[test]
+    fn mirror_pinning_defaults_to_always() {
+        assert_eq!(
+            Config::parse(BASE).unwrap().mirror.pinning,
+            PinningMode::Always
+        );
+        let c = Config::parse(&format!("{BASE}\n[mirror]\npinning = \"when_needed\"")).unwrap();
+        assert_eq!(c.mirror.pinning, PinningMode::WhenNeeded);
+        let e = Config::parse(&format!("{BASE}\n[mirror]\npinning = \"never\"")).unwrap_err();
+        assert!(e.to_string().contains("mirror.pinning"), "{e}");
     }
 
     #[test]

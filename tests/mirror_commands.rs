@@ -54,6 +54,16 @@ async fn commands_of_connection(db: &MariaDb, marker: &str) -> Vec<String> {
         .collect()
 }
 
+const ROWS: &str = "SELECT id, v, CAST(at AS CHAR) FROM t ORDER BY id";
+
+/// The rows of `sql` on the source and on the destination.
+async fn on_both<T: FromRow + Send + 'static>(pair: &Pair, sql: &str) -> [Vec<T>; 2] {
+    [
+        pair.source.query(sql).await,
+        pair.destination.query(sql).await,
+    ]
+}
+
 fn count(cmds: &[String], prefix: &str) -> usize {
     cmds.iter().filter(|c| c.starts_with(prefix)).count()
 }
@@ -160,11 +170,7 @@ async fn prepared_writes_cost_one_set_each_and_the_owed_commands_go_only_where_n
     let src = commands_of_connection(&pair.source, "mark-insert").await;
     assert_eq!(count(&src, "SET timestamp=DEFAULT"), 1, "{src:#?}");
 
-    let rows = "SELECT id, v, CAST(at AS CHAR) FROM t ORDER BY id";
-    let (s, d): (Vec<(i32, i32, String)>, Vec<(i32, i32, String)>) = (
-        pair.source.query(rows).await,
-        pair.destination.query(rows).await,
-    );
+    let [s, d] = on_both::<(i32, i32, String)>(&pair, ROWS).await;
     assert_eq!(s, d, "equal to the microsecond on both sides");
     assert_eq!(s.len(), 4);
     proxy.stop().await;
@@ -201,11 +207,7 @@ async fn what_the_mirror_owes_is_paid_when_it_becomes_the_authoritative_side() {
         let seen: Vec<i64> = db.query("SELECT v FROM t WHERE id = 200").await;
         assert_eq!(seen, vec![2], "committed on {}", db.port);
     }
-    let rows = "SELECT id, v, CAST(at AS CHAR) FROM t ORDER BY id";
-    let (s, d): (Vec<(i32, i32, String)>, Vec<(i32, i32, String)>) = (
-        pair.source.query(rows).await,
-        pair.destination.query(rows).await,
-    );
+    let [s, d] = on_both::<(i32, i32, String)>(&pair, ROWS).await;
     assert_eq!(s, d);
     proxy.stop().await;
 }
@@ -244,6 +246,149 @@ async fn a_rolled_back_transaction_and_a_client_s_own_autocommit_keep_the_mirror
             .query("SELECT id FROM t WHERE id >= 300 ORDER BY id")
             .await;
         assert_eq!(seen, vec![301, 302], "on {}", db.port);
+    }
+    proxy.stop().await;
+}
+
+// ---- [mirror] pinning = "when_needed" ---------------------------------------
+
+const WHEN_NEEDED: &str = "[mirror]\npinning = \"when_needed\"\ncatalog_refresh_ms = 300";
+
+/// The pinning variables cutover set on a connection (not the client's).
+fn pins(cmds: &[String]) -> usize {
+    cmds.iter()
+        .filter(|c| {
+            c.starts_with("SET timestamp=")
+                || c.starts_with("SET rand_seed1=")
+                || c.starts_with("SET insert_id=")
+                || c.starts_with("SET STATEMENT")
+        })
+        .count()
+}
+
+async fn equal(pair: &Pair, sql: &str) -> Vec<(i64, String)> {
+    let [s, d] = on_both::<(i64, String)>(pair, sql).await;
+    assert_eq!(s, d, "{sql}: the two sides differ");
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_needed_pins_only_what_a_write_can_read() {
+    let pair = Pair::start_with(&GENERAL_LOG, &GENERAL_LOG).await;
+    let proxy = TestProxy::start_with(&pair, Pattern::SrcFirst, WHEN_NEEDED).await;
+    let mut c = proxy.conn().await;
+    // Created through cutover: each DDL re-reads the catalog before the next statement.
+    for ddl in [
+        "CREATE TABLE p (id INT PRIMARY KEY, v BIGINT) /* mark-ddl */",
+        "CREATE TABLE c (id INT PRIMARY KEY, v INT, \
+         at DATETIME(6) DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6))",
+        "CREATE TABLE a (id INT AUTO_INCREMENT PRIMARY KEY, v INT)",
+        "CREATE TABLE r (id INT PRIMARY KEY, x DOUBLE)",
+        "CREATE TABLE sv (id INT PRIMARY KEY, v INT) WITH SYSTEM VERSIONING",
+    ] {
+        c.query_drop(ddl).await.unwrap();
+    }
+    // the destination hands out other AUTO_INCREMENT values unless pinned
+    pair.destination
+        .exec("ALTER TABLE a AUTO_INCREMENT = 100")
+        .await;
+    let pinned_so_far = || async {
+        let mut v = Vec::new();
+        for db in [&pair.source, &pair.destination] {
+            v.push(pins(&commands_of_connection(db, "mark-ddl").await));
+        }
+        v
+    };
+    // the DDL itself is pinned whole (SET STATEMENT … FOR CREATE TABLE)
+    let after_ddl = pinned_so_far().await;
+    assert_eq!(after_ddl, vec![5, 5]);
+
+    // plain writes to a plain table: nothing pinned on either side
+    for id in 1..=3 {
+        c.exec_drop("INSERT INTO p VALUES (?, ?)", (id, id))
+            .await
+            .unwrap();
+    }
+    c.exec_drop("UPDATE p SET v = v + ? WHERE id = ?", (5, 1))
+        .await
+        .unwrap();
+    c.exec_drop("DELETE FROM p WHERE id = ?", (3,))
+        .await
+        .unwrap();
+    let after_plain = pinned_so_far().await;
+
+    // what a write can read is still pinned
+    c.exec_drop("INSERT INTO c (id, v) VALUES (?, ?)", (1, 1))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    c.exec_drop("UPDATE c SET v = ? WHERE id = ?", (2, 1))
+        .await
+        .unwrap();
+    for v in 1..=3 {
+        c.exec_drop("INSERT INTO a (v) VALUES (?)", (v,))
+            .await
+            .unwrap();
+    }
+    c.exec_drop("INSERT INTO r VALUES (?, RAND())", (1,))
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO p VALUES (10, MICROSECOND(NOW(6)))")
+        .await
+        .unwrap();
+    c.exec_drop("INSERT INTO sv VALUES (?, ?)", (1, 1))
+        .await
+        .unwrap();
+    c.exec_drop("UPDATE sv SET v = ? WHERE id = ?", (2, 1))
+        .await
+        .unwrap();
+    equal(&pair, "SELECT id, CAST(at AS CHAR) FROM c").await;
+    let ids = equal(&pair, "SELECT id, CAST(v AS CHAR) FROM a ORDER BY id").await;
+    assert_eq!(
+        ids.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![1, 2, 3],
+        "the primary's ids"
+    );
+    equal(&pair, "SELECT id, CAST(x AS CHAR) FROM r").await;
+    equal(&pair, "SELECT id, CAST(v AS CHAR) FROM p ORDER BY id").await;
+    equal(
+        &pair,
+        "SELECT id, CONCAT(v, ' ', ROW_START, ' ', ROW_END) FROM sv FOR SYSTEM_TIME ALL ORDER BY ROW_START",
+    )
+    .await;
+
+    // DDL through cutover that gives a plain table a clock default: pinned at once
+    c.query_drop("ALTER TABLE p ADD COLUMN at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)")
+        .await
+        .unwrap();
+    c.exec_drop("INSERT INTO p (id, v) VALUES (?, ?)", (20, 20))
+        .await
+        .unwrap();
+    equal(&pair, "SELECT id, CAST(at AS CHAR) FROM p WHERE id = 20").await;
+
+    // DDL made directly on both servers: known after the next catalog read
+    for db in [&pair.source, &pair.destination] {
+        db.exec("CREATE TABLE d (id INT PRIMARY KEY, at DATETIME(6) DEFAULT NOW(6))")
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    c.exec_drop("INSERT INTO d (id) VALUES (?)", (1,))
+        .await
+        .unwrap();
+    equal(&pair, "SELECT id, CAST(at AS CHAR) FROM d").await;
+
+    assert_eq!(
+        after_plain, after_ddl,
+        "plain writes to a plain table carry no pin"
+    );
+    let after = pinned_so_far().await;
+    for (a, p) in after.iter().zip(&after_plain) {
+        // c ×2, a ×3 (the mirror: insert_id; the source: nothing to pin),
+        // r, p with NOW(), sv ×2, the ALTER, p after it, d
+        assert!(
+            a - p >= 9,
+            "the other writes were pinned: {after:?} after {after_plain:?}"
+        );
     }
     proxy.stop().await;
 }

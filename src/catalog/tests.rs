@@ -207,3 +207,57 @@ fn finds_calls_and_routine_ddl() {
     ));
     assert!(!changes_stored_programs(b"INSERT INTO t VALUES (1)"));
 }
+
+fn facts_catalog() -> CatalogData {
+    let mut data = catalog();
+    let clocked = rows(&[
+        &[Some("shop"), Some("Stamped")],
+        &[Some("shop"), Some("recent_v")],
+    ]);
+    let autoinc = rows(&[&[Some("shop"), Some("orders")]]);
+    data.tables = TableFacts::build(&clocked, &autoinc, ["audited"].into_iter());
+    data
+}
+
+#[test]
+fn needs_follow_the_words_and_the_tables() {
+    use crate::determinism::Verb::{Delete, Insert, Update};
+    let data = facts_catalog();
+    let none = Needs {
+        clock: false,
+        rand: false,
+        insert_id: false,
+    };
+    let n = |sql: &str, verb| needs(&data, sql.as_bytes(), Some(verb));
+    assert_eq!(n("UPDATE plain SET v = ? WHERE id = ?", Update), none);
+    assert_eq!(n("DELETE FROM plain WHERE id = 1", Delete), none);
+    assert!(n("UPDATE plain SET at = NOW(6)", Update).clock);
+    assert!(n("update plain set d = curdate()", Update).clock);
+    assert!(n("INSERT INTO plain VALUES (UNIX_TIMESTAMP())", Insert).clock);
+    let r = n("INSERT INTO plain VALUES (RAND())", Insert);
+    assert!(r.rand && !r.clock);
+    // a table whose default / ON UPDATE / trigger reads the clock, in any spelling
+    assert!(n("UPDATE `shop`.`stamped` SET v = 1", Update).clock);
+    assert!(n("INSERT INTO STAMPED (v) VALUES (1)", Insert).rand);
+    assert!(n("UPDATE plain JOIN audited USING (id) SET v = 1", Update).clock);
+    assert!(
+        n("INSERT INTO plain SELECT * FROM recent_v", Insert).clock,
+        "a view"
+    );
+    // AUTO_INCREMENT: only an insert needs the primary's id
+    assert!(n("INSERT INTO orders (v) VALUES (1)", Insert).insert_id);
+    assert!(!n("UPDATE orders SET v = 1", Update).insert_id);
+    // a stored function: everything
+    assert_eq!(n("UPDATE plain SET v = bump(1)", Update), Needs::ALL);
+    // words inside strings and comments are not names
+    assert_eq!(
+        n("UPDATE plain SET v = 'NOW() stamped' /* RAND() */", Update),
+        none
+    );
+    // nothing known yet: everything
+    let unknown = CatalogData::default();
+    assert_eq!(
+        needs(&unknown, b"UPDATE plain SET v = 1", Some(Update)),
+        Needs::ALL
+    );
+}

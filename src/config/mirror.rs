@@ -32,6 +32,40 @@ impl DdlDefaults {
     }
 }
 
+/// `[mirror] pinning`: which mirrored writes carry a pin (issue #17).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pinning {
+    /// Every mirrored write is pinned (`timestamp`, `rand_seed1/2`, the
+    /// mirror's `insert_id`): the same values on both sides whatever the
+    /// schema (the default).
+    #[default]
+    Always,
+    /// Only what a write can read: the clock when its text calls a time
+    /// function or a table it names has a column whose default or
+    /// `ON UPDATE` takes the clock (or is generated, or system-versioned,
+    /// or has triggers); the RNG when its text calls RAND(); `insert_id` on
+    /// the mirror for an INSERT/REPLACE/LOAD into a table with an
+    /// AUTO_INCREMENT column; anything that calls a stored function or that
+    /// cutover cannot read is pinned whole. The schema comes from the
+    /// catalog (`catalog_refresh_ms`), re-read at once after DDL through
+    /// cutover: a table altered *directly* on the server to take the clock
+    /// in a default can get writes unpinned until the next re-read, and
+    /// those rows then differ by their timestamps (the validator finds and
+    /// repairs them). Saves one command per pinned prepared write on each
+    /// side.
+    WhenNeeded,
+}
+
+impl Pinning {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pinning::Always => "always",
+            Pinning::WhenNeeded => "when_needed",
+        }
+    }
+}
+
 /// The `[mirror]` table, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MirrorConfig {
@@ -51,6 +85,8 @@ pub struct MirrorConfig {
     pub catalog_refresh_ms: u64,
     /// Whose DDL defaults the mirror gets.
     pub ddl_defaults: DdlDefaults,
+    /// Which mirrored writes carry a pin.
+    pub pinning: Pinning,
     /// Drift items declared intended: a global variable name
     /// (`"time_zone"`, `"character_set_server"`) or `"table:db.name"`.
     /// Intended drift is still reported but never blocks an authority move.
@@ -65,6 +101,7 @@ impl Default for MirrorConfig {
             temporary_table_max_bytes: 16 << 20,
             catalog_refresh_ms: 30_000,
             ddl_defaults: DdlDefaults::default(),
+            pinning: Pinning::default(),
             intended_drift: Vec::new(),
         }
     }
@@ -88,6 +125,7 @@ pub(super) struct RawMirror {
     temporary_table_max_bytes: Option<usize>,
     catalog_refresh_ms: Option<u64>,
     ddl_defaults: Option<String>,
+    pinning: Option<String>,
     intended_drift: Option<Vec<String>>,
 }
 
@@ -112,6 +150,16 @@ impl RawMirror {
                 ))
             }
         };
+        let pinning = match self.pinning.as_deref() {
+            None | Some("always") => Pinning::Always,
+            Some("when_needed") => Pinning::WhenNeeded,
+            Some(other) => {
+                return Err(key_err(
+                    "mirror.pinning",
+                    format!("must be \"always\" or \"when_needed\", not {other:?}"),
+                ))
+            }
+        };
         let intended_drift = self.intended_drift.unwrap_or_default();
         if let Some(i) = intended_drift.iter().position(|s| s.trim().is_empty()) {
             return Err(key_err(
@@ -121,6 +169,7 @@ impl RawMirror {
         }
         Ok(MirrorConfig {
             retries,
+            pinning,
             replay_max_bytes: self.replay_max_bytes.unwrap_or(d.replay_max_bytes),
             temporary_table_max_bytes: self
                 .temporary_table_max_bytes

@@ -16,6 +16,7 @@ use super::Session;
 use crate::backend::InfileCopy;
 use crate::classify::{Class, TxKind};
 use crate::codes;
+use crate::config::PinningMode;
 use crate::determinism;
 use crate::error::{BackendError, RelayError, SessionError};
 use crate::fence::Access;
@@ -234,7 +235,10 @@ impl Session {
         if class == Class::Ddl && !failed {
             let db = self.backends.state.database.clone();
             self.temps.observe(&text, db.as_deref());
-            if crate::catalog::changes_stored_programs(&text) {
+            // With pinning = "when_needed" the catalog also says which
+            // tables take the clock: any DDL may change that.
+            let when_needed = self.shared.config.mirror.pinning == PinningMode::WhenNeeded;
+            if when_needed || crate::catalog::changes_stored_programs(&text) {
                 self.shared.refresh_catalog().await;
             }
         }

@@ -2,6 +2,7 @@
 //! `SET STATEMENT … FOR <statement>` on MariaDB, or with a `SET` before and
 //! a reset after, the client's own pinning variables left alone.
 
+use crate::catalog::Needs;
 use crate::classify::TxKind;
 use crate::command::{self, Com};
 use crate::determinism::{self, Analysis, ClientPins, Pin, Pinnable};
@@ -13,6 +14,9 @@ pub(super) struct Pinning {
     pub analysis: Analysis,
     /// The client's own pinning variables, left alone.
     pub client: ClientPins,
+    /// What the write can read that a pin fixes (all of it unless
+    /// `[mirror] pinning = "when_needed"`).
+    pub needs: Needs,
 }
 
 /// A command with the silent commands to queue around it.
@@ -91,6 +95,16 @@ fn single_statement(text: &[u8]) -> bool {
 }
 
 impl Pinning {
+    /// The variables not to pin: the client's own, and what the write
+    /// cannot read.
+    fn left_alone(&self) -> ClientPins {
+        ClientPins {
+            timestamp: self.client.timestamp || !self.needs.clock,
+            rand_seed: self.client.rand_seed || !self.needs.rand,
+            ..self.client
+        }
+    }
+
     /// `payload` (the statement as sent to a backend) with its pinning: as
     /// `SET STATEMENT … FOR <text>` on MariaDB for a COM_QUERY text that
     /// takes it, else with `SET …` before and `SET timestamp=DEFAULT` after.
@@ -106,14 +120,15 @@ impl Pinning {
         if self.analysis.pinnable == Pinnable::No {
             return plain(payload);
         }
-        let insert_id = insert_id.filter(|_| !self.analysis.multi);
-        let Some(assign) = self.pin.assignments(self.client, insert_id) else {
+        let insert_id = insert_id.filter(|_| !self.analysis.multi && self.needs.insert_id);
+        let leave = self.left_alone();
+        let Some(assign) = self.pin.assignments(leave, insert_id) else {
             return plain(payload);
         };
         let text = (payload.first() == Some(&(Com::COM_QUERY as u8))).then(|| &payload[1..]);
         if let (true, Pinnable::Wrap, Some(text)) = (mariadb, self.analysis.pinnable, text) {
             if let Some(wrapped) = determinism::set_statement(text, &assign, self.analysis.multi) {
-                let timestamp = if self.client.timestamp {
+                let timestamp = if leave.timestamp {
                     TimestampPin::Untouched
                 } else {
                     TimestampPin::Statement
@@ -124,7 +139,7 @@ impl Pinning {
                 };
             }
         }
-        let (post, timestamp) = if self.client.timestamp {
+        let (post, timestamp) = if leave.timestamp {
             (None, TimestampPin::Untouched)
         } else {
             (Some(determinism::reset()), TimestampPin::Session)

@@ -36,9 +36,11 @@ use super::pinning::{OwedReset, Pinned, TimestampPin};
 use super::prepared::Statements;
 use super::txn::TxnGate;
 use crate::backend::InfileCopy;
+use crate::catalog::{self, Needs};
 use crate::classify::{Class, TxKind};
 use crate::command;
-use crate::determinism::{self, ClientPins, Pin};
+use crate::config::PinningMode;
+use crate::determinism::{self, ClientPins, Pin, Verb};
 use crate::pattern::Side;
 use crate::response::{ResponseKind, Summary};
 use crate::route::Plan;
@@ -154,13 +156,45 @@ impl Secondary {
                 .unsafe_reason
                 .get_or_insert("rand_after_client_seed");
         }
+        let needs = self.needs(class, cmd, stmts, &analysis);
         let pinning = Pinning {
             pin: Pin::now(),
             analysis,
             client,
+            needs,
         };
         self.flag_unsafe(&pinning);
         Some(pinning)
+    }
+
+    /// What a write needs pinned: everything with `[mirror] pinning =
+    /// "always"`, for DDL and for anything but INSERT / REPLACE / UPDATE /
+    /// DELETE / LOAD; else what [`catalog::needs`] reads from its words.
+    fn needs(
+        &self,
+        class: Class,
+        cmd: &Cmd<'_>,
+        stmts: &mut Statements,
+        analysis: &determinism::Analysis,
+    ) -> Needs {
+        let plain_write = matches!(
+            analysis.verb,
+            Some(Verb::Insert | Verb::Update | Verb::Delete | Verb::Load)
+        );
+        if self.shared.config.mirror.pinning != PinningMode::WhenNeeded
+            || class != Class::Write
+            || !plain_write
+        {
+            return Needs::ALL;
+        }
+        let data = self.shared.catalog.load();
+        match cmd {
+            Cmd::Raw(p) => catalog::needs(&data, p.get(1..).unwrap_or_default(), analysis.verb),
+            Cmd::Execute { id, .. } => match stmts.get_mut(*id) {
+                Some(s) => catalog::needs(&data, &s.sql, analysis.verb),
+                None => Needs::ALL,
+            },
+        }
     }
 
     /// Mirror a statement that succeeded on the authoritative side. The

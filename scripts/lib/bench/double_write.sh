@@ -13,10 +13,12 @@
 #                     any relay hop costs on this box, with no work done in the relay
 #   cutover_src_only  sysbench -> cutover (src_only): one write through cutover
 #   cutover_src_first sysbench -> cutover (src_first): the double write through cutover
+#   cutover_when_needed  the same with [mirror] pinning = "when_needed" (pins only what a
+#                     write can read; sysbench's writes to its tables need no clock/RNG pin)
 # Results: $OUT/double-write.jsonl (every run), $OUT/double-write.json (medians, ratios) and
 # $OUT/double-write.md (the table docs/BENCHMARKS.md gets with --docs).
 
-DW_VARIANTS=(direct client_dw client_dw_relay cutover_src_only cutover_src_first)
+DW_VARIANTS=(direct client_dw client_dw_relay cutover_src_only cutover_src_first cutover_when_needed)
 DW_WORKLOADS=(oltp_write_only oltp_read_write)
 
 bench_dw_run() { # VARIANT WORKLOAD THREADS SECS OUT
@@ -45,6 +47,11 @@ bench_double_write() {
     bench_haproxy_start "$WORK/haproxy_dst" "${PORT[haproxy_dst]}" "$DST_PORT" ||
         die "haproxy (destination) did not start"
     cp "$WORK/haproxy_dst/haproxy.pid" "$WORK/haproxy_dst.pid"
+    PORT[cutover_when_needed]=$(free_port)
+    bench_log "starting cutover src_first, pinning = when_needed :${PORT[cutover_when_needed]}"
+    BENCH_CUTOVER_TOP=$'[mirror]\npinning = "when_needed"' bench_cutover_start "$WORK" \
+        cutover_when_needed src_first "${PORT[cutover_when_needed]}" "$(free_port)" \
+        "$SRC_PORT" "$DST_PORT" "$BIN" || die "cutover (when_needed) did not start"
     : >"$results"
     if ((BENCH_WARMUP > 0)); then
         for v in "${DW_VARIANTS[@]}"; do
