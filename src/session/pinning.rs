@@ -84,7 +84,7 @@ impl OwedReset {
 }
 
 /// `text` holds one statement (an optional trailing `;` aside).
-fn single_statement(text: &[u8]) -> bool {
+pub(super) fn single_statement(text: &[u8]) -> bool {
     let mut lx = Lexer::new(text);
     while let Some((t, _)) = lx.next() {
         if t == Tok::Semi {

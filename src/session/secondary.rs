@@ -32,7 +32,7 @@ use super::exec::{Cmd, Unsendable};
 use super::ledger::{is_transient, Entry, FailureReason, MirrorTxn, TxnEnd};
 use super::mirror_txn::mismatch;
 pub(super) use super::pinning::Pinning;
-use super::pinning::{OwedReset, Pinned, TimestampPin};
+use super::pinning::{single_statement, OwedReset, Pinned, TimestampPin};
 use super::prepared::Statements;
 use super::txn::TxnGate;
 use crate::backend::InfileCopy;
@@ -76,14 +76,22 @@ pub(super) struct Mirrored<'c, 'a> {
 
 impl Mirrored<'_, '_> {
     /// Whether to pipeline it (send without waiting for the answer): a plain
-    /// write inside a transaction that was already open and stays open.
-    /// Nobody else can see it before COMMIT, which is mirrored synchronously.
-    /// A LOAD DATA LOCAL is never deferred (the mirror asks for the file).
+    /// write inside a transaction that was already open and stays open, or
+    /// a lone BEGIN that opened one (issue 17: the client no longer waits a
+    /// round trip to the mirror per transaction; the mirror's BEGIN still
+    /// goes before the transaction's writes on its connection, and its
+    /// answer is judged with theirs). Nobody else can see any of it before
+    /// COMMIT, which is mirrored synchronously. A LOAD DATA LOCAL is never
+    /// deferred (the mirror asks for the file).
     fn deferred(&self, gate: &TxnGate) -> bool {
-        self.class == Class::Write
-            && gate.in_transaction()
-            && self.primary.in_trans() == Some(true)
-            && self.infile.is_none()
+        let write = self.class == Class::Write && gate.in_transaction();
+        let begin = self.class == Class::Transaction
+            && self.tx == Some(TxKind::Begin)
+            && match self.cmd {
+                Cmd::Raw(p) => single_statement(p.get(1..).unwrap_or_default()),
+                Cmd::Execute { .. } => true,
+            };
+        (write || begin) && self.primary.in_trans() == Some(true) && self.infile.is_none()
     }
 
     fn check(&self) -> MirrorCheck {
