@@ -617,7 +617,7 @@ mod tests {
     async fn queued_deferred_commands_go_with_the_next_send_or_at_the_bound() {
         let (mut b, fake) = testing::backend::<u32>(Side::Destination, testing::tiny_db()).await;
         for i in 0..3 {
-            b.queue_deferred(&query(&format!("INSERT INTO t VALUES ({i})")), i)
+            b.queue_deferred(&query(format!("INSERT INTO t VALUES ({i})")), i)
                 .await
                 .unwrap();
         }
@@ -640,7 +640,7 @@ mod tests {
         assert_eq!(fake.received().len(), 4);
         // at most MAX_UNSENT_DEFERRED wait in the buffer
         for i in 0..MAX_UNSENT_DEFERRED as u32 {
-            b.queue_deferred(&query(&format!("INSERT INTO t VALUES ({})", 10 + i)), i)
+            b.queue_deferred(&query(format!("INSERT INTO t VALUES ({})", 10 + i)), i)
                 .await
                 .unwrap();
         }
