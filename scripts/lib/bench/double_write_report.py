@@ -52,7 +52,7 @@ def main():
     summary = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "commit": commit,
                "loadavg_start": load0, "loadavg_end": load1, "nproc": os.cpu_count(),
                "rounds": max((r["round"] for r in runs), default=0), "groups": []}
-    lines = [f"### Run: {summary['date']} (`scripts/bench --double-write`, cutover at {commit})", "",
+    lines = [f"#### Run: {summary['date']} (`scripts/bench --double-write`, cutover at {commit})", "",
              f"- {summary['nproc']} CPUs shared by both MariaDB servers, the relays, cutover and "
              f"sysbench; load average at start {load0}, at end {load1}; "
              f"{summary['rounds']} round(s), variants interleaved, medians over rounds.", "",
