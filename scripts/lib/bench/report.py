@@ -207,6 +207,14 @@ def markdown(s):
     L.append(f"- src_only `oltp_point_select`: cutover/haproxy **{fmt_ratio(d['src_only_point_select_vs_haproxy'])}**, "
              f"cutover/direct **{fmt_ratio(d['src_only_point_select_vs_direct'])}**.")
     L.append(f"- `oltp_write_only` through cutover: src_first/src_only **{fmt_ratio(d['write_only_src_first_vs_src_only'])}**.")
+    dw = s.get("double_write")
+    if dw:
+        # issue 17: the latest `scripts/bench --double-write` run (its own interleaved baselines)
+        def cell(g, name):
+            return f"{g['workload'].replace('oltp_', '')} {g['threads']}t {fmt_ratio(g['ratios'].get(name))}"
+        for name in ("cutover_src_first / client_dw", "cutover_src_first / client_dw_relay"):
+            L.append(f"- {name} (latest `--double-write` run, {dw.get('date')}): "
+                     + ", ".join(cell(g, name) for g in dw.get("groups", [])) + ".")
     L.append("")
     mem = s.get("memory") or {}
     L.append("#### Memory (cutover process, /proc/PID/status)")
@@ -302,6 +310,10 @@ def main():
     doc = sys.argv[2] if len(sys.argv) > 2 else None
     runs, meta = load(out_dir)
     s = summarize(runs, meta)
+    dw_path = os.path.join(out_dir, "double-write.json")
+    if os.path.exists(dw_path):
+        with open(dw_path) as f:
+            s["double_write"] = json.load(f)
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(s, f, indent=2)
         f.write("\n")
