@@ -247,6 +247,22 @@ impl<T> Backend<T> {
         Ok(())
     }
 
+    /// Commands are queued that no send has carried yet
+    /// ([`Self::queue_deferred`]).
+    pub fn has_unsent(&self) -> bool {
+        self.io.buffered() > 0
+    }
+
+    /// Send what is queued now (the session went idle: the mirror works
+    /// while the client thinks).
+    ///
+    /// # Errors
+    /// [`BackendError::Io`] when the write fails.
+    pub async fn send_queued(&mut self) -> Result<(), BackendError> {
+        self.unsent = 0;
+        self.io.flush().await.map_err(|e| self.io_err(e))
+    }
+
     /// Deferred commands whose answers are still outstanding.
     pub fn deferred_outstanding(&self) -> usize {
         self.expected
