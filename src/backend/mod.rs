@@ -80,9 +80,6 @@ pub struct Backend<T = ()> {
     /// sent before the next statement that does not read the previous
     /// statement's diagnostics (see `Session::relay_primary`).
     pub pending_reset: Option<&'static [u8]>,
-    /// Commands queued by [`Self::queue_deferred`] since the buffer was last
-    /// empty (sent).
-    unsent: usize,
     /// `SET autocommit=1` is owed: cutover switched autocommit off on this
     /// (mirror) connection for a transaction that has ended. Sent before
     /// the next command of any kind, unless [`Self::keep_autocommit_off`]
@@ -90,11 +87,6 @@ pub struct Backend<T = ()> {
     /// autocommit off again): one command less per transaction.
     restore_autocommit: bool,
 }
-
-/// At most this many pipelined commands wait in the buffer for the next
-/// send: a long transaction's mirror share is not all left for its COMMIT
-/// to apply (the COMMIT waits for it).
-const MAX_UNSENT_DEFERRED: usize = 8;
 
 /// An answer owed by the backend for a command sent ahead.
 enum Expected<T> {
@@ -137,7 +129,6 @@ impl<T> Backend<T> {
             captured: Vec::new(),
             pending_reset: None,
             restore_autocommit: false,
-            unsent: 0,
         }
     }
 
@@ -224,45 +215,6 @@ impl<T> Backend<T> {
         self.io.flush().await.map_err(|e| self.io_err(e))
     }
 
-    /// Queue a command like [`Self::send_deferred`] without sending it yet:
-    /// it goes with the next command that is sent (or when answers are
-    /// read, or once the buffer holds [`FLUSH_THRESHOLD`] bytes), so a
-    /// transaction's pipelined writes reach the mirror in one write instead
-    /// of one each (issue 17: fewer syscalls and wake-ups per statement).
-    ///
-    /// # Errors
-    /// [`BackendError::Io`] when a flush at the threshold fails.
-    pub async fn queue_deferred(&mut self, payload: &[u8], tag: T) -> Result<(), BackendError> {
-        if self.io.buffered() == 0 {
-            self.unsent = 0;
-        }
-        self.before_command();
-        self.io.queue_packet(0, payload);
-        self.expected.push_back(Expected::Deferred(tag));
-        self.unsent += 1;
-        if self.unsent >= MAX_UNSENT_DEFERRED || self.io.buffered() >= FLUSH_THRESHOLD {
-            self.unsent = 0;
-            self.io.flush().await.map_err(|e| self.io_err(e))?;
-        }
-        Ok(())
-    }
-
-    /// Commands are queued that no send has carried yet
-    /// ([`Self::queue_deferred`]).
-    pub fn has_unsent(&self) -> bool {
-        self.io.buffered() > 0
-    }
-
-    /// Send what is queued now (the session went idle: the mirror works
-    /// while the client thinks).
-    ///
-    /// # Errors
-    /// [`BackendError::Io`] when the write fails.
-    pub async fn send_queued(&mut self) -> Result<(), BackendError> {
-        self.unsent = 0;
-        self.io.flush().await.map_err(|e| self.io_err(e))
-    }
-
     /// Deferred commands whose answers are still outstanding.
     pub fn deferred_outstanding(&self) -> usize {
         self.expected
@@ -290,11 +242,6 @@ impl<T> Backend<T> {
 
     /// Read every outstanding answer (they come before any new one).
     async fn drain_expected(&mut self) -> Result<(), BackendError> {
-        if !self.expected.is_empty() && self.io.buffered() > 0 {
-            // commands queued without a send (`queue_deferred`): their
-            // answers come only once they are sent
-            self.io.flush().await.map_err(|e| self.io_err(e))?;
-        }
         while let Some(e) = self.expected.pop_front() {
             match e {
                 Expected::Silent => {
@@ -627,54 +574,6 @@ mod tests {
                 "SELECT 1"
             ]
         );
-    }
-
-    #[tokio::test]
-    async fn queued_deferred_commands_go_with_the_next_send_or_at_the_bound() {
-        let (mut b, fake) = testing::backend::<u32>(Side::Destination, testing::tiny_db()).await;
-        for i in 0..3 {
-            b.queue_deferred(&query(format!("INSERT INTO t VALUES ({i})")), i)
-                .await
-                .unwrap();
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        assert!(
-            fake.received().is_empty(),
-            "held back: {:?}",
-            fake.received()
-        );
-        // reading any answer sends them first (no wait for an unsent command)
-        let one = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            b.run(&query("SELECT 1"), ResponseKind::Query),
-        )
-        .await
-        .expect("not waiting for an answer to an unsent command")
-        .unwrap();
-        assert_eq!(one.result_sets, 1);
-        assert_eq!(b.take_settled().len(), 3);
-        assert_eq!(fake.received().len(), 4);
-        // at most MAX_UNSENT_DEFERRED wait in the buffer
-        for i in 0..MAX_UNSENT_DEFERRED as u32 {
-            b.queue_deferred(&query(format!("INSERT INTO t VALUES ({})", 10 + i)), i)
-                .await
-                .unwrap();
-        }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while fake.received().len() < 4 + MAX_UNSENT_DEFERRED
-            && std::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        assert_eq!(
-            fake.received().len(),
-            4 + MAX_UNSENT_DEFERRED,
-            "sent at the bound"
-        );
-        let settled =
-            tokio::time::timeout(std::time::Duration::from_secs(10), b.settle_outstanding());
-        settled.await.expect("answers arrive").unwrap();
-        assert_eq!(b.take_settled().len(), MAX_UNSENT_DEFERRED);
     }
 
     #[tokio::test]

@@ -78,23 +78,6 @@ impl Backends {
         params
     }
 
-    /// Some open connection holds queued commands no send has carried yet.
-    pub fn has_unsent(&self) -> bool {
-        self.conns.iter().flatten().any(|c| c.has_unsent())
-    }
-
-    /// Send every connection's queued commands now. A failed write is left
-    /// for the next read on that connection to report.
-    pub async fn send_queued(&mut self) {
-        for c in self.conns.iter_mut().flatten() {
-            if c.has_unsent() {
-                if let Err(e) = c.send_queued().await {
-                    tracing::debug!(side = %c.side, "sending queued commands failed: {e}");
-                }
-            }
-        }
-    }
-
     /// Resolves when an open connection is closed or reset by its server
     /// while the session is idle: which side, and how. Pending while none
     /// is open. Cancel-safe.

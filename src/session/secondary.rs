@@ -491,7 +491,7 @@ impl Secondary {
         for pre in &e.pre {
             b.queue_silent(pre);
         }
-        b.queue_deferred(&e.payload, e.check.clone())
+        b.send_deferred(&e.payload, e.check.clone())
             .await
             .map_err(Unsendable::Backend)?;
         b.pending_reset = e.post.or(b.pending_reset);

@@ -12,8 +12,6 @@
 //!   authoritative side already applied is still mirrored to completion, so
 //!   the sides stay equal.
 
-use std::time::Duration;
-
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -24,10 +22,6 @@ use crate::error::SessionError;
 use crate::pattern::Side;
 use crate::response::{ResponseKind, Summary};
 use crate::stats::DataPathStats;
-
-/// How long queued mirror commands wait for an idle client's next command
-/// before they are sent by themselves.
-const IDLE_SEND: Duration = Duration::from_millis(2);
 
 impl Session {
     /// Wait until the client sends its next command (or closes); meanwhile
@@ -44,10 +38,6 @@ impl Session {
             if self.client.unread() > 0 {
                 return Ok(Flow::Continue);
             }
-            // Pipelined mirror writes wait in the buffer for the next send
-            // (`Backend::queue_deferred`); a client that thinks longer than
-            // IDLE_SEND lets the mirror work meanwhile.
-            let unsent = self.backends.has_unsent();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(Flow::Quit),
@@ -60,7 +50,6 @@ impl Session {
                         return Ok(Flow::Quit);
                     }
                 }
-                _ = tokio::time::sleep(IDLE_SEND), if unsent => self.backends.send_queued().await,
             }
         }
     }
