@@ -245,8 +245,9 @@ async fn read(
         .query_rows(&q(format!("SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.COLUMNS WHERE EXTRA LIKE '%auto_increment%' AND TABLE_SCHEMA NOT IN {SYSTEM_SCHEMAS}")), limit)
         .await?;
     let clocked = b.query_rows(&q(clock::clocked_tables_sql()), limit).await?;
+    let all = b.query_rows(&q(clock::all_tables_sql()), limit).await?;
     b.quit().await;
-    for c in [&routines, &triggers, &autoinc, &clocked] {
+    for c in [&routines, &triggers, &autoinc, &clocked, &all] {
         if let Some(err) = &c.err {
             return Err(BackendError::Server {
                 side,
@@ -256,7 +257,7 @@ async fn read(
     }
     let mut data = build(&routines, &triggers, &autoinc);
     let trigger_tables = data.triggers.keys().map(|(_, t)| t.as_str());
-    data.tables = TableFacts::build(&clocked, &autoinc, trigger_tables);
+    data.tables = TableFacts::build([&clocked, &autoinc, &all], trigger_tables);
     Ok(data)
 }
 

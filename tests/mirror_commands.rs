@@ -366,16 +366,30 @@ async fn when_needed_pins_only_what_a_write_can_read() {
         .unwrap();
     equal(&pair, "SELECT id, CAST(at AS CHAR) FROM p WHERE id = 20").await;
 
-    // DDL made directly on both servers: known after the next catalog read
+    // A table created directly on both servers, written at once (before the
+    // next catalog read): a target the catalog has not seen is pinned whole.
     for db in [&pair.source, &pair.destination] {
         db.exec("CREATE TABLE d (id INT PRIMARY KEY, at DATETIME(6) DEFAULT NOW(6))")
             .await;
     }
-    tokio::time::sleep(Duration::from_millis(900)).await;
     c.exec_drop("INSERT INTO d (id) VALUES (?)", (1,))
         .await
         .unwrap();
     equal(&pair, "SELECT id, CAST(at AS CHAR) FROM d").await;
+
+    // A temporary table's defaults are not in the catalog, and it may shadow
+    // a plain table of the same name (here `r`): while the session holds
+    // one, every write is pinned (its rows reach a real table below).
+    c.query_drop("CREATE TEMPORARY TABLE r (id INT PRIMARY KEY, at DATETIME(6) DEFAULT NOW(6))")
+        .await
+        .unwrap();
+    c.exec_drop("INSERT INTO r (id) VALUES (?)", (1,))
+        .await
+        .unwrap();
+    c.query_drop("INSERT INTO d SELECT id + 1, at FROM r")
+        .await
+        .unwrap();
+    equal(&pair, "SELECT id, CAST(at AS CHAR) FROM d ORDER BY id").await;
 
     assert_eq!(
         after_plain, after_ddl,
@@ -384,7 +398,7 @@ async fn when_needed_pins_only_what_a_write_can_read() {
     let after = pinned_so_far().await;
     for (a, p) in after.iter().zip(&after_plain) {
         // c ×2, a ×3 (the mirror: insert_id; the source: nothing to pin),
-        // r, p with NOW(), sv ×2, the ALTER, p after it, d
+        // r, p with NOW(), sv ×2, the ALTER, p after it, d, temporary r, d from r
         assert!(
             a - p >= 9,
             "the other writes were pinned: {after:?} after {after_plain:?}"

@@ -31,11 +31,23 @@ pub(super) fn clocked_tables_sql() -> String {
     )
 }
 
+/// The query for every table and view outside the system schemas: a write
+/// to a table not among them (created since the last read, or temporary)
+/// is pinned whole.
+pub(super) fn all_tables_sql() -> String {
+    format!(
+        "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA NOT IN {SYSTEM_SCHEMAS}"
+    )
+}
+
 /// Table names (bare, lower-case) that decide what a write needs pinned.
 #[derive(Debug, Clone, Default)]
 pub struct TableFacts {
     /// The facts were read (without them everything is pinned).
     pub known: bool,
+    /// Every table and view the catalog read saw.
+    pub tables: HashSet<String>,
     /// Tables whose writes may read the clock or the RNG implicitly
     /// (expression defaults, ON UPDATE, generated or TIMESTAMP columns,
     /// system versioning, triggers) and views.
@@ -49,13 +61,13 @@ impl TableFacts {
     /// trigger tables. Names are kept bare: a statement naming `t` in any
     /// schema is matched (more pinning, never less).
     pub fn build<'a>(
-        clocked: &Captured,
-        autoinc: &Captured,
+        [clocked, autoinc, all]: [&Captured; 3],
         triggers: impl Iterator<Item = &'a str>,
     ) -> TableFacts {
         let name = |r: &Vec<Option<Vec<u8>>>| text(r.get(1)?).map(|t| t.to_lowercase());
         let mut facts = TableFacts {
             known: true,
+            tables: all.rows.iter().filter_map(name).collect(),
             clocked: clocked.rows.iter().filter_map(name).collect(),
             autoinc: autoinc.rows.iter().filter_map(name).collect(),
         };
@@ -102,12 +114,17 @@ const CLOCK_WORDS: [&[u8]; 13] = [
     b"SYSDATE",
 ];
 
-/// What the write `sql` (its verb `verb`) needs pinned, by its words: a
-/// clock function, RAND, a clocked table, an AUTO_INCREMENT table it
-/// inserts into, a stored function (then everything).
-pub fn needs(data: &CatalogData, sql: &[u8], verb: Option<Verb>) -> Needs {
+/// What the write `sql` (its verb `verb`, its target table `target` as
+/// `name` or `db.name`) needs pinned, by its words: a clock function, RAND,
+/// a clocked table, an AUTO_INCREMENT table it inserts into, a stored
+/// function (then everything). A target the catalog has not seen (created
+/// since its last read, or a temporary table) is pinned whole.
+pub fn needs(data: &CatalogData, sql: &[u8], verb: Option<Verb>, target: Option<&str>) -> Needs {
     let facts = &data.tables;
-    if !facts.known {
+    let bare = target
+        .and_then(|t| t.rsplit('.').next())
+        .map(str::to_lowercase);
+    if !facts.known || !bare.is_some_and(|t| facts.tables.contains(&t)) {
         return Needs::ALL;
     }
     let inserts = matches!(verb, Some(Verb::Insert | Verb::Load) | None);

@@ -215,7 +215,12 @@ fn facts_catalog() -> CatalogData {
         &[Some("shop"), Some("recent_v")],
     ]);
     let autoinc = rows(&[&[Some("shop"), Some("orders")]]);
-    data.tables = TableFacts::build(&clocked, &autoinc, ["audited"].into_iter());
+    let all = rows(&[
+        &[Some("shop"), Some("plain")],
+        &[Some("shop"), Some("Stamped")],
+        &[Some("shop"), Some("orders")],
+    ]);
+    data.tables = TableFacts::build([&clocked, &autoinc, &all], ["audited"].into_iter());
     data
 }
 
@@ -228,7 +233,10 @@ fn needs_follow_the_words_and_the_tables() {
         rand: false,
         insert_id: false,
     };
-    let n = |sql: &str, verb| needs(&data, sql.as_bytes(), Some(verb));
+    let n = |sql: &str, verb| {
+        let target = crate::determinism::analyze(sql.as_bytes()).table;
+        needs(&data, sql.as_bytes(), Some(verb), target.as_deref())
+    };
     assert_eq!(n("UPDATE plain SET v = ? WHERE id = ?", Update), none);
     assert_eq!(n("DELETE FROM plain WHERE id = 1", Delete), none);
     assert!(n("UPDATE plain SET at = NOW(6)", Update).clock);
@@ -254,10 +262,14 @@ fn needs_follow_the_words_and_the_tables() {
         n("UPDATE plain SET v = 'NOW() stamped' /* RAND() */", Update),
         none
     );
+    // a target the catalog has not seen (new, or temporary): everything
+    assert_eq!(n("INSERT INTO fresh VALUES (1)", Insert), Needs::ALL);
+    assert_eq!(n("UPDATE shop.`fresh` SET v = 1", Update), Needs::ALL);
     // nothing known yet: everything
     let unknown = CatalogData::default();
+    let plain = Some("plain");
     assert_eq!(
-        needs(&unknown, b"UPDATE plain SET v = 1", Some(Update)),
+        needs(&unknown, b"UPDATE plain SET v = 1", Some(Update), plain),
         Needs::ALL
     );
 }

@@ -45,7 +45,9 @@ pub enum Pinning {
     /// `ON UPDATE` takes the clock (or is generated, or system-versioned,
     /// or has triggers); the RNG when its text calls RAND(); `insert_id` on
     /// the mirror for an INSERT/REPLACE/LOAD into a table with an
-    /// AUTO_INCREMENT column; anything that calls a stored function or that
+    /// AUTO_INCREMENT column; anything that calls a stored function, writes
+    /// a table the catalog has not seen (created since its last read, or
+    /// temporary), runs while the session holds temporary tables, or that
     /// cutover cannot read is pinned whole. The schema comes from the
     /// catalog (`catalog_refresh_ms`), re-read at once after DDL through
     /// cutover: a table altered *directly* on the server to take the clock

@@ -235,6 +235,7 @@ impl Session {
         if class == Class::Ddl && !failed {
             let db = self.backends.state.database.clone();
             self.temps.observe(&text, db.as_deref());
+            self.secondary.session_has_temporary_tables = !self.temps.is_empty();
             // With pinning = "when_needed" the catalog also says which
             // tables take the clock: any DDL may change that.
             let when_needed = self.shared.config.mirror.pinning == PinningMode::WhenNeeded;

@@ -388,6 +388,7 @@ impl Session {
             .await;
         self.vars.reset();
         self.temps.clear();
+        self.secondary.session_has_temporary_tables = false;
         self.secondary.reset();
         self.shared.sessions.set_user(self.conn_id, &cu.user);
         tracing::Span::current().record("user", cu.user.as_str());

@@ -118,11 +118,18 @@ pub(super) struct Secondary {
     pub(super) shared: Arc<Shared>,
     /// The mirror's share of the authoritative side's open transaction.
     pub(super) txn: Option<MirrorTxn>,
+    /// The session holds temporary tables (kept by `Session` after DDL):
+    /// `pinning = "when_needed"` then pins every write.
+    pub(super) session_has_temporary_tables: bool,
 }
 
 impl Secondary {
     pub fn new(shared: Arc<Shared>) -> Self {
-        Secondary { shared, txn: None }
+        Secondary {
+            shared,
+            txn: None,
+            session_has_temporary_tables: false,
+        }
     }
 
     /// Decide whether (and how) to pin a statement, and flag it when it
@@ -176,8 +183,10 @@ impl Secondary {
     }
 
     /// What a write needs pinned: everything with `[mirror] pinning =
-    /// "always"`, for DDL and for anything but INSERT / REPLACE / UPDATE /
-    /// DELETE / LOAD; else what [`catalog::needs`] reads from its words.
+    /// "always"`, for DDL, for anything but INSERT / REPLACE / UPDATE /
+    /// DELETE / LOAD, and while the session holds temporary tables (the
+    /// catalog cannot see their defaults); else what [`catalog::needs`]
+    /// reads from its words.
     fn needs(
         &self,
         class: Class,
@@ -192,14 +201,16 @@ impl Secondary {
         if self.shared.config.mirror.pinning != PinningMode::WhenNeeded
             || class != Class::Write
             || !plain_write
+            || self.session_has_temporary_tables
         {
             return Needs::ALL;
         }
         let data = self.shared.catalog.load();
+        let (verb, target) = (analysis.verb, analysis.table.as_deref());
         match cmd {
-            Cmd::Raw(p) => catalog::needs(&data, p.get(1..).unwrap_or_default(), analysis.verb),
+            Cmd::Raw(p) => catalog::needs(&data, p.get(1..).unwrap_or_default(), verb, target),
             Cmd::Execute { id, .. } => match stmts.get_mut(*id) {
-                Some(s) => catalog::needs(&data, &s.sql, analysis.verb),
+                Some(s) => catalog::needs(&data, &s.sql, verb, target),
                 None => Needs::ALL,
             },
         }
