@@ -77,8 +77,9 @@ pub struct Backend<T = ()> {
     /// Results of queued captures read so far.
     captured: Vec<Captured>,
     /// A pinning reset (`SET timestamp=DEFAULT`) owed by this session,
-    /// sent before the next statement that does not read the previous
-    /// statement's diagnostics (see `Session::relay_primary`).
+    /// sent before the next statement that may read the clock and does not
+    /// read the previous statement's diagnostics (`session::pinning::
+    /// OwedReset`, `Session::owed_reset`).
     pub pending_reset: Option<&'static [u8]>,
     /// `SET autocommit=1` is owed: cutover switched autocommit off on this
     /// (mirror) connection for a transaction that has ended. Sent before
