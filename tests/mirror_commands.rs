@@ -75,6 +75,21 @@ fn position(cmds: &[String], prefix: &str) -> usize {
         .unwrap_or_else(|| panic!("no {prefix:?} in {cmds:#?}"))
 }
 
+/// After a pause of 1.2 s, NOW() through `c` is at least 1 s past the last
+/// write's pinned `at` in `t`: the session's clock is the real one again (a
+/// clock left pinned would give the write's own time).
+async fn assert_clock_is_real(c: &mut mysql_async::Conn, what: &str) {
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let lag: Option<i64> = c
+        .query_first("SELECT TIMESTAMPDIFF(MICROSECOND, MAX(at), NOW(6)) FROM t")
+        .await
+        .unwrap();
+    assert!(
+        lag.unwrap() >= 1_000_000,
+        "{what} is the real time: lag {lag:?} µs"
+    );
+}
+
 /// Two transactions of prepared writes, then an autocommit write.
 async fn two_transactions(c: &mut mysql_async::Conn) {
     c.query_drop("BEGIN").await.unwrap();
@@ -158,15 +173,7 @@ async fn prepared_writes_cost_one_set_each_and_the_owed_commands_go_only_where_n
 
     // The clock is real again for a statement that reads it: the owed reset
     // goes before the SELECT (a pinned clock would give the last write's time).
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let lag: Option<i64> = c
-        .query_first("SELECT TIMESTAMPDIFF(MICROSECOND, MAX(at), NOW(6)) FROM t")
-        .await
-        .unwrap();
-    assert!(
-        lag.unwrap() >= 1_000_000,
-        "NOW() after pinned writes is the real time: lag {lag:?} µs"
-    );
+    assert_clock_is_real(&mut c, "NOW() after pinned writes").await;
     let src = commands_of_connection(&pair.source, "mark-insert").await;
     assert_eq!(count(&src, "SET timestamp=DEFAULT"), 1, "{src:#?}");
 
@@ -190,15 +197,7 @@ async fn what_the_mirror_owes_is_paid_when_it_becomes_the_authoritative_side() {
         Some(1),
         "the client's autocommit on the new authoritative side"
     );
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let lag: Option<i64> = c
-        .query_first("SELECT TIMESTAMPDIFF(MICROSECOND, MAX(at), NOW(6)) FROM t")
-        .await
-        .unwrap();
-    assert!(
-        lag.unwrap() >= 1_000_000,
-        "the former mirror's clock is real: lag {lag:?} µs"
-    );
+    assert_clock_is_real(&mut c, "the former mirror's clock").await;
 
     c.exec_drop("INSERT INTO t (id, v) VALUES (?, ?)", (200, 2))
         .await

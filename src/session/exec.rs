@@ -33,6 +33,17 @@ pub(crate) enum Cmd<'a> {
     Execute { id: u32, payload: &'a [u8] },
 }
 
+impl Cmd<'_> {
+    /// The statement's SQL: the COM_QUERY text, or the prepared statement's
+    /// (`None` for an id the session does not know).
+    pub(super) fn sql<'s>(&'s self, stmts: &'s mut Statements) -> Option<&'s [u8]> {
+        match self {
+            Cmd::Raw(p) => Some(p.get(1..).unwrap_or_default()),
+            Cmd::Execute { id, .. } => stmts.get_mut(*id).map(|s| &s.sql[..]),
+        }
+    }
+}
+
 /// What a successful session-state command changes in the remembered state.
 pub(super) enum Remember {
     Nothing,
@@ -250,12 +261,8 @@ impl Session {
     /// The client seeded the RNG: a statement that ran on the authoritative
     /// side only and may call RAND() leaves the two RNGs in different states.
     fn note_rand_drift(&mut self, cmd: &Cmd<'_>) {
-        let text = match cmd {
-            Cmd::Raw(p) => p.get(1..).unwrap_or_default(),
-            Cmd::Execute { id, .. } => match self.backends.stmts.get_mut(*id) {
-                Some(s) => &s.sql,
-                None => return,
-            },
+        let Some(text) = cmd.sql(&mut self.backends.stmts) else {
+            return;
         };
         if text.windows(4).any(|w| w.eq_ignore_ascii_case(b"RAND")) {
             self.backends.state.client_pins.rand_drift = true;
@@ -324,13 +331,7 @@ impl Session {
         if !owed {
             return;
         }
-        let text = match cmd {
-            Cmd::Raw(p) => p.get(1..).unwrap_or_default(),
-            Cmd::Execute { id, .. } => match self.backends.stmts.get_mut(*id) {
-                Some(s) => &s.sql[..],
-                None => &[],
-            },
-        };
+        let text = cmd.sql(&mut self.backends.stmts).unwrap_or_default();
         let rule = OwedReset::before(clock, tx, text);
         let send = rule == OwedReset::Send && !determinism::reads_diagnostics(text);
         if let Some(b) = self.backends.get(side) {

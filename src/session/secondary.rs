@@ -207,12 +207,9 @@ impl Secondary {
         }
         let data = self.shared.catalog.load();
         let (verb, target) = (analysis.verb, analysis.table.as_deref());
-        match cmd {
-            Cmd::Raw(p) => catalog::needs(&data, p.get(1..).unwrap_or_default(), verb, target),
-            Cmd::Execute { id, .. } => match stmts.get_mut(*id) {
-                Some(s) => catalog::needs(&data, &s.sql, verb, target),
-                None => Needs::ALL,
-            },
+        match cmd.sql(stmts) {
+            Some(sql) => catalog::needs(&data, sql, verb, target),
+            None => Needs::ALL,
         }
     }
 
