@@ -332,17 +332,13 @@ impl Session {
             return;
         }
         let text = cmd.sql(&mut self.backends.stmts).unwrap_or_default();
-        let rule = OwedReset::before(clock, tx, text);
-        let send = rule == OwedReset::Send && !determinism::reads_diagnostics(text);
+        let rule = match OwedReset::before(clock, tx, text) {
+            OwedReset::Send if determinism::reads_diagnostics(text) => OwedReset::Keep,
+            rule => rule,
+        };
         if let Some(b) = self.backends.get(side) {
-            match rule {
-                OwedReset::Drop => b.pending_reset = None,
-                OwedReset::Send if send => {
-                    if let Some(reset) = b.pending_reset.take() {
-                        b.queue_silent(reset);
-                    }
-                }
-                _ => {}
+            if let Some(reset) = rule.settle(&mut b.pending_reset) {
+                b.queue_silent(reset);
             }
         }
     }

@@ -81,6 +81,17 @@ impl OwedReset {
             }
         }
     }
+
+    /// Carry out the rule on a connection's owed reset (`pending`, as in
+    /// `Backend::pending_reset`): the reset to queue before the command,
+    /// if it is to be sent now.
+    pub fn settle(self, pending: &mut Option<&'static [u8]>) -> Option<&'static [u8]> {
+        match self {
+            OwedReset::Send => pending.take(),
+            OwedReset::Drop => pending.take().and(None),
+            OwedReset::Keep => None,
+        }
+    }
 }
 
 /// `text` holds one statement (an optional trailing `;` aside).

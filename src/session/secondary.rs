@@ -462,11 +462,7 @@ impl Secondary {
             Cmd::Execute { .. } => &[],
         };
         let b = up.get(m.side)?;
-        match OwedReset::before(clock, m.tx, text) {
-            OwedReset::Send => b.pending_reset.take(),
-            OwedReset::Drop => b.pending_reset.take().and(None),
-            OwedReset::Keep => None,
-        }
+        OwedReset::before(clock, m.tx, text).settle(&mut b.pending_reset)
     }
 
     /// Why the absent mirror connection is not (re)opened now, if it is not.
