@@ -457,12 +457,10 @@ impl Secondary {
         m: &Mirrored<'_, '_>,
         clock: TimestampPin,
     ) -> Option<&'static [u8]> {
-        let text = match m.cmd {
-            Cmd::Raw(p) => p.get(1..).unwrap_or_default(),
-            Cmd::Execute { .. } => &[],
-        };
+        let text = m.cmd.sql(&mut up.stmts).unwrap_or_default();
+        let rule = OwedReset::before(clock, m.tx, text);
         let b = up.get(m.side)?;
-        OwedReset::before(clock, m.tx, text).settle(&mut b.pending_reset)
+        rule.settle(&mut b.pending_reset)
     }
 
     /// Why the absent mirror connection is not (re)opened now, if it is not.
